@@ -1,0 +1,29 @@
+# Open-set individual animal re-identification: the AnimalCLEF 2025 second-place meta-algorithm
+# (WildFusion -> re-ranking -> XGBoost -> dual-backbone ArcFace cascade) as a Snakemake workflow.
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "config/schema.yaml")
+
+
+report: "report/workflow.rst"
+
+
+include: "rules/common.smk"
+include: "rules/demo.smk"
+include: "rules/data.smk"
+include: "rules/embed.smk"
+include: "rules/baseline.smk"
+include: "rules/wildfusion.smk"
+include: "rules/evaluate.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        final_outputs(),

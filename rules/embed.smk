@@ -1,0 +1,26 @@
+rule embed:
+    input:
+        metadata="results/data/{dataset}.tsv",
+    output:
+        embeddings="results/embeddings/{dataset}/{backbone}.npz",
+    log:
+        "logs/embed/{dataset}/{backbone}.log",
+    benchmark:
+        "logs/benchmarks/embed/{dataset}/{backbone}.tsv"
+    conda:
+        CONDA_ENV
+    threads: compute("embed", "threads", 2)
+    resources:
+        gpu=compute("embed", "gpu", 0),
+        mem_mb=compute("embed", "mem_mb", 4000),
+        runtime=compute("embed", "runtime", 60),
+    params:
+        backbone=backbone_json,
+        cache=config_provider("cache", "embeddings"),
+        device=config_provider("device"),
+    message:
+        "Embedding {wildcards.dataset} with backbone {wildcards.backbone}"
+    shell:
+        "python -m workflow.embed --metadata {input.metadata} --backbone '{params.backbone}' "
+        "--cache {params.cache} --device {params.device} --threads {threads} "
+        "--out {output.embeddings} --log {log}"

@@ -1,0 +1,63 @@
+rule score_stage:
+    input:
+        predictions=stage_predictions,
+        metadata=dataset_tables(),
+        solution=solution_input(),
+    output:
+        scores="results/stages/{stage}/scores.tsv",
+    log:
+        "logs/score/{stage}.log",
+    conda:
+        CONDA_ENV
+    message:
+        "Scoring stage {wildcards.stage}"
+    shell:
+        "python -m workflow.evaluate score --stage {wildcards.stage} "
+        "--predictions {input.predictions} --metadata {input.metadata} "
+        "--solution '{input.solution}' --out {output.scores} --log {log}"
+
+
+rule scores_table:
+    input:
+        scores=expand("results/stages/{stage}/scores.tsv", stage=STAGES),
+    output:
+        table=report(
+            "results/scores.tsv",
+            caption="../report/scores.rst",
+            category="Ablation",
+        ),
+    log:
+        "logs/scores_table.log",
+    conda:
+        CONDA_ENV
+    message:
+        "Collecting the ablation table of stages {STAGES}"
+    shell:
+        "python -m workflow.evaluate table --scores {input.scores} --out {output.table} --log {log}"
+
+
+rule submission:
+    input:
+        predictions=lambda wc: expand(
+            "results/stages/{stage}/{dataset}/predictions.tsv",
+            stage=config["submission"]["stage"],
+            dataset=DATASETS,
+        ),
+        metadata=dataset_tables(),
+    output:
+        submission=report(
+            "results/submission.csv",
+            caption="../report/submission.rst",
+            category="Submission",
+        ),
+    log:
+        "logs/submission.log",
+    conda:
+        CONDA_ENV
+    params:
+        stage=config_provider("submission", "stage"),
+    message:
+        "Writing the submission from stage {params.stage}"
+    shell:
+        "python -m workflow.evaluate submission --predictions {input.predictions} "
+        "--metadata {input.metadata} --out {output.submission} --log {log}"

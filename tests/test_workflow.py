@@ -1,0 +1,123 @@
+"""Workflow-level checks: formatting, lint, dry-runs, a full tiny run, the report, and bad input."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import DOGFACENET, REPO
+from workflow_helpers import make_workdir, snakemake
+
+TINY = str(REPO / "tests" / "configs" / "tiny.yaml")
+
+
+def test_snakefmt_clean():
+    exe = Path(sys.executable).parent / "snakefmt"
+    proc = subprocess.run([str(exe), "--check", "Snakefile", "rules"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_lint_clean():
+    proc = snakemake(REPO, "--lint")
+    assert "Congratulations" in proc.stdout + proc.stderr
+
+
+def test_dry_run_demo_plans_every_stage(tmp_path):
+    work = make_workdir(tmp_path)
+    out = snakemake(work, "-n", "--quiet", "rules").stdout
+    for rule in ["demo_data", "validate_data", "embed", "baseline", "score_stage", "scores_table", "submission"]:
+        assert rule in out, f"{rule} missing from the dry-run:\n{out}"
+
+
+def test_missing_data_root_is_a_clear_error(tmp_path):
+    work = make_workdir(tmp_path / "w")
+    proc = snakemake(work, "-n", "--config", f"data_root={tmp_path / 'nowhere'}", check=False)
+    assert proc.returncode != 0
+    assert "metadata.csv does not exist" in proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    work = make_workdir(tmp_path_factory.mktemp("tiny"))
+    snakemake(work, "--cores", "2", "--configfile", TINY)
+    return work
+
+
+@pytest.mark.slow
+def test_tiny_demo_end_to_end(tiny_run):
+    work = tiny_run
+    sub = pd.read_csv(work / "results/submission.csv", dtype=str, keep_default_na=False)
+    meta = pd.read_csv(work / "resources/demo/metadata.csv", dtype=str, keep_default_na=False)
+    queries = meta.loc[meta["split"] == "query", "image_id"]
+    assert list(sub.columns) == ["image_id", "identity"]
+    assert sorted(sub["image_id"]) == sorted(queries)
+    scores = pd.read_csv(work / "results/scores.tsv", sep="\t")
+    assert list(scores.columns) == ["stage", "dataset", "BAKS", "BAUS", "score", "new_share"]
+    assert set(scores["dataset"]) == {"LynxTiny", "SalamanderTiny", "TurtleTiny", "ALL"}
+    assert (scores["stage"] == "baseline").all()
+    assert scores["score"].between(0, 1).all()
+    for log in ["logs/demo_data.log", "logs/validate_data.log", "logs/baseline/LynxTiny.log"]:
+        assert (work / log).stat().st_size > 0, log
+    # nothing left to do on a rerun
+    assert "Nothing to be done" in snakemake(work, "-n", "--configfile", TINY).stdout
+
+
+@pytest.mark.slow
+def test_tiny_demo_report(tiny_run):
+    snakemake(tiny_run, "--configfile", TINY, "--report", "results/report.html")
+    html = (tiny_run / "results/report.html").read_text(errors="replace")
+    assert "scores.tsv" in html
+
+
+@pytest.mark.slow
+def test_changing_a_threshold_reruns_only_that_stage(tiny_run):
+    out = snakemake(
+        tiny_run, "-n", "--quiet", "rules", "--configfile", TINY, "--config", "threshold_tuning={'repeats': 2}"
+    ).stdout
+    assert "baseline" in out and "embed" not in out and "demo_data" not in out
+
+
+@pytest.mark.slow
+def test_corrupt_image_fails_validation_and_keeps_results(tiny_run, tmp_path):
+    work = make_workdir(tmp_path / "bad")
+    shutil.copytree(tiny_run / "resources", work / "resources", symlinks=True)
+    shutil.copytree(tiny_run / "results", work / "results")
+    shutil.copytree(tiny_run / ".snakemake", work / ".snakemake", symlinks=True)
+    meta = pd.read_csv(work / "resources/demo/metadata.csv", dtype=str, keep_default_na=False)
+    victim = work / "resources/demo" / meta["path"].iloc[3]
+    victim.write_bytes(victim.read_bytes()[:100])
+    before = sorted(p.relative_to(work) for p in (work / "results").rglob("*") if p.is_file())
+    proc = snakemake(work, "--cores", "1", "--configfile", TINY, "--forcerun", "validate_data", check=False)
+    assert proc.returncode != 0
+    log = (work / "logs/validate_data.log").read_text()
+    assert f"metadata.csv:5: image '{meta['path'].iloc[3]}'" in log and "cannot decode" in log
+    after = sorted(p.relative_to(work) for p in (work / "results").rglob("*") if p.is_file())
+    assert set(before) - {Path("results/data") / f"{d}.tsv" for d in meta["dataset"].unique()} <= set(after)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not DOGFACENET.is_dir(), reason="../shared/datasets/dogfacenet is absent (only CI and dev machines have it)")
+def test_real_photos_subset_is_scored(tmp_path):
+    """A subset of the real DogFaceNet photos in the AnimalCLEF layout runs and is scored."""
+    data = tmp_path / "dogs"
+    data.mkdir()
+    (data / "images").symlink_to(DOGFACENET / "images")
+    meta = pd.read_csv(DOGFACENET / "metadata.csv", dtype=str, keep_default_na=False)
+    sol = pd.read_csv(DOGFACENET / "solution.csv", dtype=str, keep_default_na=False)
+    gallery = meta[meta["split"] == "database"]
+    keep_ids = sorted(gallery["identity"].unique())[:40]
+    gal = gallery[gallery["identity"].isin(keep_ids)]
+    sol_keep = pd.concat([sol[sol["identity"].isin(keep_ids)], sol[sol["new"] == "True"].head(20)])
+    qry = meta[meta["image_id"].isin(sol_keep["image_id"])]
+    pd.concat([gal, qry]).to_csv(data / "metadata.csv", index=False)
+    sol_keep.to_csv(data / "solution.csv", index=False)
+    work = make_workdir(tmp_path / "w")
+    snakemake(work, "--cores", "2", "--configfile", TINY, "--config", f"data_root={data}")
+    scores = pd.read_csv(work / "results/scores.tsv", sep="\t")
+    assert set(scores["dataset"]) == {"DogFaceNet", "ALL"}
+    assert scores["score"].notna().all()

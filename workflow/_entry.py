@@ -1,0 +1,73 @@
+"""Helpers for the small entry points that rules call (``python -m workflow.<stage> ...``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+
+
+def setup_logging(log: str | Path | None = None, level: int = logging.INFO) -> None:
+    """Send log records (and uncaught tracebacks) to ``log`` and to stderr."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log:
+        Path(log).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log, mode="a"))
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+
+    def _excepthook(exc_type, exc, tb):
+        logging.getLogger("workflow").critical("stage failed", exc_info=(exc_type, exc, tb))
+
+    sys.excepthook = _excepthook
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
+
+    A killed or failed writer therefore never leaves a file that looks finished.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_tsv(df: pd.DataFrame, path: str | Path) -> None:
+    """Write ``df`` as a tab-separated table, atomically."""
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, sep="\t", index=False)
+
+
+def read_tsv(path: str | Path) -> pd.DataFrame:
+    """Read a table written by :func:`write_tsv` with identities kept as strings."""
+    return pd.read_csv(path, sep="\t", dtype={"image_id": str, "identity": str}, keep_default_na=False)
+
+
+def write_json(obj, path: str | Path) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n")
+
+
+def read_json(path: str | Path):
+    return json.loads(Path(path).read_text())

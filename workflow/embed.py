@@ -1,0 +1,135 @@
+"""Global-embedding stage: one job per dataset and backbone.
+
+Inputs
+    ``results/data/<dataset>.tsv`` (validated metadata with the ``sha1`` of each image file).
+Outputs
+    ``results/embeddings/<dataset>/<backbone>.npz`` with ``image_id: [N]`` and ``embeddings: [N x D]``
+    (float32, L2-normalised rows), in the row order of the metadata table.
+
+Per-image vectors are cached under ``<cache>/<backbone key>/<sha1[:2]>/<sha1>.npy``, keyed by the image's
+content hash and a hash of the backbone's configuration, so adding images to a dataset (or rerunning
+after an interruption) embeds only the images not seen before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from workflow._entry import atomic_path, read_tsv, setup_logging
+
+logger = logging.getLogger(__name__)
+
+# Settings that change how fast embeddings are computed but not their values.
+_RUNTIME_KEYS = ("batch_size", "device", "threads")
+
+
+def backbone_key(backbone_cfg: dict) -> str:
+    """Short hash of the settings that determine the embedding values."""
+    relevant = {k: v for k, v in sorted(backbone_cfg.items()) if k not in _RUNTIME_KEYS}
+    return hashlib.sha1(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
+
+
+class EmbeddingCache:
+    """Per-image embedding files keyed by image content hash (atomic writes, safe to share)."""
+
+    def __init__(self, root: str | Path, key: str):
+        self.root = Path(root) / key
+
+    def path(self, sha1: str) -> Path:
+        return self.root / sha1[:2] / f"{sha1}.npy"
+
+    def get(self, sha1: str) -> np.ndarray | None:
+        path = self.path(sha1)
+        if not sha1 or not path.is_file():
+            return None
+        try:
+            return np.load(path)
+        except (OSError, ValueError):
+            logger.warning("ignoring unreadable cache entry %s", path)
+            return None
+
+    def put(self, sha1: str, vector: np.ndarray) -> None:
+        with atomic_path(self.path(sha1)) as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, vector.astype(np.float32))
+
+
+def l2_normalise(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Rows of ``x: [N x D]`` scaled to unit L2 norm."""
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)
+
+
+def save_embeddings(path: str | Path, image_ids, embeddings: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, image_id=np.asarray(image_ids, dtype=str), embeddings=embeddings.astype(np.float32))
+
+
+def load_embeddings(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(image_id [N], embeddings [N x D])`` from a file written by :func:`save_embeddings`."""
+    with np.load(path) as data:
+        return data["image_id"].astype(object), data["embeddings"]
+
+
+def embed_dataset(
+    paths: list[str], sha1s: list[str], backbone_cfg: dict, cache_root: str | Path, device: str = "auto"
+) -> np.ndarray:
+    """Embeddings ``[N x D]`` of ``paths``, computing only those missing from the cache."""
+    from workflow.backbones import create_backbone, embed_paths, resolve_device
+
+    cache = EmbeddingCache(cache_root, backbone_key(backbone_cfg))
+    vectors: list[np.ndarray | None] = [cache.get(s) for s in sha1s]
+    todo = [i for i, v in enumerate(vectors) if v is None]
+    logger.info("%d/%d embeddings cached, %d to compute", len(paths) - len(todo), len(paths), len(todo))
+    if todo:
+        model = create_backbone(backbone_cfg)
+        device = resolve_device(device)
+        model = model.to(device)
+        batch_size = int(backbone_cfg.get("batch_size", 16))
+        # Embed in blocks so an interrupted job keeps what it finished.
+        block = max(batch_size * 8, 64)
+        for start in range(0, len(todo), block):
+            rows = todo[start : start + block]
+            out = embed_paths(model, [paths[i] for i in rows], batch_size=batch_size, device=device)
+            for i, vec in zip(rows, out):
+                vectors[i] = vec
+                if sha1s[i]:
+                    cache.put(sha1s[i], vec)
+            logger.info("embedded %d/%d new images", min(start + block, len(todo)), len(todo))
+    if not vectors:
+        return np.zeros((0, 0), dtype=np.float32)
+    return l2_normalise(np.stack(vectors))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--metadata", required=True)
+    parser.add_argument("--backbone", required=True, help="JSON backbone configuration")
+    parser.add_argument("--cache", required=True)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--log")
+    args = parser.parse_args(argv)
+    setup_logging(args.log)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    meta = read_tsv(args.metadata)
+    emb = embed_dataset(
+        meta["abspath"].tolist(), meta["sha1"].tolist(), json.loads(args.backbone), args.cache, args.device
+    )
+    save_embeddings(args.out, meta["image_id"].to_numpy(), emb)
+    logger.info("wrote %s: %s", args.out, emb.shape)
+
+
+if __name__ == "__main__":
+    main()

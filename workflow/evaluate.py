@@ -1,0 +1,112 @@
+"""Scoring, the ablation table and the submission.
+
+Subcommands (each called by one rule):
+
+``score``       per-dataset predictions of one stage -> ``results/stages/<stage>/scores.tsv`` (scored against
+                ``solution.csv`` when the data has one; otherwise only ``new_share`` is filled).
+``table``       stage score tables -> ``results/scores.tsv`` (columns ``stage, dataset, BAKS, BAUS, score,
+                new_share``, one ``dataset=ALL`` row per stage, stages in the configured order).
+``submission``  the final stage's predictions -> ``results/submission.csv`` (``image_id,identity``, each
+                query image exactly once, checked against the metadata).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from workflow import NEW_INDIVIDUAL
+from workflow._entry import atomic_path, read_tsv, setup_logging, write_tsv
+from workflow.data import read_table
+from workflow.metrics import SCORE_COLUMNS, score_table
+
+logger = logging.getLogger(__name__)
+
+
+def concat_predictions(paths: list[str]) -> pd.DataFrame:
+    return pd.concat([read_tsv(p) for p in paths], ignore_index=True)
+
+
+def unscored_table(stage: str, predictions: pd.DataFrame, datasets: list[str], metadata: pd.DataFrame) -> pd.DataFrame:
+    """Score rows without a solution: only the share of ``new_individual`` predictions is known."""
+    ds_of = dict(zip(metadata["image_id"], metadata["dataset"]))
+    dataset = predictions["image_id"].map(ds_of)
+    rows = []
+    for name in [*datasets, "ALL"]:
+        part = predictions if name == "ALL" else predictions[dataset == name]
+        share = float(np.mean(part["identity"] == NEW_INDIVIDUAL)) if len(part) else float("nan")
+        rows.append(
+            {"stage": stage, "dataset": name, "BAKS": np.nan, "BAUS": np.nan, "score": np.nan, "new_share": share}
+        )
+    return pd.DataFrame(rows, columns=SCORE_COLUMNS)
+
+
+def check_submission(sub: pd.DataFrame, query_ids: list[str], gallery_identities: set[str]) -> None:
+    """Each query image exactly once; every identity a database identity or ``new_individual``."""
+    dup = sub["image_id"][sub["image_id"].duplicated()]
+    if len(dup):
+        raise ValueError(f"submission lists {dup.iloc[0]!r} more than once")
+    missing = sorted(set(query_ids) - set(sub["image_id"]))
+    extra = sorted(set(sub["image_id"]) - set(query_ids))
+    if missing or extra:
+        raise ValueError(
+            f"submission misses {len(missing)} query image(s) {missing[:3]} and has {len(extra)} extra {extra[:3]}"
+        )
+    bad = sorted(set(sub["identity"]) - gallery_identities - {NEW_INDIVIDUAL})
+    if bad:
+        raise ValueError(f"submission predicts identities that are not in the database: {bad[:5]}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("score")
+    p.add_argument("--stage", required=True)
+    p.add_argument("--predictions", nargs="+", required=True)
+    p.add_argument("--metadata", nargs="+", required=True, help="validated per-dataset tables")
+    p.add_argument("--solution", default="")
+    p.add_argument("--out", required=True)
+    p = sub.add_parser("table")
+    p.add_argument("--scores", nargs="+", required=True)
+    p.add_argument("--out", required=True)
+    p = sub.add_parser("submission")
+    p.add_argument("--predictions", nargs="+", required=True)
+    p.add_argument("--metadata", nargs="+", required=True)
+    p.add_argument("--out", required=True)
+    for p in sub.choices.values():
+        p.add_argument("--log")
+    args = parser.parse_args(argv)
+    setup_logging(args.log)
+
+    if args.command == "score":
+        preds = concat_predictions(args.predictions)
+        meta = pd.concat([read_tsv(m) for m in args.metadata], ignore_index=True)
+        if args.solution and Path(args.solution).is_file():
+            table = score_table(args.stage, preds, read_table(args.solution))
+        else:
+            table = unscored_table(args.stage, preds, sorted(meta["dataset"].unique()), meta)
+        logger.info("%s\n%s", args.stage, table.to_string(index=False))
+        write_tsv(table, args.out)
+    elif args.command == "table":
+        table = pd.concat([read_tsv(s) for s in args.scores], ignore_index=True)[SCORE_COLUMNS]
+        logger.info("\n%s", table.to_string(index=False))
+        write_tsv(table.round(6), args.out)
+    else:
+        preds = concat_predictions(args.predictions)[["image_id", "identity"]]
+        meta = pd.concat([read_tsv(m) for m in args.metadata], ignore_index=True)
+        query_ids = meta.loc[meta["split"] == "query", "image_id"].tolist()
+        check_submission(preds, query_ids, set(meta.loc[meta["split"] == "database", "identity"]))
+        order = {image_id: i for i, image_id in enumerate(meta["image_id"])}
+        preds = preds.sort_values("image_id", key=lambda s: s.map(order))
+        with atomic_path(args.out) as tmp:
+            preds.to_csv(tmp, index=False)
+        logger.info("wrote %s: %d rows, %.1f%% new_individual", args.out, len(preds),
+                    100 * float(np.mean(preds["identity"] == NEW_INDIVIDUAL)) if len(preds) else 0.0)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

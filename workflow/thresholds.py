@@ -1,0 +1,175 @@
+"""Open-set thresholds: fixed values from config, or ``auto`` (tuned without the query truth).
+
+``auto`` simulates the open-set task on the gallery alone: some gallery individuals are held out as
+pseudo-new (all their images become pseudo-queries), one or more images of some remaining individuals
+become pseudo-known queries, and the rest is the pseudo-gallery. A stage's scorer predicts the top
+identity and its score for each pseudo-query against the pseudo-gallery, and the threshold that
+maximises ``sqrt(BAKS * BAUS)`` averaged over several random splits is chosen. Every stage reuses this
+through :func:`tune_threshold` with its own scorer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from workflow import NEW_INDIVIDUAL
+from workflow.metrics import score_predictions
+
+logger = logging.getLogger(__name__)
+
+# scorer(query_idx [Q], gallery_idx [G]) -> (predicted identity [Q], top score [Q])
+Scorer = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class OpenSetSplit:
+    """Indices into the gallery for one simulated open-set split."""
+
+    query: np.ndarray  # [Q] pseudo-query rows
+    gallery: np.ndarray  # [G] pseudo-gallery rows
+    is_new: np.ndarray  # [Q] True where the pseudo-query's individual is held out
+
+
+def simulate_open_set_split(
+    identities: np.ndarray, new_fraction: float, query_fraction: float, rng: np.random.Generator
+) -> OpenSetSplit:
+    """Split gallery rows (``identities: [N]``) into a pseudo-query and a pseudo-gallery.
+
+    ``new_fraction`` of the individuals (at least one, never all) go to the pseudo-query entirely;
+    of each remaining individual with two or more images, ``query_fraction`` of its images (at least
+    one, always leaving one) become pseudo-known queries.
+    """
+    identities = np.asarray(identities, dtype=object)
+    individuals = np.array(sorted(set(identities)), dtype=object)
+    if len(individuals) < 2:
+        raise ValueError(f"need at least 2 gallery individuals to simulate an open-set split, got {len(individuals)}")
+    n_new = int(np.clip(round(new_fraction * len(individuals)), 1, len(individuals) - 1))
+    new_ids = set(rng.choice(individuals, size=n_new, replace=False))
+    query, gallery, is_new = [], [], []
+    for ident in individuals:
+        rows = np.flatnonzero(identities == ident)
+        if ident in new_ids:
+            query.extend(rows)
+            is_new.extend([True] * len(rows))
+            continue
+        rows = rng.permutation(rows)
+        n_query = int(min(len(rows) - 1, max(1, round(query_fraction * len(rows))))) if len(rows) > 1 else 0
+        query.extend(rows[:n_query])
+        is_new.extend([False] * n_query)
+        gallery.extend(rows[n_query:])
+    return OpenSetSplit(np.asarray(query, int), np.asarray(gallery, int), np.asarray(is_new, bool))
+
+
+def threshold_curve(
+    top_identity: np.ndarray, top_score: np.ndarray, true_identity: np.ndarray, is_new: np.ndarray, grid: np.ndarray
+) -> pd.DataFrame:
+    """Score (and BAKS, BAUS, new share) of ``predict new below t`` for every ``t`` in ``grid``."""
+    rows = []
+    for t in grid:
+        pred = np.where(top_score >= t, top_identity, NEW_INDIVIDUAL)
+        rows.append({"threshold": float(t), **score_predictions(true_identity, pred, is_new)})
+    return pd.DataFrame(rows)
+
+
+def pick_threshold(curve: pd.DataFrame) -> float:
+    """The threshold of best mean score; among ties, the middle of the best plateau."""
+    best = curve["score"].max()
+    ties = curve.loc[np.isclose(curve["score"], best), "threshold"].to_numpy()
+    return float(ties[len(ties) // 2])
+
+
+def tune_threshold(
+    scorer: Scorer,
+    identities: np.ndarray,
+    *,
+    new_fraction: float = 0.33,
+    query_fraction: float = 0.3,
+    repeats: int = 5,
+    grid_size: int = 101,
+    seed: int = 0,
+) -> tuple[float, pd.DataFrame]:
+    """Tune a threshold for ``scorer`` on simulated open-set splits of the gallery.
+
+    Returns the threshold and the curve (mean over repeats) of score, BAKS, BAUS and new share versus
+    threshold, which the report plots.
+    """
+    rng = np.random.default_rng(seed)
+    identities = np.asarray(identities, dtype=object)
+    runs = []
+    for _ in range(repeats):
+        split = simulate_open_set_split(identities, new_fraction, query_fraction, rng)
+        top_id, top_score = scorer(split.query, split.gallery)
+        runs.append((np.asarray(top_id, object), np.asarray(top_score, float), identities[split.query], split.is_new))
+    pooled = np.concatenate([r[1] for r in runs])
+    pooled = pooled[np.isfinite(pooled)]
+    if len(pooled) == 0:
+        raise ValueError("the scorer returned no finite score on the simulated split")
+    grid = np.unique(np.quantile(pooled, np.linspace(0, 1, grid_size)))
+    grid = np.concatenate([grid, [np.nextafter(grid[-1], np.inf)]])  # the "everything new" end
+    curves = [threshold_curve(*run, grid) for run in runs]
+    curve = pd.concat(curves).groupby("threshold", as_index=False).mean(numeric_only=True)
+    threshold = pick_threshold(curve)
+    best = curve.loc[curve["threshold"] == threshold].iloc[0]
+    logger.info(
+        "auto threshold %.4f: simulated score %.3f (BAKS %.3f, BAUS %.3f, new share %.2f) over %d split(s)",
+        threshold, best["score"], best["BAKS"], best["BAUS"], best["new_share"], repeats,
+    )  # fmt: skip
+    return threshold, curve
+
+
+def resolve_threshold(setting, dataset: str) -> float | str:
+    """Per-dataset threshold setting: a number, ``"auto"``, or a mapping with ``default``."""
+    if isinstance(setting, dict):
+        setting = setting.get(dataset, setting.get("default", "auto"))
+    if setting == "auto":
+        return "auto"
+    try:
+        return float(setting)
+    except (TypeError, ValueError):
+        raise ValueError(f"threshold for dataset {dataset!r} must be a number or 'auto', got {setting!r}") from None
+
+
+def apply_threshold(top_identity: np.ndarray, top_score: np.ndarray, threshold: float) -> np.ndarray:
+    """``new_individual`` where the top score is below ``threshold``, else the top identity."""
+    return np.where(np.asarray(top_score) >= threshold, np.asarray(top_identity, object), NEW_INDIVIDUAL)
+
+
+def top_per_source(source: np.ndarray, score: np.ndarray, n_sources: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row of the best-scoring pair of each source ``0..n_sources-1`` (-1 where it has none), and its score."""
+    best_row = np.full(n_sources, -1, dtype=np.int64)
+    best_score = np.full(n_sources, -np.inf)
+    finite = np.isfinite(score)
+    order = np.lexsort((-np.where(finite, score, -np.inf), source))  # by source, best score first
+    first = np.ones(len(order), bool)
+    first[1:] = source[order][1:] != source[order][:-1]
+    rows = order[first]
+    best_row[source[rows]] = rows
+    best_score[source[rows]] = np.where(finite[rows], score[rows], -np.inf)
+    return best_row, best_score
+
+
+def pair_scorer(source: np.ndarray, candidate: np.ndarray, score: np.ndarray, identities: np.ndarray) -> Scorer:
+    """A :data:`Scorer` over sparse gallery x gallery pair scores (``[P]`` row indices into the gallery).
+
+    A pseudo-query whose candidates all left the pseudo-gallery gets score ``-inf`` (predicted new).
+    """
+    source, candidate = np.asarray(source, np.int64), np.asarray(candidate, np.int64)
+    score = np.asarray(score, np.float64)
+    identities = np.asarray(identities, dtype=object)
+
+    def scorer(query_idx: np.ndarray, gallery_idx: np.ndarray):
+        n = len(identities)
+        in_query, in_gallery = np.zeros(n, bool), np.zeros(n, bool)
+        in_query[query_idx], in_gallery[gallery_idx] = True, True
+        keep = in_query[source] & in_gallery[candidate]
+        rows, best = top_per_source(source[keep], score[keep], n)
+        cand = candidate[keep]
+        top_id = np.where(rows >= 0, identities[cand[np.maximum(rows, 0)]] if keep.any() else "", "")
+        return top_id[query_idx].astype(object), best[query_idx]
+
+    return scorer
