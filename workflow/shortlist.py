@@ -1,0 +1,136 @@
+"""Candidate shortlist: the top-K gallery images of every image by global cosine (faiss inner product).
+
+Inputs
+    ``results/data/<dataset>.tsv`` and ``results/embeddings/<dataset>/<backbone>.npz``; optionally the
+    data's ``solution.csv`` (only to report the shortlist's recall).
+Outputs
+    ``results/shortlist/<dataset>.parquet`` with one row per pair: ``query, candidate, rank, cosine, kind``,
+    where ``kind`` is ``query`` (a query image and its top ``k_query`` gallery candidates) or ``gallery``
+    (a gallery image and its top ``k_gallery`` *other* gallery images: the labelled pairs for calibration,
+    threshold tuning and re-ranking). ``recall.json``: recall@K of the query shortlist (the share of known
+    queries whose individual appears among the candidates), which bounds every later stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import numpy as np
+import pandas as pd
+
+from workflow._entry import atomic_path, read_tsv, setup_logging, write_json
+from workflow.data import read_table
+from workflow.embed import load_embeddings
+
+logger = logging.getLogger(__name__)
+
+PAIR_COLUMNS = ["query", "candidate", "rank", "cosine", "kind"]
+
+
+def topk_inner_product(
+    query: np.ndarray, gallery: np.ndarray, k: int, exclude_self: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` gallery rows by inner product. ``query: [Q x D]``, ``gallery: [G x D]`` ->
+    (index ``[Q x k']``, similarity ``[Q x k']``) with ``k' = min(k, G - exclude_self)``.
+
+    With ``exclude_self`` the query rows are the gallery rows themselves and a row never lists itself.
+    """
+    import faiss
+
+    query = np.ascontiguousarray(query, dtype=np.float32)
+    gallery = np.ascontiguousarray(gallery, dtype=np.float32)
+    k_eff = min(k, len(gallery) - int(exclude_self))
+    if k_eff <= 0 or len(query) == 0:
+        return np.zeros((len(query), 0), np.int64), np.zeros((len(query), 0), np.float32)
+    index = faiss.IndexFlatIP(gallery.shape[1])
+    index.add(gallery)
+    sim, idx = index.search(query, k_eff + int(exclude_self))
+    if exclude_self:
+        keep = idx != np.arange(len(query))[:, None]
+        # each row drops its own index (or, if ties hid it, the last column)
+        keep[keep.all(axis=1), -1] = False
+        idx = idx[keep].reshape(len(query), k_eff)
+        sim = sim[keep].reshape(len(query), k_eff)
+    return idx, sim
+
+
+def _pairs(query_ids, gallery_ids, idx, sim, kind: str) -> pd.DataFrame:
+    k = idx.shape[1]
+    return pd.DataFrame(
+        {
+            "query": np.repeat(np.asarray(query_ids, dtype=object), k),
+            "candidate": np.asarray(gallery_ids, dtype=object)[idx.ravel()],
+            "rank": np.tile(np.arange(1, k + 1), len(query_ids)),
+            "cosine": sim.ravel().astype(np.float32),
+            "kind": kind,
+        }
+    )
+
+
+def build_shortlist(
+    meta: pd.DataFrame, image_ids: np.ndarray, embeddings: np.ndarray, k_query: int, k_gallery: int
+) -> pd.DataFrame:
+    """Query and gallery shortlists of one dataset as a pair table (see the module docstring)."""
+    row_of = {image_id: i for i, image_id in enumerate(image_ids)}
+    gal = meta.loc[meta["split"] == "database", "image_id"].to_numpy(dtype=object)
+    qry = meta.loc[meta["split"] == "query", "image_id"].to_numpy(dtype=object)
+    g_emb = embeddings[[row_of[i] for i in gal]]
+    q_emb = embeddings[[row_of[i] for i in qry]] if len(qry) else np.zeros((0, embeddings.shape[1]), np.float32)
+    q_idx, q_sim = topk_inner_product(q_emb, g_emb, k_query)
+    g_idx, g_sim = topk_inner_product(g_emb, g_emb, k_gallery, exclude_self=True)
+    return pd.concat(
+        [_pairs(qry, gal, q_idx, q_sim, "query"), _pairs(gal, gal, g_idx, g_sim, "gallery")], ignore_index=True
+    )[PAIR_COLUMNS]
+
+
+def shortlist_recall(pairs: pd.DataFrame, meta: pd.DataFrame, solution: pd.DataFrame) -> dict:
+    """Recall@K of the query shortlist over known queries (``solution.new`` False)."""
+    identity = dict(zip(meta["image_id"], meta["identity"]))
+    sol = solution[solution["new"].str.lower().isin(["false", "0"])]
+    truth = dict(zip(sol["image_id"], sol["identity"]))
+    q = pairs[(pairs["kind"] == "query") & pairs["query"].isin(truth)]
+    hit = q.assign(hit=q["candidate"].map(identity) == q["query"].map(truth)).groupby("query")["hit"].any()
+    k = int(q["rank"].max()) if len(q) else 0
+    return {"k": k, "known_queries": int(len(hit)), "recall": float(hit.mean()) if len(hit) else float("nan")}
+
+
+def write_pairs(pairs: pd.DataFrame, path) -> None:
+    with atomic_path(path) as tmp:
+        pairs.to_parquet(tmp, index=False)
+
+
+def read_pairs(path) -> pd.DataFrame:
+    return pd.read_parquet(path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--metadata", required=True)
+    parser.add_argument("--embeddings", required=True)
+    parser.add_argument("--k-query", type=int, required=True)
+    parser.add_argument("--k-gallery", type=int, required=True)
+    parser.add_argument("--solution", default="")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--recall", required=True)
+    parser.add_argument("--log")
+    args = parser.parse_args(argv)
+    setup_logging(args.log)
+    meta = read_tsv(args.metadata)
+    image_ids, emb = load_embeddings(args.embeddings)
+    pairs = build_shortlist(meta, image_ids, emb, args.k_query, args.k_gallery)
+    recall = {"k": args.k_query, "known_queries": 0, "recall": None}
+    if args.solution:
+        recall = shortlist_recall(pairs, meta, read_table(args.solution))
+        logger.info(
+            "shortlist recall@%d over %d known queries: %.3f", recall["k"], recall["known_queries"], recall["recall"]
+        )
+    logger.info(
+        "%d query pairs, %d gallery pairs", (pairs["kind"] == "query").sum(), (pairs["kind"] == "gallery").sum()
+    )
+    write_pairs(pairs, args.out)
+    write_json(recall, args.recall)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""WildFusion stage: isotonic calibration of each local matcher and of the global cosine, then fusion.
+
+Subcommands (one rule each):
+
+``calibrate``  labelled gallery pairs -> ``results/calibration/<dataset>/<source>.json`` for one source (a
+               matcher or ``cosine``). The labelled pairs are every gallery image's shortlist of other gallery
+               images (``kind == gallery`` in the shortlist, ``k_gallery`` per image): same individual -> 1,
+               different -> 0; the counts of each are stored in the artifact and logged.
+``fuse``       shortlist + matcher shards + calibrators -> per-pair fused score (mean of the calibrated scores
+               of the sources that scored the pair, configurable weights), the prediction of each query (the
+               identity of its best-scoring candidate, ``new_individual`` below the dataset's threshold,
+               fixed or ``auto`` on the gallery pairs as in :mod:`workflow.thresholds`), and the fused pair
+               table reused by later stages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+import numpy as np
+import pandas as pd
+
+from workflow._entry import atomic_path, read_tsv, setup_logging, write_json, write_tsv
+from workflow.calibration import IsotonicCalibrator, fuse_scores
+from workflow.match import read_shards
+from workflow.shortlist import read_pairs
+from workflow.thresholds import apply_threshold, pair_scorer, resolve_threshold, top_per_source, tune_threshold
+
+logger = logging.getLogger(__name__)
+
+COSINE = "cosine"
+
+
+def source_scores(pairs: pd.DataFrame, shards: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Raw score columns (``cosine`` plus one per matcher) aligned to the rows of ``pairs``; NaN = not scored."""
+    out = pd.DataFrame({COSINE: pairs["cosine"].to_numpy(np.float64)}, index=pairs.index)
+    for name, table in sorted(shards.items()):
+        dup = table.duplicated(["query", "candidate"])
+        if dup.any():
+            raise ValueError(
+                f"matcher {name!r}: pair {tuple(table.loc[dup, ['query', 'candidate']].iloc[0])} scored twice"
+            )
+        merged = pairs[["query", "candidate"]].merge(table, on=["query", "candidate"], how="left")
+        out[name] = merged["score"].to_numpy(np.float64)
+    return out
+
+
+def gallery_labels(pairs: pd.DataFrame, identity: dict) -> np.ndarray:
+    """1 where both images of a pair show the same individual."""
+    return (pairs["query"].map(identity) == pairs["candidate"].map(identity)).to_numpy(np.float64)
+
+
+def fit_calibrator(pairs: pd.DataFrame, raw: np.ndarray, identity: dict) -> IsotonicCalibrator:
+    """Fit on the gallery pairs (``kind == gallery``) of ``pairs`` with raw scores ``raw: [P]``."""
+    gal = (pairs["kind"] == "gallery").to_numpy()
+    return IsotonicCalibrator().fit(raw[gal], gallery_labels(pairs[gal], identity))
+
+
+def fuse(raw: pd.DataFrame, calibrators: dict[str, IsotonicCalibrator], weights: dict | None) -> pd.DataFrame:
+    """Calibrated score per source and the fused score, aligned to ``raw``'s rows."""
+    missing = sorted(set(raw.columns) - set(calibrators))
+    if missing:
+        raise ValueError(f"no calibrator for source(s) {missing}")
+    calibrated = pd.DataFrame({name: calibrators[name].predict(raw[name].to_numpy()) for name in raw.columns})
+    calibrated.index = raw.index
+    return calibrated.assign(fused=fuse_scores(calibrated, weights))
+
+
+def predict_queries(pairs: pd.DataFrame, score: np.ndarray, query_ids: np.ndarray, identity: dict) -> pd.DataFrame:
+    """Best candidate of each query: ``image_id, top_identity, top_score`` (``-inf`` without candidates)."""
+    pos = {q: i for i, q in enumerate(query_ids)}
+    src = pairs["query"].map(pos).to_numpy()
+    rows, best = top_per_source(src, np.asarray(score, float), len(query_ids))
+    cand = pairs["candidate"].to_numpy(dtype=object)
+    top_identity = np.array([identity[cand[r]] if r >= 0 else "" for r in rows], dtype=object)
+    return pd.DataFrame({"image_id": query_ids, "top_identity": top_identity, "top_score": best})
+
+
+def predict_stage(
+    meta: pd.DataFrame, pairs: pd.DataFrame, score: np.ndarray, threshold_setting, tuning: dict, dataset: str
+) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
+    """Predictions of a pair-scoring stage (WildFusion and the later stages that rescore its pairs)."""
+    identity = dict(zip(meta["image_id"], meta["identity"]))
+    gal_ids = meta.loc[meta["split"] == "database", "image_id"].to_numpy(dtype=object)
+    qry_ids = meta.loc[meta["split"] == "query", "image_id"].to_numpy(dtype=object)
+    is_q = (pairs["kind"] == "query").to_numpy()
+    preds = predict_queries(pairs[is_q], score[is_q], qry_ids, identity)
+    setting = resolve_threshold(threshold_setting, dataset)
+    curve = pd.DataFrame(columns=["threshold", "BAKS", "BAUS", "score", "new_share"])
+    if setting == "auto":
+        gpos = {g: i for i, g in enumerate(gal_ids)}
+        gp = pairs[~is_q]
+        scorer = pair_scorer(
+            gp["query"].map(gpos).to_numpy(), gp["candidate"].map(gpos).to_numpy(), score[~is_q],
+            np.array([identity[g] for g in gal_ids], dtype=object),
+        )  # fmt: skip
+        threshold, curve = tune_threshold(scorer, np.array([identity[g] for g in gal_ids], dtype=object), **tuning)
+        info = {"threshold": threshold, "source": "auto", "tuning": tuning}
+    else:
+        threshold, info = setting, {"threshold": setting, "source": "config"}
+    preds.insert(
+        1, "identity", apply_threshold(preds["top_identity"].to_numpy(), preds["top_score"].to_numpy(), threshold)
+    )
+    return preds, info, curve
+
+
+def write_parquet(df: pd.DataFrame, path) -> None:
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("calibrate")
+    p.add_argument("--source", required=True, help="a matcher name, or 'cosine'")
+    p.add_argument("--shards", nargs="*", default=[])
+    p.add_argument("--out", required=True)
+    p = sub.add_parser("fuse")
+    p.add_argument("--matchers", nargs="*", default=[])
+    p.add_argument("--shards", nargs="*", default=[], help="every shard of every matcher, in --matchers order")
+    p.add_argument("--calibrators", nargs="+", required=True, help="cosine first, then --matchers order")
+    p.add_argument("--weights", default="{}")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--threshold", required=True)
+    p.add_argument("--tuning", required=True)
+    p.add_argument("--predictions", required=True)
+    p.add_argument("--threshold-out", required=True)
+    p.add_argument("--curve", required=True)
+    p.add_argument("--pairs-out", required=True)
+    for p in sub.choices.values():
+        p.add_argument("--metadata", required=True)
+        p.add_argument("--shortlist", required=True)
+        p.add_argument("--log")
+    args = parser.parse_args(argv)
+    setup_logging(args.log)
+    meta = read_tsv(args.metadata)
+    identity = dict(zip(meta["image_id"], meta["identity"]))
+    pairs = read_pairs(args.shortlist)
+
+    if args.command == "calibrate":
+        shards = {} if args.source == COSINE else {args.source: read_shards(args.shards)}
+        raw = source_scores(pairs, shards)[args.source].to_numpy()
+        cal = fit_calibrator(pairs, raw, identity)
+        logger.info("%s: isotonic fit on %d same- and %d different-individual gallery pairs, %d knots",
+                    args.source, cal.n_pos, cal.n_neg, len(cal.x))  # fmt: skip
+        cal.save(args.out)
+        return
+
+    by_matcher: dict[str, list[str]] = {m: [] for m in args.matchers}
+    for path in args.shards:
+        matcher = next((m for m in args.matchers if f"/{m}/" in path), None)
+        if matcher is None:
+            raise ValueError(f"shard {path} belongs to none of the matchers {args.matchers}")
+        by_matcher[matcher].append(path)
+    raw = source_scores(pairs, {m: read_shards(paths) for m, paths in by_matcher.items()})
+    sources = [COSINE, *args.matchers]
+    calibrators = {s: IsotonicCalibrator.load(c) for s, c in zip(sources, args.calibrators)}
+    fused = fuse(raw[sources], calibrators, json.loads(args.weights))
+    preds, info, curve = predict_stage(
+        meta, pairs, fused["fused"].to_numpy(), json.loads(args.threshold), json.loads(args.tuning), args.dataset
+    )
+    new_share = 100 * float(np.mean(preds["identity"] == "new_individual")) if len(preds) else 0.0
+    logger.info("%s: %d queries, threshold %.4f (%s), %.1f%% predicted new",
+                args.dataset, len(preds), info["threshold"], info["source"], new_share)  # fmt: skip
+    parts = [pairs[["query", "candidate", "kind"]], raw.add_prefix("raw_"), fused]
+    table = pd.concat([part.reset_index(drop=True) for part in parts], axis=1)
+    write_parquet(table, args.pairs_out)
+    write_tsv(preds, args.predictions)
+    write_json(info, args.threshold_out)
+    write_tsv(curve, args.curve)
+
+
+if __name__ == "__main__":
+    main()
