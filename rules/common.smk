@@ -82,7 +82,9 @@ def matcher_json(wildcards):
         raise WorkflowError(
             f"matcher {wildcards.matcher!r} is not in wildfusion.matchers {config['wildfusion']['matchers']}"
         )
-    return json.dumps(config.get("matchers", {}).get(wildcards.matcher, {}), sort_keys=True)
+    return json.dumps(
+        config.get("matchers", {}).get(wildcards.matcher, {}), sort_keys=True
+    )
 
 
 def shortlist_embeddings(wildcards):
@@ -107,7 +109,11 @@ def source_shards(wildcards):
 
 
 def all_shards(wildcards):
-    return [s for m in config["wildfusion"]["matchers"] for s in matcher_shards(wildcards.dataset, m)]
+    return [
+        s
+        for m in config["wildfusion"]["matchers"]
+        for s in matcher_shards(wildcards.dataset, m)
+    ]
 
 
 def calibrators(wildcards):
