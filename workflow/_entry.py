@@ -52,6 +52,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def set_threads(threads: int | None) -> None:
+    """Limit torch's intra-op threads to the rule's ``threads`` (no-op when not given)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def write_tsv(df: pd.DataFrame, path: str | Path) -> None:
     """Write ``df`` as a tab-separated table, atomically."""
     with atomic_path(path) as tmp:

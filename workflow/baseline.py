@@ -19,7 +19,7 @@ import pandas as pd
 
 from workflow._entry import read_tsv, setup_logging, write_json, write_tsv
 from workflow.embed import load_embeddings
-from workflow.thresholds import apply_threshold, resolve_threshold, tune_threshold
+from workflow.thresholds import apply_threshold, choose_threshold
 
 logger = logging.getLogger(__name__)
 
@@ -61,14 +61,7 @@ def predict(
     q_emb = embeddings[[row_of[i] for i in qry["image_id"]]]
     g_ids = gal["identity"].to_numpy(dtype=object)
     nn, score = nearest_neighbour(q_emb, g_emb) if len(qry) else (np.zeros(0, int), np.zeros(0, np.float32))
-    setting = resolve_threshold(threshold_setting, dataset)
-    curve = pd.DataFrame(columns=["threshold", "BAKS", "BAUS", "score", "new_share"])
-    if setting == "auto":
-        threshold, curve = tune_threshold(cosine_scorer(g_emb, g_ids), g_ids, **tuning)
-        info = {"threshold": threshold, "source": "auto", "tuning": tuning}
-    else:
-        threshold = setting
-        info = {"threshold": threshold, "source": "config"}
+    threshold, info, curve = choose_threshold(threshold_setting, dataset, cosine_scorer(g_emb, g_ids), g_ids, tuning)
     top_identity = g_ids[nn]
     preds = pd.DataFrame(
         {

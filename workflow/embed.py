@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from workflow._entry import atomic_path, read_tsv, setup_logging
+from workflow._entry import atomic_path, read_tsv, set_threads, setup_logging
 
 logger = logging.getLogger(__name__)
 
@@ -119,10 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log")
     args = parser.parse_args(argv)
     setup_logging(args.log)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     meta = read_tsv(args.metadata)
     emb = embed_dataset(
         meta["abspath"].tolist(), meta["sha1"].tolist(), json.loads(args.backbone), args.cache, args.device

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workflow._entry import atomic_path, read_tsv, setup_logging, write_tsv
+from workflow._entry import atomic_path, read_tsv, set_threads, setup_logging, write_tsv
 from workflow.shortlist import read_pairs
 
 logger = logging.getLogger(__name__)
@@ -54,11 +54,9 @@ def with_device(name: str, conf: dict, device: str) -> dict:
     from workflow.matchers import MATCHERS
 
     if name in MATCHERS and "device" in MATCHERS[name].default_conf and "device" not in conf:
-        if device == "auto":
-            import torch
+        from workflow.backbones import resolve_device
 
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        conf = {**conf, "device": device}
+        conf = {**conf, "device": resolve_device(device)}
     return conf
 
 
@@ -184,10 +182,7 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--log")
     args = parser.parse_args(argv)
     setup_logging(args.log)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     conf = with_device(args.matcher, json.loads(args.conf), args.device)
     if args.command == "extract":
         manifest = extract_dataset(read_tsv(args.metadata), args.matcher, conf, args.cache)

@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 # scorer(query_idx [Q], gallery_idx [G]) -> (predicted identity [Q], top score [Q])
 Scorer = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+CURVE_COLUMNS = ["threshold", "BAKS", "BAUS", "score", "new_share"]
 
 
 @dataclass(frozen=True)
@@ -173,3 +174,18 @@ def pair_scorer(source: np.ndarray, candidate: np.ndarray, score: np.ndarray, id
         return top_id[query_idx].astype(object), best[query_idx]
 
     return scorer
+
+
+def choose_threshold(
+    setting, dataset: str, scorer: Scorer, identities: np.ndarray, tuning: dict
+) -> tuple[float, dict, pd.DataFrame]:
+    """The threshold of one stage on one dataset: fixed from config, or ``auto`` via :func:`tune_threshold`.
+
+    Returns the threshold, a JSON-ready description of how it was chosen, and the tuning curve (empty when
+    the threshold is fixed). ``scorer`` runs only for ``auto``.
+    """
+    setting = resolve_threshold(setting, dataset)
+    if setting != "auto":
+        return setting, {"threshold": setting, "source": "config"}, pd.DataFrame(columns=CURVE_COLUMNS)
+    threshold, curve = tune_threshold(scorer, identities, **tuning)
+    return threshold, {"threshold": threshold, "source": "auto", "tuning": tuning}, curve

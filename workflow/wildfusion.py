@@ -26,7 +26,7 @@ from workflow._entry import atomic_path, read_tsv, setup_logging, write_json, wr
 from workflow.calibration import IsotonicCalibrator, fuse_scores
 from workflow.match import read_shards
 from workflow.shortlist import read_pairs
-from workflow.thresholds import apply_threshold, pair_scorer, resolve_threshold, top_per_source, tune_threshold
+from workflow.thresholds import apply_threshold, choose_threshold, pair_scorer, top_per_source
 
 logger = logging.getLogger(__name__)
 
@@ -87,19 +87,12 @@ def predict_stage(
     qry_ids = meta.loc[meta["split"] == "query", "image_id"].to_numpy(dtype=object)
     is_q = (pairs["kind"] == "query").to_numpy()
     preds = predict_queries(pairs[is_q], score[is_q], qry_ids, identity)
-    setting = resolve_threshold(threshold_setting, dataset)
-    curve = pd.DataFrame(columns=["threshold", "BAKS", "BAUS", "score", "new_share"])
-    if setting == "auto":
-        gpos = {g: i for i, g in enumerate(gal_ids)}
-        gp = pairs[~is_q]
-        scorer = pair_scorer(
-            gp["query"].map(gpos).to_numpy(), gp["candidate"].map(gpos).to_numpy(), score[~is_q],
-            np.array([identity[g] for g in gal_ids], dtype=object),
-        )  # fmt: skip
-        threshold, curve = tune_threshold(scorer, np.array([identity[g] for g in gal_ids], dtype=object), **tuning)
-        info = {"threshold": threshold, "source": "auto", "tuning": tuning}
-    else:
-        threshold, info = setting, {"threshold": setting, "source": "config"}
+    gpos = {g: i for i, g in enumerate(gal_ids)}
+    gal_identities = np.array([identity[g] for g in gal_ids], dtype=object)
+    gp = pairs[~is_q]
+    scorer = pair_scorer(gp["query"].map(gpos).to_numpy(), gp["candidate"].map(gpos).to_numpy(), score[~is_q],
+                         gal_identities)  # fmt: skip
+    threshold, info, curve = choose_threshold(threshold_setting, dataset, scorer, gal_identities, tuning)
     preds.insert(
         1, "identity", apply_threshold(preds["top_identity"].to_numpy(), preds["top_score"].to_numpy(), threshold)
     )
