@@ -19,7 +19,7 @@ rule embed:
         cache=config_provider("cache", "embeddings"),
         device=config_provider("device"),
     message:
-        "Embedding {wildcards.dataset} with backbone {wildcards.backbone}"
+        "Embedding {wildcards.dataset} with backbone {wildcards.backbone} (gpu={resources.gpu}, mem_mb={resources.mem_mb}, runtime={resources.runtime} min)"
     shell:
         "python -m workflow.embed --metadata {input.metadata} --backbone '{params.backbone}' "
         "--cache {params.cache} --device {params.device} --threads {threads} "

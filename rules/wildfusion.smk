@@ -42,7 +42,7 @@ rule extract_features:
         cache=config_provider("cache", "features"),
         device=config_provider("device"),
     message:
-        "Extracting {wildcards.matcher} local features of every {wildcards.dataset} image"
+        "Extracting {wildcards.matcher} local features of every {wildcards.dataset} image (gpu={resources.gpu}, mem_mb={resources.mem_mb}, runtime={resources.runtime} min)"
     shell:
         "python -m workflow.match extract --matcher {wildcards.matcher} --conf '{params.conf}' "
         "--metadata {input.metadata} --cache {params.cache} --device {params.device} "
@@ -71,7 +71,7 @@ rule match_shard:
         n_shards=config_provider("wildfusion", "shards"),
         device=config_provider("device"),
     message:
-        "Matching shard {wildcards.shard} of {wildcards.dataset} with {wildcards.matcher}"
+        "Matching shard {wildcards.shard} of {wildcards.dataset} with {wildcards.matcher} (gpu={resources.gpu}, mem_mb={resources.mem_mb}, runtime={resources.runtime} min)"
     shell:
         "python -m workflow.match shard --matcher {wildcards.matcher} --conf '{params.conf}' "
         "--shortlist {input.shortlist} --features {input.features} --shard {wildcards.shard} "
