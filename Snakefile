@@ -20,6 +20,8 @@ include: "rules/data.smk"
 include: "rules/embed.smk"
 include: "rules/baseline.smk"
 include: "rules/wildfusion.smk"
+include: "rules/rerank.smk"
+include: "rules/xgboost.smk"
 include: "rules/evaluate.smk"
 
 

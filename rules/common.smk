@@ -116,6 +116,56 @@ def all_shards(wildcards):
     ]
 
 
+def xgboost_backbones(wildcards=None):
+    """Backbones whose embeddings XGBoost concatenates (default: the baseline's)."""
+    return list(
+        config.get("xgboost", {}).get("backbones") or [config["baseline"]["backbone"]]
+    )
+
+
+def xgboost_embeddings(wildcards):
+    for name in xgboost_backbones():
+        if name not in config["backbones"]:
+            raise WorkflowError(
+                f"xgboost.backbones names {name!r}; configured backbones: {sorted(config['backbones'])}"
+            )
+    return expand(
+        "results/embeddings/{dataset}/{backbone}.npz",
+        dataset=wildcards.dataset,
+        backbone=xgboost_backbones(),
+    )
+
+
+def xgboost_train_conf(wildcards=None):
+    """The xgboost section without the keys that only the gate reads (so they do not retrain the model)."""
+    return {
+        k: v
+        for k, v in config.get("xgboost", {}).items()
+        if k not in ("base_stage", "backbones")
+    }
+
+
+# Column of a pair stage's pairs.parquet that holds its final score.
+PAIR_STAGE_SCORE = {"wildfusion": "fused", "rerank": "rerank"}
+
+
+def xgboost_base_stage():
+    return config.get("xgboost", {}).get("base_stage", "wildfusion")
+
+
+def xgboost_base(name):
+    """An output file of the stage that the XGBoost gate overrides."""
+
+    def inner(wildcards):
+        return f"results/stages/{xgboost_base_stage()}/{wildcards.dataset}/{name}"
+
+    return inner
+
+
+def xgboost_score_column(wildcards=None):
+    return PAIR_STAGE_SCORE[xgboost_base_stage()]
+
+
 def calibrators(wildcards):
     """Calibrators in the order the fusion expects: cosine first, then the configured matchers."""
     return expand(

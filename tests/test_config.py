@@ -5,9 +5,9 @@ import copy
 import jsonschema
 import pytest
 import yaml
+from conftest import REPO
 from snakemake.utils import update_config, validate
 
-from conftest import REPO
 from workflow.backbones import resolve_spec
 from workflow.matchers import MATCHERS
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -31,6 +32,7 @@ def test_dry_run_demo_plans_every_stage(tmp_path):
     out = snakemake(work, "-n", "--quiet", "rules").stdout
     rules = ["demo_data", "validate_data", "embed", "baseline", "score_stage", "scores_table", "submission"]
     rules += ["shortlist", "extract_features", "match_shard", "calibrate", "wildfusion"]
+    rules += ["rerank", "xgboost_train", "xgboost"]
     for rule in rules:
         assert rule in out, f"{rule} missing from the dry-run:\n{out}"
 
@@ -60,8 +62,19 @@ def test_tiny_demo_end_to_end(tiny_run):
     scores = pd.read_csv(work / "results/scores.tsv", sep="\t")
     assert list(scores.columns) == ["stage", "dataset", "BAKS", "BAUS", "score", "new_share"]
     assert set(scores["dataset"]) == {"LynxTiny", "SalamanderTiny", "TurtleTiny", "ALL"}
-    assert scores["stage"].unique().tolist() == ["baseline", "wildfusion"]
+    assert scores["stage"].unique().tolist() == ["baseline", "wildfusion", "rerank", "xgboost"]
     assert scores["score"].between(0, 1).all()
+    # re-ranking is configured for the lynx only: the other datasets pass the WildFusion scores through
+    for ds in ["SalamanderTiny", "TurtleTiny"]:
+        wf = pd.read_csv(work / f"results/stages/wildfusion/{ds}/predictions.tsv", sep="\t", dtype=str)
+        rr = pd.read_csv(work / f"results/stages/rerank/{ds}/predictions.tsv", sep="\t", dtype=str)
+        pd.testing.assert_frame_equal(wf, rr)
+    cost = json.loads((work / "results/stages/rerank/LynxTiny/cost.json").read_text())
+    assert cost["applied"] and cost["extra_pairs_matched"] == 0 and cost["gallery_pairs"] > 0
+    model = json.loads((work / "results/xgboost/LynxTiny/model.json").read_text())
+    assert model["info"]["features"] == 1280 + 2 * 5 + len(model["space"]["orientations"]) + 1
+    gate = json.loads((work / "results/stages/xgboost/LynxTiny/threshold.json").read_text())
+    assert gate["source"] == "auto" and 0 <= gate["threshold"] <= 1
     for log in ["logs/demo_data.log", "logs/validate_data.log", "logs/baseline/LynxTiny.log"]:
         assert (work / log).stat().st_size > 0, log
     # nothing left to do on a rerun
@@ -83,6 +96,7 @@ def test_changing_a_threshold_reruns_only_that_stage(tiny_run, tmp_path):
     planned = {line.split()[0] for line in out.splitlines() if line[:1].isalpha() and line.split()[-1].isdigit()}
     assert "baseline" in planned
     assert not planned & {"embed", "demo_data", "validate_data", "match_shard", "extract_features", "wildfusion"}
+    assert not planned & {"rerank", "xgboost_train", "xgboost"}
 
 
 @pytest.mark.slow
