@@ -1,0 +1,180 @@
+"""Cascade: combine the predictions of several stages per dataset by an ordered list of steps from config.
+
+A pure engine: no species logic lives here, only in the configuration (see :data:`PAPER_CASCADE`).
+
+Inputs
+    ``sources``: ``{source name: DataFrame(image_id, top_identity, top_score)}``, the ``predictions.tsv`` of
+    the stages named by the steps (extra columns are ignored); ``steps``: the dataset's list of steps.
+Outputs
+    ``DataFrame(image_id, identity, decided_by)``, one row per image of the first step's source, in its order.
+    ``decided_by`` is ``<source>:<action>`` of the last step that set the label, action one of ``label``
+    (the first step's top identity), ``new`` (set to ``new_individual``) or ``override`` (the step's top identity).
+
+Step kinds (keys of one step; thresholds are on the source's ``top_score`` scale):
+
+first step (defines the initial label)
+    ``{source: S, new_below: t}``: label = S's ``top_identity``; ``new_individual`` where ``top_score < t``
+    (a missing or non-finite score, or an empty identity, also gives ``new_individual``). ``new_below`` may be
+    left out (the top identity is always kept). Override keys are refused here.
+later steps (refine the label; each key optional, at least one required)
+    ``override_at_or_above: t`` / ``override_above: t``: label = S's ``top_identity`` where ``top_score >= t``
+    (resp. ``> t``); ``new_below: t``: label = ``new_individual`` where ``top_score < t``. An override is tested
+    first; the thresholds must not overlap (override threshold >= ``new_below``). Images S has no row for, or a
+    non-finite score, keep their label.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from workflow import NEW_INDIVIDUAL
+
+logger = logging.getLogger(__name__)
+
+SOURCES: tuple[str, ...] = ("baseline", "wildfusion", "rerank", "xgboost", "dual_backbone")
+THRESHOLD_KEYS: tuple[str, ...] = ("new_below", "override_above", "override_at_or_above")
+SOURCE_COLUMNS: tuple[str, ...] = ("image_id", "top_identity", "top_score")
+
+CASCADE_STEP_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "One cascade step: a source stage and its thresholds on that stage's top_score.",
+    "properties": {
+        "source": {"type": "string", "enum": list(SOURCES)},
+        "new_below": {"type": "number", "minimum": 0, "description": "top_score below this -> new_individual"},
+        "override_above": {"type": "number", "description": "top_score above this -> the source's top identity"},
+        "override_at_or_above": {"type": "number", "description": "top_score >= this -> the source's top identity"},
+    },
+    "required": ["source"],
+    "additionalProperties": False,
+    "not": {"required": ["override_above", "override_at_or_above"]},
+}
+"""JSON schema (draft 7) of one step, to paste under ``cascade`` in ``config/schema.yaml``."""
+
+CASCADE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "Per dataset, an ordered list of cascade steps; the first step defines the initial label.",
+    "additionalProperties": {"type": "array", "minItems": 1, "items": CASCADE_STEP_SCHEMA},
+}
+"""JSON schema of the whole ``cascade`` config entry: ``{dataset: [step, ...]}``."""
+
+PAPER_CASCADE: dict[str, list[dict[str, Any]]] = {
+    "LynxID2025": [
+        {"source": "rerank", "new_below": 0.397},
+        {"source": "xgboost", "override_at_or_above": 0.99},
+        {"source": "dual_backbone", "new_below": 0.64, "override_above": 0.893},
+    ],
+    "SalamanderID2025": [
+        {"source": "wildfusion", "new_below": 0.13},
+        {"source": "dual_backbone", "new_below": 0.62, "override_above": 0.80},
+    ],
+    "SeaTurtleID2022": [
+        {"source": "dual_backbone", "new_below": 0.703},
+    ],
+}
+"""The paper's final meta-algorithm (Sec. 4): lynx WildFusion + re-ranking, XGBoost, dual-backbone; salamander
+WildFusion, dual-backbone; turtle dual-backbone only."""
+
+
+class CascadeConfigError(ValueError):
+    """A cascade step list is invalid (unknown key or source, bad threshold, override on the first step)."""
+
+
+def validate_steps(steps: Sequence[Mapping[str, Any]], known_sources: Sequence[str] = SOURCES) -> list[dict]:
+    """Check ``steps`` and return them as plain dicts with float thresholds; raises :class:`CascadeConfigError`."""
+    if isinstance(steps, Mapping | str) or not isinstance(steps, Sequence) or len(steps) == 0:
+        raise CascadeConfigError(f"cascade steps must be a non-empty list of mappings, got {steps!r}")
+    out = []
+    for i, step in enumerate(steps):
+        where = f"cascade step {i + 1} ({step!r})"
+        if not isinstance(step, Mapping):
+            raise CascadeConfigError(f"{where}: must be a mapping like {{source: wildfusion, new_below: 0.4}}")
+        unknown = sorted(set(step) - {"source", *THRESHOLD_KEYS})
+        if unknown:
+            raise CascadeConfigError(f"{where}: unknown key(s) {unknown}; allowed: source, {', '.join(THRESHOLD_KEYS)}")
+        if step.get("source") not in known_sources:
+            raise CascadeConfigError(
+                f"{where}: source must be one of {list(known_sources)}, got {step.get('source')!r}"
+            )
+        clean: dict[str, Any] = {"source": step["source"]}
+        for key in THRESHOLD_KEYS:
+            if key not in step:
+                continue
+            value = step[key]
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise CascadeConfigError(f"{where}: {key} must be a finite number, got {value!r}")
+            clean[key] = float(value)
+        overrides = [k for k in ("override_above", "override_at_or_above") if k in clean]
+        if i == 0 and overrides:
+            raise CascadeConfigError(f"{where}: the first step defines the initial label; {overrides} has no meaning")
+        if len(overrides) > 1:
+            raise CascadeConfigError(f"{where}: give override_above or override_at_or_above, not both")
+        if i > 0 and len(clean) == 1:
+            raise CascadeConfigError(f"{where}: a later step needs new_below and/or an override threshold")
+        if overrides and "new_below" in clean and clean[overrides[0]] < clean["new_below"]:
+            raise CascadeConfigError(f"{where}: {overrides[0]} ({clean[overrides[0]]}) is below new_below "
+                                     f"({clean['new_below']}); the two ranges would overlap")  # fmt: skip
+        out.append(clean)
+    return out
+
+
+def _source_table(name: str, df: pd.DataFrame) -> pd.DataFrame:
+    missing = [c for c in SOURCE_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"cascade source {name!r} lacks column(s) {missing}; expected {list(SOURCE_COLUMNS)}, "
+                         f"got {list(df.columns)}")  # fmt: skip
+    dup = df["image_id"][df["image_id"].duplicated()]
+    if len(dup):
+        raise ValueError(f"cascade source {name!r} has {len(dup)} duplicated image_id(s), e.g. {dup.iloc[0]!r}")
+    table = df[list(SOURCE_COLUMNS)].copy()
+    table["image_id"] = table["image_id"].astype(str)
+    table["top_identity"] = table["top_identity"].fillna("").astype(str)
+    table["top_score"] = pd.to_numeric(table["top_score"], errors="coerce").astype(float)
+    return table
+
+
+def run_cascade(steps: Sequence[Mapping[str, Any]], sources: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Apply ``steps`` in order to the ``sources`` predictions; returns ``DataFrame(image_id, identity, decided_by)``.
+
+    See the module docstring for the step kinds. Every source a step names must be in ``sources``.
+    """
+    steps = validate_steps(steps)
+    absent = sorted({s["source"] for s in steps} - set(sources))
+    if absent:
+        raise ValueError(f"cascade steps name source(s) {absent} that were not given; given: {sorted(sources)}")
+    tables = {name: _source_table(name, sources[name]) for name in {s["source"] for s in steps}}
+
+    first = steps[0]
+    base = tables[first["source"]]
+    image_ids = base["image_id"].to_numpy(dtype=object)
+    top_id, score = base["top_identity"].to_numpy(dtype=object), base["top_score"].to_numpy(float)
+    is_new = (top_id == "") | ~np.isfinite(score)
+    if "new_below" in first:
+        is_new |= score < first["new_below"]
+    identity = np.where(is_new, NEW_INDIVIDUAL, top_id).astype(object)
+    decided_by = np.where(is_new, f"{first['source']}:new", f"{first['source']}:label").astype(object)
+    logger.info("cascade step 1 (%s): %d images, %d new", first["source"], len(identity), int(is_new.sum()))
+
+    for n, step in enumerate(steps[1:], start=2):
+        table = tables[step["source"]].set_index("image_id").reindex(image_ids)
+        s_id = table["top_identity"].fillna("").to_numpy(dtype=object)
+        s_score = table["top_score"].to_numpy(float)
+        known = np.isfinite(s_score)
+        override = np.zeros(len(image_ids), bool)
+        if "override_above" in step:
+            override = known & (s_score > step["override_above"]) & (s_id != "")
+        elif "override_at_or_above" in step:
+            override = known & (s_score >= step["override_at_or_above"]) & (s_id != "")
+        new = known & ~override & (s_score < step["new_below"]) if "new_below" in step else np.zeros_like(override)
+        identity[override] = s_id[override]
+        decided_by[override] = f"{step['source']}:override"
+        identity[new] = NEW_INDIVIDUAL
+        decided_by[new] = f"{step['source']}:new"
+        logger.info("cascade step %d (%s): %d overridden, %d set new, %d without a score",
+                    n, step["source"], int(override.sum()), int(new.sum()), int((~known).sum()))  # fmt: skip
+    return pd.DataFrame({"image_id": image_ids, "identity": identity, "decided_by": decided_by})
