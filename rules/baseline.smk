@@ -1,7 +1,7 @@
 rule baseline:
     input:
         metadata="results/data/{dataset}.tsv",
-        embeddings=lambda wc: f"results/embeddings/{wc.dataset}/{config['baseline']['backbone']}.npz",
+        embeddings=lambda wc: embedding_path(wc.dataset, config["baseline"]["backbone"]),
     output:
         predictions="results/stages/baseline/{dataset}/predictions.tsv",
         threshold="results/stages/baseline/{dataset}/threshold.json",

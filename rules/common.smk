@@ -1,4 +1,5 @@
 # Input functions and config providers only; no logic that belongs in a stage module.
+import hashlib
 import json
 from pathlib import Path
 
@@ -69,40 +70,160 @@ def as_json(provider):
     return wrapped
 
 
-def backbone_json(wildcards):
-    if wildcards.backbone not in config["backbones"]:
+# Parameter-addressed outputs: every expensive output lives under a short hash ({key}) of exactly the
+# config values (and the keys of the upstream outputs) that affect it, so editing one parameter reruns
+# only what depends on it and reverting it finds the earlier files again. Stage outputs
+# (results/stages/...) are cheap and stay unkeyed.
+KEY_LENGTH = 10
+# Backbone options that change how fast embeddings are computed, not what they are.
+EMBED_RUNTIME_KEYS = ("batch_size",)
+
+
+def param_key(*parts):
+    """First KEY_LENGTH hex digits of the SHA-1 of ``parts`` as sorted, compact JSON."""
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:KEY_LENGTH]
+
+
+def check_key(wildcards, expected, what):
+    """Refuse to build a keyed output whose key is not that of the current config."""
+    if wildcards.key != expected:
         raise WorkflowError(
-            f"unknown backbone {wildcards.backbone!r}; configured: {sorted(config['backbones'])}"
+            f"{what}: key {wildcards.key} is not that of the current config ({expected}); "
+            "keyed outputs are only built for the current parameters"
         )
-    return json.dumps(config["backbones"][wildcards.backbone], sort_keys=True)
+
+
+def backbone_conf(backbone):
+    if backbone not in config["backbones"]:
+        raise WorkflowError(
+            f"unknown backbone {backbone!r}; configured: {sorted(config['backbones'])}"
+        )
+    return config["backbones"][backbone]
+
+
+def backbone_json(wildcards):
+    return json.dumps(backbone_conf(wildcards.backbone), sort_keys=True)
+
+
+def embedding_key(backbone):
+    conf = {
+        k: v for k, v in backbone_conf(backbone).items() if k not in EMBED_RUNTIME_KEYS
+    }
+    return param_key("embed", backbone, conf)
+
+
+def embedding_path(dataset, backbone):
+    return f"results/embeddings/{dataset}/{backbone}/{embedding_key(backbone)}.npz"
+
+
+def embed_metadata(wildcards):
+    check_key(
+        wildcards,
+        embedding_key(wildcards.backbone),
+        f"embeddings {wildcards.dataset}/{wildcards.backbone}",
+    )
+    return f"results/data/{wildcards.dataset}.tsv"
+
+
+def matcher_conf(matcher):
+    if matcher not in config["wildfusion"]["matchers"]:
+        raise WorkflowError(
+            f"matcher {matcher!r} is not in wildfusion.matchers {config['wildfusion']['matchers']}"
+        )
+    return config.get("matchers", {}).get(matcher, {})
 
 
 def matcher_json(wildcards):
-    if wildcards.matcher not in config["wildfusion"]["matchers"]:
-        raise WorkflowError(
-            f"matcher {wildcards.matcher!r} is not in wildfusion.matchers {config['wildfusion']['matchers']}"
-        )
-    return json.dumps(
-        config.get("matchers", {}).get(wildcards.matcher, {}), sort_keys=True
+    return json.dumps(matcher_conf(wildcards.matcher), sort_keys=True)
+
+
+def shortlist_backbone():
+    return config["shortlist"].get("backbone", config["baseline"]["backbone"])
+
+
+def shortlist_key():
+    sl = config["shortlist"]
+    return param_key(
+        "shortlist",
+        sl.get("k_query"),
+        sl.get("k_gallery"),
+        embedding_key(shortlist_backbone()),
     )
 
 
+def shortlist_path(dataset, suffix=".parquet"):
+    return f"results/shortlist/{dataset}/{shortlist_key()}{suffix}"
+
+
 def shortlist_embeddings(wildcards):
-    backbone = config["shortlist"].get("backbone", config["baseline"]["backbone"])
-    return f"results/embeddings/{wildcards.dataset}/{backbone}.npz"
+    check_key(wildcards, shortlist_key(), f"shortlist {wildcards.dataset}")
+    return embedding_path(wildcards.dataset, shortlist_backbone())
+
+
+def shortlist_input(wildcards):
+    return shortlist_path(wildcards.dataset)
+
+
+def features_key(matcher):
+    return param_key("features", matcher, matcher_conf(matcher))
+
+
+def features_path(dataset, matcher):
+    return f"results/features/{dataset}/{matcher}/{features_key(matcher)}.tsv"
+
+
+def features_metadata(wildcards):
+    check_key(
+        wildcards,
+        features_key(wildcards.matcher),
+        f"features {wildcards.dataset}/{wildcards.matcher}",
+    )
+    return f"results/data/{wildcards.dataset}.tsv"
+
+
+def match_key(matcher):
+    return param_key(
+        "match",
+        matcher,
+        matcher_conf(matcher),
+        features_key(matcher),
+        shortlist_key(),
+        config["wildfusion"]["shards"],
+    )
+
+
+def match_features(wildcards):
+    check_key(
+        wildcards,
+        match_key(wildcards.matcher),
+        f"match shards {wildcards.dataset}/{wildcards.matcher}",
+    )
+    return features_path(wildcards.dataset, wildcards.matcher)
 
 
 def matcher_shards(dataset, matcher):
     return expand(
-        "results/matches/{dataset}/{matcher}/shard{shard}.parquet",
+        "results/matches/{dataset}/{matcher}/{key}/shard{shard}.parquet",
         dataset=dataset,
         matcher=matcher,
+        key=match_key(matcher),
         shard=range(config["wildfusion"]["shards"]),
     )
 
 
+def calibration_key(source):
+    upstream = shortlist_key() if source == "cosine" else match_key(source)
+    return param_key("calibrate", source, upstream)
+
+
 def source_shards(wildcards):
     """Shards of one calibration source (none for the global cosine)."""
+    check_key(
+        wildcards,
+        calibration_key(wildcards.source),
+        f"calibrator {wildcards.dataset}/{wildcards.source}",
+    )
     if wildcards.source == "cosine":
         return []
     return matcher_shards(wildcards.dataset, wildcards.source)
@@ -129,11 +250,7 @@ def xgboost_embeddings(wildcards):
             raise WorkflowError(
                 f"xgboost.backbones names {name!r}; configured backbones: {sorted(config['backbones'])}"
             )
-    return expand(
-        "results/embeddings/{dataset}/{backbone}.npz",
-        dataset=wildcards.dataset,
-        backbone=xgboost_backbones(),
-    )
+    return [embedding_path(wildcards.dataset, name) for name in xgboost_backbones()]
 
 
 def xgboost_train_conf(wildcards=None):
@@ -143,6 +260,31 @@ def xgboost_train_conf(wildcards=None):
         for k, v in config.get("xgboost", {}).items()
         if k not in ("base_stage", "backbones")
     }
+
+
+def xgboost_key():
+    """The model's key: its training parameters and the keys of the embeddings it concatenates."""
+    backbones = xgboost_backbones()
+    return param_key(
+        "xgboost",
+        xgboost_train_conf(),
+        backbones,
+        [embedding_key(b) for b in backbones],
+    )
+
+
+def xgboost_model(name):
+    """An output file of the current XGBoost model (``model.ubj`` or ``model.json``)."""
+
+    def inner(wildcards):
+        return f"results/xgboost/{wildcards.dataset}/{xgboost_key()}/{name}"
+
+    return inner
+
+
+def xgboost_train_embeddings(wildcards):
+    check_key(wildcards, xgboost_key(), f"xgboost model {wildcards.dataset}")
+    return xgboost_embeddings(wildcards)
 
 
 # Column of a pair stage's pairs.parquet that holds its final score.
@@ -168,11 +310,10 @@ def xgboost_score_column(wildcards=None):
 
 def calibrators(wildcards):
     """Calibrators in the order the fusion expects: cosine first, then the configured matchers."""
-    return expand(
-        "results/calibration/{dataset}/{source}.json",
-        dataset=wildcards.dataset,
-        source=["cosine", *config["wildfusion"]["matchers"]],
-    )
+    return [
+        f"results/calibration/{wildcards.dataset}/{source}/{calibration_key(source)}.json"
+        for source in ["cosine", *config["wildfusion"]["matchers"]]
+    ]
 
 
 def compute(rule_name, key, default):

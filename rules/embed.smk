@@ -1,12 +1,12 @@
 rule embed:
     input:
-        metadata="results/data/{dataset}.tsv",
+        metadata=embed_metadata,
     output:
-        embeddings="results/embeddings/{dataset}/{backbone}.npz",
+        embeddings="results/embeddings/{dataset}/{backbone}/{key}.npz",
     log:
-        "logs/embed/{dataset}/{backbone}.log",
+        "logs/embed/{dataset}/{backbone}/{key}.log",
     benchmark:
-        "logs/benchmarks/embed/{dataset}/{backbone}.tsv"
+        "logs/benchmarks/embed/{dataset}/{backbone}/{key}.tsv"
     conda:
         CONDA_ENV
     threads: compute("embed", "threads", 2)

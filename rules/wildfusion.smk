@@ -4,10 +4,10 @@ rule shortlist:
         embeddings=shortlist_embeddings,
         solution=solution_input(),
     output:
-        pairs="results/shortlist/{dataset}.parquet",
-        recall="results/shortlist/{dataset}.recall.json",
+        pairs="results/shortlist/{dataset}/{key}.parquet",
+        recall="results/shortlist/{dataset}/{key}.recall.json",
     log:
-        "logs/shortlist/{dataset}.log",
+        "logs/shortlist/{dataset}/{key}.log",
     conda:
         CONDA_ENV
     params:
@@ -23,13 +23,13 @@ rule shortlist:
 
 rule extract_features:
     input:
-        metadata="results/data/{dataset}.tsv",
+        metadata=features_metadata,
     output:
-        manifest="results/features/{dataset}/{matcher}.tsv",
+        manifest="results/features/{dataset}/{matcher}/{key}.tsv",
     log:
-        "logs/extract_features/{dataset}/{matcher}.log",
+        "logs/extract_features/{dataset}/{matcher}/{key}.log",
     benchmark:
-        "logs/benchmarks/extract_features/{dataset}/{matcher}.tsv"
+        "logs/benchmarks/extract_features/{dataset}/{matcher}/{key}.tsv"
     conda:
         CONDA_ENV
     threads: compute("extract_features", "threads", 2)
@@ -51,14 +51,14 @@ rule extract_features:
 
 rule match_shard:
     input:
-        shortlist="results/shortlist/{dataset}.parquet",
-        features="results/features/{dataset}/{matcher}.tsv",
+        shortlist=shortlist_input,
+        features=match_features,
     output:
-        scores="results/matches/{dataset}/{matcher}/shard{shard}.parquet",
+        scores="results/matches/{dataset}/{matcher}/{key}/shard{shard}.parquet",
     log:
-        "logs/match_shard/{dataset}/{matcher}/shard{shard}.log",
+        "logs/match_shard/{dataset}/{matcher}/{key}/shard{shard}.log",
     benchmark:
-        "logs/benchmarks/match_shard/{dataset}/{matcher}/shard{shard}.tsv"
+        "logs/benchmarks/match_shard/{dataset}/{matcher}/{key}/shard{shard}.tsv"
     conda:
         CONDA_ENV
     threads: compute("match_shard", "threads", 2)
@@ -82,12 +82,12 @@ rule match_shard:
 rule calibrate:
     input:
         metadata="results/data/{dataset}.tsv",
-        shortlist="results/shortlist/{dataset}.parquet",
+        shortlist=shortlist_input,
         shards=source_shards,
     output:
-        calibrator="results/calibration/{dataset}/{source}.json",
+        calibrator="results/calibration/{dataset}/{source}/{key}.json",
     log:
-        "logs/calibrate/{dataset}/{source}.log",
+        "logs/calibrate/{dataset}/{source}/{key}.log",
     conda:
         CONDA_ENV
     message:
@@ -100,7 +100,7 @@ rule calibrate:
 rule wildfusion:
     input:
         metadata="results/data/{dataset}.tsv",
-        shortlist="results/shortlist/{dataset}.parquet",
+        shortlist=shortlist_input,
         shards=all_shards,
         calibrators=calibrators,
     output:

@@ -1,14 +1,14 @@
 rule xgboost_train:
     input:
         metadata="results/data/{dataset}.tsv",
-        embeddings=xgboost_embeddings,
+        embeddings=xgboost_train_embeddings,
     output:
-        model="results/xgboost/{dataset}/model.ubj",
-        meta="results/xgboost/{dataset}/model.json",
+        model="results/xgboost/{dataset}/{key}/model.ubj",
+        meta="results/xgboost/{dataset}/{key}/model.json",
     log:
-        "logs/xgboost_train/{dataset}.log",
+        "logs/xgboost_train/{dataset}/{key}.log",
     benchmark:
-        "logs/benchmarks/xgboost_train/{dataset}.tsv"
+        "logs/benchmarks/xgboost_train/{dataset}/{key}.tsv"
     conda:
         CONDA_ENV
     threads: compute("xgboost_train", "threads", 2)
@@ -31,8 +31,8 @@ rule xgboost:
     input:
         metadata="results/data/{dataset}.tsv",
         embeddings=xgboost_embeddings,
-        model="results/xgboost/{dataset}/model.ubj",
-        meta="results/xgboost/{dataset}/model.json",
+        model=xgboost_model("model.ubj"),
+        meta=xgboost_model("model.json"),
         base_predictions=xgboost_base("predictions.tsv"),
         base_pairs=xgboost_base("pairs.parquet"),
         base_threshold=xgboost_base("threshold.json"),

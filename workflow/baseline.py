@@ -1,7 +1,7 @@
 """Baseline stage (the paper's steps 0-1): cosine 1-NN on global embeddings with a per-dataset threshold.
 
 Inputs
-    ``results/data/<dataset>.tsv`` (validated metadata) and ``results/embeddings/<dataset>/<backbone>.npz``.
+    ``results/data/<dataset>.tsv`` (validated metadata) and ``results/embeddings/<dataset>/<backbone>/<key>.npz``.
 Outputs
     ``predictions.tsv``: ``image_id, identity, top_identity, top_score`` for every query image;
     ``threshold.json``: the threshold used and how it was chosen; ``threshold_curve.tsv``: the simulated

@@ -3,7 +3,7 @@
 Inputs
     ``results/data/<dataset>.tsv`` (validated metadata with the ``sha1`` of each image file).
 Outputs
-    ``results/embeddings/<dataset>/<backbone>.npz`` with ``image_id: [N]`` and ``embeddings: [N x D]``
+    ``results/embeddings/<dataset>/<backbone>/<key>.npz`` with ``image_id: [N]`` and ``embeddings: [N x D]``
     (float32, L2-normalised rows), in the row order of the metadata table.
 
 Per-image vectors are cached under ``<cache>/<backbone key>/<sha1[:2]>/<sha1>.npy``, keyed by the image's

@@ -2,13 +2,13 @@
 
 Subcommands (one rule each):
 
-``extract``  ``results/data/<dataset>.tsv`` -> ``results/features/<dataset>/<matcher>.tsv`` (a manifest:
+``extract``  ``results/data/<dataset>.tsv`` -> ``results/features/<dataset>/<matcher>/<key>.tsv`` (a manifest:
              ``image_id, sha1, file, keypoints``). Features are extracted once per image and matcher and
              stored per image under ``<cache>/<matcher key>/<sha1[:2]>/<sha1>.npz``, keyed by the image's
              content hash and a hash of the extraction settings: an interrupted extraction resumes where
              it stopped and a new image costs one extraction.
-``shard``    the shortlist's pairs of one shard of source images -> ``results/matches/<dataset>/<matcher>/
-             <shard>.parquet`` (``query, candidate, score``). Shard ``i`` of ``n`` takes every ``n``-th source
+``shard``    the shortlist's pairs of one shard of source images -> ``results/matches/<dataset>/<matcher>/<key>/
+             shard<shard>.parquet`` (``query, candidate, score``). Shard ``i`` of ``n`` takes every ``n``-th source
              image in sorted order (query and gallery sources alike). Written atomically: a killed shard
              leaves nothing that looks finished, and a rerun redoes only unfinished shards.
 

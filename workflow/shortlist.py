@@ -1,10 +1,10 @@
 """Candidate shortlist: the top-K gallery images of every image by global cosine (faiss inner product).
 
 Inputs
-    ``results/data/<dataset>.tsv`` and ``results/embeddings/<dataset>/<backbone>.npz``; optionally the
+    ``results/data/<dataset>.tsv`` and ``results/embeddings/<dataset>/<backbone>/<key>.npz``; optionally the
     data's ``solution.csv`` (only to report the shortlist's recall).
 Outputs
-    ``results/shortlist/<dataset>.parquet`` with one row per pair: ``query, candidate, rank, cosine, kind``,
+    ``results/shortlist/<dataset>/<key>.parquet`` with one row per pair: ``query, candidate, rank, cosine, kind``,
     where ``kind`` is ``query`` (a query image and its top ``k_query`` gallery candidates) or ``gallery``
     (a gallery image and its top ``k_gallery`` *other* gallery images: the labelled pairs for calibration,
     threshold tuning and re-ranking). ``recall.json``: recall@K of the query shortlist (the share of known

@@ -2,7 +2,7 @@
 
 Subcommands (one rule each):
 
-``calibrate``  labelled gallery pairs -> ``results/calibration/<dataset>/<source>.json`` for one source (a
+``calibrate``  labelled gallery pairs -> ``results/calibration/<dataset>/<source>/<key>.json`` for one source (a
                matcher or ``cosine``). The labelled pairs are every gallery image's shortlist of other gallery
                images (``kind == gallery`` in the shortlist, ``k_gallery`` per image): same individual -> 1,
                different -> 0; the counts of each are stored in the artifact and logged.

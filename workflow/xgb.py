@@ -4,8 +4,8 @@
 
 Subcommands (one rule each):
 
-``train``  ``results/data/<dataset>.tsv`` + ``results/embeddings/<dataset>/<backbone>.npz`` of each configured
-           backbone -> ``results/xgboost/<dataset>/model.ubj`` (the booster) and ``model.json`` (classes,
+``train``  ``results/data/<dataset>.tsv`` + ``results/embeddings/<dataset>/<backbone>/<key>.npz`` of each configured
+           backbone -> ``results/xgboost/<dataset>/<key>/model.ubj`` (the booster) and ``model.json`` (classes,
            feature layout with the category lists, parameters, best round, measured time and peak memory).
            Classes are the dataset's gallery individuals; validation (early stopping) holds out one image of
            every individual with two or more images, as the paper describes.
