@@ -22,7 +22,10 @@ include: "rules/baseline.smk"
 include: "rules/wildfusion.smk"
 include: "rules/rerank.smk"
 include: "rules/xgboost.smk"
+include: "rules/dual_backbone.smk"
+include: "rules/cascade.smk"
 include: "rules/evaluate.smk"
+include: "rules/report.smk"
 
 
 rule all:

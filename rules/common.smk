@@ -308,6 +308,102 @@ def xgboost_score_column(wildcards=None):
     return PAIR_STAGE_SCORE[xgboost_base_stage()]
 
 
+def dual_backbone_setting(section, dataset, default):
+    """``dual_backbone.<section>`` for one dataset: ``{dataset: value, default: value}`` or one mapping for all."""
+    value = config.get("dual_backbone", {}).get(section, {})
+    if isinstance(value, dict) and (dataset in value or "default" in value):
+        return value.get(dataset, value.get("default", default))
+    return value if value else default
+
+
+def dual_backbone_train_conf(dataset):
+    """Everything that changes the trained dual-backbone model of one dataset (not the embedding batch size)."""
+    db = config.get("dual_backbone", {})
+    names = list(db.get("backbones", []))
+    if len(names) < 1:
+        raise WorkflowError(
+            "dual_backbone.backbones must name at least one key of backbones"
+        )
+    return {
+        "backbones": [
+            {k: v for k, v in backbone_conf(b).items() if k not in EMBED_RUNTIME_KEYS}
+            for b in names
+        ],
+        "head": dual_backbone_setting("head", dataset, {}),
+        "augment": dual_backbone_setting("augment", dataset, {}),
+        "epochs": db.get("epochs", {}),
+        "training": db.get("training", {}),
+    }
+
+
+def dual_backbone_key(dataset):
+    return param_key("dual_backbone", dual_backbone_train_conf(dataset))
+
+
+def dual_backbone_param(name):
+    """A params function: one part of the dataset's training configuration as JSON."""
+
+    def inner(wildcards):
+        return json.dumps(
+            dual_backbone_train_conf(wildcards.dataset)[name], sort_keys=True
+        )
+
+    return inner
+
+
+def dual_backbone_train_metadata(wildcards):
+    check_key(
+        wildcards,
+        dual_backbone_key(wildcards.dataset),
+        f"dual-backbone model {wildcards.dataset}",
+    )
+    return f"results/data/{wildcards.dataset}.tsv"
+
+
+def dual_backbone_model(wildcards):
+    return f"results/dual_backbone/{wildcards.dataset}/{dual_backbone_key(wildcards.dataset)}/model.pt"
+
+
+def cascade_steps(wildcards):
+    """The dataset's cascade steps: ``cascade.<dataset>``, else ``cascade.default``, else a clear error."""
+    steps = config.get("cascade", {})
+    if wildcards.dataset in steps:
+        return steps[wildcards.dataset]
+    if "default" in steps:
+        return steps["default"]
+    raise WorkflowError(
+        f"stage cascade: no steps for dataset {wildcards.dataset!r}: add a list of steps under "
+        f"cascade.{wildcards.dataset} (or cascade.default) to the config; configured: {sorted(steps)}"
+    )
+
+
+def cascade_sources(wildcards):
+    return sorted({step["source"] for step in cascade_steps(wildcards)})
+
+
+def cascade_inputs(wildcards):
+    """Predictions and threshold.json of every source stage of the dataset's cascade."""
+    files = {}
+    for source in cascade_sources(wildcards):
+        for name in ("predictions.tsv", "threshold.json"):
+            files[f"{source}_{name.split('.')[0]}"] = (
+                f"results/stages/{source}/{wildcards.dataset}/{name}"
+            )
+    return files
+
+
+def cascade_source_args(kind):
+    """``NAME=PATH`` arguments of the cascade entry point (kind: predictions or threshold)."""
+
+    def inner(wildcards, input):
+        return " ".join(
+            f"{source}={input[f'{source}_{kind}']}"
+            for source in cascade_sources(wildcards)
+        )
+
+    return inner
+
+
 def calibrators(wildcards):
     """Calibrators in the order the fusion expects: cosine first, then the configured matchers."""
     return [
@@ -346,4 +442,13 @@ def final_outputs():
     return [
         "results/submission.csv",
         "results/scores.tsv",
+        "results/plots/scores.html",
+        *expand(
+            "results/plots/matches/{dataset}.png",
+            dataset=DATASETS if "wildfusion" in STAGES else [],
+        ),
+        *expand(
+            "results/plots/new_share/{dataset}.png",
+            dataset=DATASETS if HAS_SOLUTION else [],
+        ),
     ]

@@ -118,3 +118,37 @@ def test_exception_missing_source_and_columns():
         run_cascade([{"source": "wildfusion"}], {"wildfusion": pd.DataFrame({"image_id": ["q1"]})})
     with pytest.raises(ValueError, match="duplicated"):
         run_cascade([{"source": "wildfusion"}], {"wildfusion": preds([("q1", "A", 0.5), ("q1", "B", 0.5)])})
+
+
+def test_auto_thresholds_are_the_sources_own():
+    from workflow.cascade import CascadeConfigError, resolve_auto
+
+    steps = [{"source": "rerank", "new_below": "auto"}, {"source": "xgboost", "override_at_or_above": "auto"}]
+    assert resolve_auto(steps, {"rerank": 0.4, "xgboost": 0.9}) == [
+        {"source": "rerank", "new_below": 0.4}, {"source": "xgboost", "override_at_or_above": 0.9},
+    ]  # fmt: skip
+    jsonschema.validate(steps, CASCADE_SCHEMA["additionalProperties"])
+    with pytest.raises(CascadeConfigError, match="auto needs the threshold"):
+        resolve_auto(steps, {"rerank": 0.4})
+
+
+def test_entry_point_writes_deciding_source(tmp_path):
+    from workflow.cascade import main
+
+    rr = pd.DataFrame({"image_id": ["a", "b", "c"], "identity": ["x", "new_individual", "z"],
+                       "top_identity": ["x", "y", "z"], "top_score": [0.9, 0.1, 0.5]})  # fmt: skip
+    db = pd.DataFrame({"image_id": ["a", "b", "c"], "identity": ["x", "y", "q"],
+                       "top_identity": ["x", "y", "q"], "top_score": [0.5, 0.6, 0.99]})  # fmt: skip
+    rr.to_csv(tmp_path / "rr.tsv", sep="\t", index=False)
+    db.to_csv(tmp_path / "db.tsv", sep="\t", index=False)
+    (tmp_path / "rr.json").write_text('{"threshold": 0.3}')
+    steps = '[{"source": "rerank", "new_below": "auto"}, {"source": "dual_backbone", "override_above": 0.95}]'
+    out = tmp_path / "out.tsv"
+    main(["--dataset", "D", "--steps", steps, "--source", f"rerank={tmp_path / 'rr.tsv'}",
+          f"dual_backbone={tmp_path / 'db.tsv'}", "--threshold", f"rerank={tmp_path / 'rr.json'}",
+          "--predictions", str(out)])  # fmt: skip
+    got = pd.read_csv(out, sep="\t", dtype=str, keep_default_na=False)
+    assert list(got.columns) == ["image_id", "identity", "top_identity", "top_score", "decided_by"]
+    assert got["identity"].tolist() == ["x", "new_individual", "q"]
+    assert got["decided_by"].tolist() == ["rerank:label", "rerank:new", "dual_backbone:override"]
+    assert got["top_score"].astype(float).tolist() == [0.9, 0.1, 0.99]

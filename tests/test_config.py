@@ -9,6 +9,7 @@ from conftest import REPO
 from snakemake.utils import update_config, validate
 
 from workflow.backbones import resolve_spec
+from workflow.cascade import CASCADE_SCHEMA, PAPER_CASCADE, validate_steps
 from workflow.matchers import MATCHERS
 
 
@@ -71,3 +72,36 @@ def test_schema_rejects_bad_values(edit):
     update_config(config, copy.deepcopy(edit))
     with pytest.raises((jsonschema.ValidationError, Exception)):
         validate(config, str(REPO / "config/schema.yaml"))
+
+
+def test_paper_cascade_and_dual_backbone():
+    config = merged("config/animalclef2025.yaml")
+    # (merged over config/config.yaml, as Snakemake does: the demo datasets' cascades stay, unused)
+    assert {name: config["cascade"][name] for name in PAPER_CASCADE} == PAPER_CASCADE
+    jsonschema.validate(config["cascade"], CASCADE_SCHEMA)
+    for name in PAPER_CASCADE:
+        validate_steps(config["cascade"][name])
+    assert config["submission"]["stage"] == "cascade" and config["stages"][-2:] == ["dual_backbone", "cascade"]
+    db = config["dual_backbone"]
+    assert db["backbones"] == ["megadescriptor", "miewid"]
+    assert db["head"]["LynxID2025"] == {"s": 64, "m": 0.5} and db["head"]["SeaTurtleID2022"] == {"s": 64, "m": 0.5}
+    assert db["head"]["SalamanderID2025"] == {"s": 30, "m": 0.35}
+    assert config["compute"]["dual_backbone_train"]["gpu"] == 1
+
+
+@pytest.mark.parametrize("name", ["config/config.yaml", "tests/configs/tiny.yaml"])
+def test_demo_cascades_validate(name):
+    config = merged(name)
+    jsonschema.validate(config["cascade"], CASCADE_SCHEMA)
+    assert config["submission"]["stage"] == "cascade"
+    for backbone in config["dual_backbone"]["backbones"]:
+        assert backbone in config["backbones"]
+
+
+def test_schema_rejects_bad_cascade():
+    for steps in ([{"source": "magic"}], [{"source": "rerank", "new_below": "high"}], [],
+                  [{"source": "rerank", "override_above": 0.5, "override_at_or_above": 0.6}]):  # fmt: skip
+        config = load("config/config.yaml")
+        config["cascade"] = {"LynxDemo": steps}
+        with pytest.raises(Exception, match="cascade"):  # snakemake's validate wraps the ValidationError
+            validate(config, str(REPO / "config/schema.yaml"))

@@ -32,7 +32,7 @@ def test_dry_run_demo_plans_every_stage(tmp_path):
     out = snakemake(work, "-n", "--quiet", "rules").stdout
     rules = ["demo_data", "validate_data", "embed", "baseline", "score_stage", "scores_table", "submission"]
     rules += ["shortlist", "extract_features", "match_shard", "calibrate", "wildfusion"]
-    rules += ["rerank", "xgboost_train", "xgboost"]
+    rules += ["rerank", "xgboost_train", "xgboost", "dual_backbone_train", "dual_backbone", "cascade"]
     for rule in rules:
         assert rule in out, f"{rule} missing from the dry-run:\n{out}"
 
@@ -42,6 +42,18 @@ def test_missing_data_root_is_a_clear_error(tmp_path):
     proc = snakemake(work, "-n", "--config", f"data_root={tmp_path / 'nowhere'}", check=False)
     assert proc.returncode != 0
     assert "metadata.csv does not exist" in proc.stdout + proc.stderr
+
+
+def test_cascade_without_steps_for_a_dataset_is_a_clear_error(tmp_path):
+    work = make_workdir(tmp_path / "w")
+    tiny = Path(TINY).read_text()
+    assert "cascade:\n  default:\n" in tiny
+    config = tmp_path / "no_default.yaml"  # the tiny config whose cascade names the lynx only
+    config.write_text(tiny.replace("cascade:\n  default:\n", "cascade:\n  LynxTiny:\n"))
+    proc = snakemake(work, "-n", "--configfile", str(config), check=False)
+    assert proc.returncode != 0
+    assert "no steps for dataset 'SalamanderTiny'" in proc.stdout + proc.stderr
+    assert "cascade.SalamanderTiny" in proc.stdout + proc.stderr
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +74,7 @@ def test_tiny_demo_end_to_end(tiny_run):
     scores = pd.read_csv(work / "results/scores.tsv", sep="\t")
     assert list(scores.columns) == ["stage", "dataset", "BAKS", "BAUS", "score", "new_share"]
     assert set(scores["dataset"]) == {"LynxTiny", "SalamanderTiny", "TurtleTiny", "ALL"}
-    assert scores["stage"].unique().tolist() == ["baseline", "wildfusion", "rerank", "xgboost"]
+    assert scores["stage"].unique().tolist() == ["baseline", "wildfusion", "rerank", "xgboost", "dual_backbone", "cascade"]
     assert scores["score"].between(0, 1).all()
     # re-ranking is configured for the lynx only: the other datasets pass the WildFusion scores through
     for ds in ["SalamanderTiny", "TurtleTiny"]:
@@ -76,6 +88,19 @@ def test_tiny_demo_end_to_end(tiny_run):
     assert model["info"]["features"] == 1280 + 2 * 5 + len(model["space"]["orientations"]) + 1
     gate = json.loads((work / "results/stages/xgboost/LynxTiny/threshold.json").read_text())
     assert gate["source"] == "auto" and 0 <= gate["threshold"] <= 1
+    (db_model,) = (work / "results/dual_backbone/LynxTiny").glob("*/model.pt")  # one parameter key
+    assert (db_model.parent / "history.tsv").stat().st_size > 0
+    db = json.loads((work / "results/stages/dual_backbone/LynxTiny/threshold.json").read_text())
+    assert db["source"] == "auto" and 0 <= db["threshold"] <= 1
+    # the submission is the cascade's labels; every label was decided by a configured step
+    cascade = pd.concat([pd.read_csv(work / f"results/stages/cascade/{ds}/predictions.tsv", sep="\t", dtype=str,
+                                     keep_default_na=False) for ds in ["LynxTiny", "SalamanderTiny", "TurtleTiny"]])
+    assert list(cascade.columns) == ["image_id", "identity", "top_identity", "top_score", "decided_by"]
+    assert dict(zip(sub["image_id"], sub["identity"])) == dict(zip(cascade["image_id"], cascade["identity"]))
+    assert set(cascade["decided_by"].str.split(":").str[0]) <= {"rerank", "xgboost", "dual_backbone"}
+    # the first step's auto threshold is the rerank stage's own
+    rr_threshold = json.loads((work / "results/stages/rerank/LynxTiny/threshold.json").read_text())["threshold"]
+    assert f'"new_below": {rr_threshold}' in (work / "logs/cascade/LynxTiny.log").read_text()
     for log in ["logs/demo_data.log", "logs/validate_data.log", "logs/baseline/LynxTiny.log"]:
         assert (work / log).stat().st_size > 0, log
     # nothing left to do on a rerun
@@ -97,7 +122,7 @@ def test_changing_a_threshold_reruns_only_that_stage(tiny_run, tmp_path):
     planned = {line.split()[0] for line in out.splitlines() if line[:1].isalpha() and line.split()[-1].isdigit()}
     assert "baseline" in planned
     assert not planned & {"embed", "demo_data", "validate_data", "match_shard", "extract_features", "wildfusion"}
-    assert not planned & {"rerank", "xgboost_train", "xgboost"}
+    assert not planned & {"rerank", "xgboost_train", "xgboost", "dual_backbone_train", "dual_backbone"}
 
 
 @pytest.mark.slow

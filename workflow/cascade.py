@@ -21,10 +21,22 @@ later steps (refine the label; each key optional, at least one required)
     (resp. ``> t``); ``new_below: t``: label = ``new_individual`` where ``top_score < t``. An override is tested
     first; the thresholds must not overlap (override threshold >= ``new_below``). Images S has no row for, or a
     non-finite score, keep their label.
+
+A threshold may also be ``auto``: the source stage's own chosen threshold (``threshold`` of its
+``threshold.json``, on the same ``top_score`` scale: the fused/re-ranked probability of wildfusion/rerank, the
+gate probability of xgboost, ``(cos + 1) / 2`` of dual_backbone and baseline). :func:`resolve_auto` replaces
+it before :func:`run_cascade`; no query label is ever read.
+
+Entry point (``python -m workflow.cascade``): ``--steps`` (JSON list), ``--source NAME=predictions.tsv`` and
+``--threshold NAME=threshold.json`` per source; writes ``predictions.tsv`` with ``image_id, identity,
+top_identity, top_score, decided_by``, where ``top_identity``/``top_score`` are those of the source that decided
+the label (``decided_by``), on that source's scale.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -41,14 +53,22 @@ SOURCES: tuple[str, ...] = ("baseline", "wildfusion", "rerank", "xgboost", "dual
 THRESHOLD_KEYS: tuple[str, ...] = ("new_below", "override_above", "override_at_or_above")
 SOURCE_COLUMNS: tuple[str, ...] = ("image_id", "top_identity", "top_score")
 
+AUTO = "auto"
+
+
+def _threshold_schema(description: str, **number: Any) -> dict[str, Any]:
+    return {"description": description + " (a number, or auto: the source stage's own threshold)",
+            "oneOf": [{"type": "number", **number}, {"type": "string", "enum": [AUTO]}]}  # fmt: skip
+
+
 CASCADE_STEP_SCHEMA: dict[str, Any] = {
     "type": "object",
     "description": "One cascade step: a source stage and its thresholds on that stage's top_score.",
     "properties": {
         "source": {"type": "string", "enum": list(SOURCES)},
-        "new_below": {"type": "number", "minimum": 0, "description": "top_score below this -> new_individual"},
-        "override_above": {"type": "number", "description": "top_score above this -> the source's top identity"},
-        "override_at_or_above": {"type": "number", "description": "top_score >= this -> the source's top identity"},
+        "new_below": _threshold_schema("top_score below this -> new_individual", minimum=0),
+        "override_above": _threshold_schema("top_score above this -> the source's top identity"),
+        "override_at_or_above": _threshold_schema("top_score >= this -> the source's top identity"),
     },
     "required": ["source"],
     "additionalProperties": False,
@@ -178,3 +198,69 @@ def run_cascade(steps: Sequence[Mapping[str, Any]], sources: Mapping[str, pd.Dat
         logger.info("cascade step %d (%s): %d overridden, %d set new, %d without a score",
                     n, step["source"], int(override.sum()), int(new.sum()), int((~known).sum()))  # fmt: skip
     return pd.DataFrame({"image_id": image_ids, "identity": identity, "decided_by": decided_by})
+
+
+def resolve_auto(steps: Sequence[Mapping[str, Any]], thresholds: Mapping[str, float]) -> list[dict[str, Any]]:
+    """``steps`` with every ``auto`` threshold replaced by ``thresholds[source]`` (the stage's own threshold)."""
+    out = []
+    for i, step in enumerate(steps):
+        if not isinstance(step, Mapping):
+            raise CascadeConfigError(f"cascade step {i + 1} ({step!r}): must be a mapping")
+        clean = dict(step)
+        for key in THRESHOLD_KEYS:
+            if clean.get(key) == AUTO:
+                source = clean.get("source")
+                if source not in thresholds:
+                    raise CascadeConfigError(f"cascade step {i + 1} ({step!r}): {key}: auto needs the threshold "
+                                             f"of {source!r}; given: {sorted(thresholds)}")  # fmt: skip
+                clean[key] = float(thresholds[source])
+        out.append(clean)
+    return out
+
+
+def _pairs(items: Sequence[str], what: str) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise SystemExit(f"--{what} expects NAME=PATH, got {item!r}")
+        out[name] = path
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    from workflow._entry import read_json, read_tsv, setup_logging, write_tsv
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", required=True, help="JSON list of cascade steps")
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--source", nargs="+", required=True, help="NAME=predictions.tsv of each source")
+    parser.add_argument("--threshold", nargs="*", default=[], help="NAME=threshold.json (for auto thresholds)")
+    parser.add_argument("--predictions", required=True)
+    parser.add_argument("--log")
+    args = parser.parse_args(argv)
+    setup_logging(args.log)
+    raw = json.loads(args.steps)
+    thresholds = {name: float(read_json(path)["threshold"]) for name, path in _pairs(args.threshold, "threshold").items()}
+    steps = validate_steps(resolve_auto(raw, thresholds))
+    logger.info("%s: cascade %s", args.dataset, json.dumps(steps))
+    sources = {name: read_tsv(path) for name, path in _pairs(args.source, "source").items()}
+    out = run_cascade(steps, sources)
+    tables = {name: _source_table(name, df).set_index("image_id") for name, df in sources.items()}
+    decider = out["decided_by"].str.split(":").str[0]
+    top_identity = np.empty(len(out), dtype=object)
+    top_score = np.full(len(out), np.nan)
+    for name in decider.unique():
+        rows = (decider == name).to_numpy()
+        table = tables[name].reindex(out["image_id"][rows])
+        top_identity[rows] = table["top_identity"].fillna("").to_numpy(dtype=object)
+        top_score[rows] = table["top_score"].to_numpy(float)
+    out.insert(2, "top_identity", top_identity)
+    out.insert(3, "top_score", top_score)
+    counts = out["decided_by"].value_counts().to_dict()
+    logger.info("%s: %d queries, decided by %s", args.dataset, len(out), counts)
+    write_tsv(out, args.predictions)
+
+
+if __name__ == "__main__":
+    main()

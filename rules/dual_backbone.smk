@@ -1,0 +1,69 @@
+rule dual_backbone_train:
+    input:
+        metadata=dual_backbone_train_metadata,
+    output:
+        model="results/dual_backbone/{dataset}/{key}/model.pt",
+        history="results/dual_backbone/{dataset}/{key}/history.tsv",
+    log:
+        "logs/dual_backbone_train/{dataset}/{key}.log",
+    benchmark:
+        "logs/benchmarks/dual_backbone_train/{dataset}/{key}.tsv"
+    conda:
+        CONDA_ENV
+    threads: compute("dual_backbone_train", "threads", 2)
+    resources:
+        gpu=compute("dual_backbone_train", "gpu", 0),
+        mem_mb=compute("dual_backbone_train", "mem_mb", 4000),
+        runtime=compute("dual_backbone_train", "runtime", 60),
+    params:
+        backbones=dual_backbone_param("backbones"),
+        head=dual_backbone_param("head"),
+        augment=dual_backbone_param("augment"),
+        epochs=dual_backbone_param("epochs"),
+        training=dual_backbone_param("training"),
+        checkpoint_dir="results/dual_backbone/{dataset}/{key}/checkpoint",
+        device=config_provider("device", default="auto"),
+    message:
+        "Fine-tuning the dual-backbone ArcFace model of {wildcards.dataset}"
+    shell:
+        "python -m workflow.dual_backbone train --metadata {input.metadata} "
+        "--backbones '{params.backbones}' --head '{params.head}' --augment '{params.augment}' "
+        "--epochs '{params.epochs}' --training '{params.training}' "
+        "--checkpoint-dir {params.checkpoint_dir} --model-out {output.model} --history {output.history} "
+        "--device {params.device} --threads {threads} --log {log}"
+
+
+rule dual_backbone:
+    input:
+        metadata="results/data/{dataset}.tsv",
+        model=dual_backbone_model,
+    output:
+        predictions="results/stages/dual_backbone/{dataset}/predictions.tsv",
+        threshold="results/stages/dual_backbone/{dataset}/threshold.json",
+        curve="results/stages/dual_backbone/{dataset}/threshold_curve.tsv",
+    log:
+        "logs/dual_backbone/{dataset}.log",
+    conda:
+        CONDA_ENV
+    threads: compute("dual_backbone_train", "threads", 2)
+    resources:
+        gpu=compute("dual_backbone_train", "gpu", 0),
+        mem_mb=compute("dual_backbone_train", "mem_mb", 4000),
+        runtime=compute("dual_backbone_train", "runtime", 60),
+    params:
+        threshold=as_json(
+            config_provider("thresholds", "dual_backbone", default="auto")
+        ),
+        tuning=as_json(config_provider("threshold_tuning")),
+        k=config_provider("dual_backbone", "k", default=50),
+        batch_size=config_provider(
+            "dual_backbone", "training", "batch_size", default=16
+        ),
+        device=config_provider("device", default="auto"),
+    message:
+        "Dual-backbone ArcFace retrieval and open-set threshold of {wildcards.dataset}"
+    shell:
+        "python -m workflow.dual_backbone predict --metadata {input.metadata} --model {input.model} "
+        "--dataset {wildcards.dataset} --threshold '{params.threshold}' --tuning '{params.tuning}' "
+        "--k {params.k} --batch-size {params.batch_size} --device {params.device} --threads {threads} "
+        "--predictions {output.predictions} --threshold-out {output.threshold} --curve {output.curve} --log {log}"
