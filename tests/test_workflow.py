@@ -74,7 +74,14 @@ def test_tiny_demo_end_to_end(tiny_run):
     scores = pd.read_csv(work / "results/scores.tsv", sep="\t")
     assert list(scores.columns) == ["stage", "dataset", "BAKS", "BAUS", "score", "new_share"]
     assert set(scores["dataset"]) == {"LynxTiny", "SalamanderTiny", "TurtleTiny", "ALL"}
-    assert scores["stage"].unique().tolist() == ["baseline", "wildfusion", "rerank", "xgboost", "dual_backbone", "cascade"]
+    assert scores["stage"].unique().tolist() == [
+        "baseline",
+        "wildfusion",
+        "rerank",
+        "xgboost",
+        "dual_backbone",
+        "cascade",
+    ]
     assert scores["score"].between(0, 1).all()
     # re-ranking is configured for the lynx only: the other datasets pass the WildFusion scores through
     for ds in ["SalamanderTiny", "TurtleTiny"]:
@@ -93,8 +100,14 @@ def test_tiny_demo_end_to_end(tiny_run):
     db = json.loads((work / "results/stages/dual_backbone/LynxTiny/threshold.json").read_text())
     assert db["source"] == "auto" and 0 <= db["threshold"] <= 1
     # the submission is the cascade's labels; every label was decided by a configured step
-    cascade = pd.concat([pd.read_csv(work / f"results/stages/cascade/{ds}/predictions.tsv", sep="\t", dtype=str,
-                                     keep_default_na=False) for ds in ["LynxTiny", "SalamanderTiny", "TurtleTiny"]])
+    cascade = pd.concat(
+        [
+            pd.read_csv(
+                work / f"results/stages/cascade/{ds}/predictions.tsv", sep="\t", dtype=str, keep_default_na=False
+            )
+            for ds in ["LynxTiny", "SalamanderTiny", "TurtleTiny"]
+        ]
+    )
     assert list(cascade.columns) == ["image_id", "identity", "top_identity", "top_score", "decided_by"]
     assert dict(zip(sub["image_id"], sub["identity"])) == dict(zip(cascade["image_id"], cascade["identity"]))
     assert set(cascade["decided_by"].str.split(":").str[0]) <= {"rerank", "xgboost", "dual_backbone"}

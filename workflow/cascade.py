@@ -241,7 +241,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     setup_logging(args.log)
     raw = json.loads(args.steps)
-    thresholds = {name: float(read_json(path)["threshold"]) for name, path in _pairs(args.threshold, "threshold").items()}
+    thresholds = {
+        name: float(read_json(path)["threshold"]) for name, path in _pairs(args.threshold, "threshold").items()
+    }
     steps = validate_steps(resolve_auto(raw, thresholds))
     logger.info("%s: cascade %s", args.dataset, json.dumps(steps))
     sources = {name: read_tsv(path) for name, path in _pairs(args.source, "source").items()}
