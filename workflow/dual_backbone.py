@@ -721,6 +721,8 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.command == "train":
         augment, training = json.loads(args.augment), {**DEFAULT_TRAINING, **json.loads(args.training)}
+        # seed before building: randomly initialised branches and the ArcFace head must be reproducible
+        torch.manual_seed(int(training["seed"]))
         model = DualBackbone.from_config(json.loads(args.backbones))
         classes = sorted(set(gal["identity"]))
         labels = gal["identity"].map({c: i for i, c in enumerate(classes)}).to_numpy()
