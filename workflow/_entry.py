@@ -71,6 +71,26 @@ def read_tsv(path: str | Path) -> pd.DataFrame:
     return pd.read_csv(path, sep="\t", dtype={"image_id": str, "identity": str}, keep_default_na=False)
 
 
+def write_parquet(df: pd.DataFrame, path: str | Path) -> None:
+    """Write ``df`` as Parquet, atomically."""
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
+
+
+def write_stage_outputs(
+    dataset: str, preds: pd.DataFrame, info: dict, curve: pd.DataFrame, predictions, threshold, curve_path
+) -> None:
+    """Log a stage's decision on one dataset and write its predictions, threshold and tuning curve."""
+    share = 100 * float((preds["identity"] == "new_individual").mean()) if len(preds) else 0.0
+    logging.getLogger("workflow").info(
+        "%s: %d queries, threshold %.4f (%s), %.1f%% predicted new",
+        dataset, len(preds), info["threshold"], info["source"], share,
+    )  # fmt: skip
+    write_tsv(preds, predictions)
+    write_json(info, threshold)
+    write_tsv(curve, curve_path)
+
+
 def write_json(obj, path: str | Path) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     with atomic_path(path) as tmp:

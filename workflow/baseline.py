@@ -17,7 +17,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from workflow._entry import read_tsv, setup_logging, write_json, write_tsv
+from workflow._entry import read_tsv, setup_logging, write_stage_outputs
 from workflow.embed import load_embeddings
 from workflow.thresholds import apply_threshold, choose_threshold
 
@@ -92,14 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     preds, info, curve = predict(
         meta, image_ids, embeddings, json.loads(args.threshold), json.loads(args.tuning), args.dataset
     )
-    logger.info(
-        "%s: %d queries, threshold %.4f (%s), %.1f%% predicted new",
-        args.dataset, len(preds), info["threshold"], info["source"],
-        100 * float(np.mean(preds["identity"] == "new_individual")) if len(preds) else 0.0,
-    )  # fmt: skip
-    write_tsv(preds, args.predictions)
-    write_json(info, args.threshold_out)
-    write_tsv(curve, args.curve)
+    write_stage_outputs(args.dataset, preds, info, curve, args.predictions, args.threshold_out, args.curve)
 
 
 if __name__ == "__main__":

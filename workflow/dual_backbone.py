@@ -63,10 +63,18 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from torchvision.transforms import v2
 
-from workflow._entry import atomic_path, read_tsv, set_threads, setup_logging, write_json, write_tsv
+from workflow._entry import (
+    atomic_path,
+    read_tsv,
+    set_threads,
+    setup_logging,
+    write_stage_outputs,
+    write_tsv,
+)
 from workflow.backbones import Backbone, create_backbone, resolve_device
-from workflow.embed import save_embeddings
+from workflow.embed import l2_normalise, save_embeddings
 from workflow.images import load_image
+from workflow.shortlist import topk_inner_product
 from workflow.thresholds import apply_threshold, choose_threshold
 
 logger = logging.getLogger(__name__)
@@ -597,8 +605,6 @@ def retrieve(query_emb: np.ndarray, gallery_emb: np.ndarray, k: int = 50) -> tup
     Returns ``(index [Q x K], confidence [Q x K])`` with ``K = min(k, G)``, best first, confidence ``(cos + 1) / 2``.
     Rows are L2-normalised here (a no-op for normalised input).
     """
-    import faiss
-
     query_emb, gallery_emb = np.asarray(query_emb, np.float32), np.asarray(gallery_emb, np.float32)
     if query_emb.ndim != 2 or gallery_emb.ndim != 2 or query_emb.shape[1] != gallery_emb.shape[1]:
         raise ValueError(f"expected query [Q x D] and gallery [G x D], got {query_emb.shape} and {gallery_emb.shape}")
@@ -607,11 +613,7 @@ def retrieve(query_emb: np.ndarray, gallery_emb: np.ndarray, k: int = 50) -> tup
     k = min(int(k), len(gallery_emb))
     if len(query_emb) == 0:
         return np.zeros((0, k), np.int64), np.zeros((0, k), np.float32)
-    q = np.ascontiguousarray(query_emb / np.maximum(np.linalg.norm(query_emb, axis=1, keepdims=True), 1e-12))
-    g = np.ascontiguousarray(gallery_emb / np.maximum(np.linalg.norm(gallery_emb, axis=1, keepdims=True), 1e-12))
-    index = faiss.IndexFlatIP(g.shape[1])
-    index.add(g)
-    cos, idx = index.search(q, k)
+    idx, cos = topk_inner_product(l2_normalise(query_emb), l2_normalise(gallery_emb), k)
     return idx.astype(np.int64), ((np.clip(cos, -1.0, 1.0) + 1.0) / 2.0).astype(np.float32)
 
 
@@ -748,14 +750,9 @@ def main(argv: list[str] | None = None) -> None:
     is_gal = (meta["split"] == "database").to_numpy()
     preds, info, curve = predict(qry["image_id"].to_numpy(), emb[~is_gal], emb[is_gal], gal["identity"].to_numpy(),
                                  json.loads(args.threshold), json.loads(args.tuning), args.dataset, args.k)  # fmt: skip
-    new_share = 100 * float(np.mean(preds["identity"] == "new_individual")) if len(preds) else 0.0
-    logger.info("%s: %d queries, threshold %.4f (%s), %.1f%% predicted new",
-                args.dataset, len(preds), info["threshold"], info["source"], new_share)  # fmt: skip
     if args.embeddings_out:
         save_embeddings(args.embeddings_out, meta["image_id"].to_numpy(), emb)
-    write_tsv(preds, args.predictions)
-    write_json(info, args.threshold_out)
-    write_tsv(curve, args.curve)
+    write_stage_outputs(args.dataset, preds, info, curve, args.predictions, args.threshold_out, args.curve)
 
 
 if __name__ == "__main__":

@@ -34,8 +34,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from workflow._entry import read_tsv, setup_logging, write_json, write_tsv
-from workflow.wildfusion import predict_stage, write_parquet
+from workflow._entry import read_tsv, setup_logging, write_json, write_parquet, write_stage_outputs
+from workflow.wildfusion import predict_stage
 
 logger = logging.getLogger(__name__)
 
@@ -169,9 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     table = pairs[["query", "candidate", "kind"]].assign(wildfusion=fused, jaccard=jac, rerank=score)
     write_parquet(table, args.pairs_out)
-    write_tsv(preds, args.predictions)
-    write_json(info, args.threshold_out)
-    write_tsv(curve, args.curve)
+    write_stage_outputs(args.dataset, preds, info, curve, args.predictions, args.threshold_out, args.curve)
     write_json(cost, args.cost)
 
 

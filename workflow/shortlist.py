@@ -19,7 +19,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from workflow._entry import atomic_path, read_tsv, setup_logging, write_json
+from workflow._entry import read_tsv, setup_logging, write_json, write_parquet
 from workflow.data import read_table
 from workflow.embed import load_embeddings
 
@@ -95,11 +95,6 @@ def shortlist_recall(pairs: pd.DataFrame, meta: pd.DataFrame, solution: pd.DataF
     return {"k": k, "known_queries": int(len(hit)), "recall": float(hit.mean()) if len(hit) else float("nan")}
 
 
-def write_pairs(pairs: pd.DataFrame, path) -> None:
-    with atomic_path(path) as tmp:
-        pairs.to_parquet(tmp, index=False)
-
-
 def read_pairs(path) -> pd.DataFrame:
     return pd.read_parquet(path)
 
@@ -128,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     logger.info(
         "%d query pairs, %d gallery pairs", (pairs["kind"] == "query").sum(), (pairs["kind"] == "gallery").sum()
     )
-    write_pairs(pairs, args.out)
+    write_parquet(pairs, args.out)
     write_json(recall, args.recall)
 
 

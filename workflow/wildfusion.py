@@ -22,7 +22,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from workflow._entry import atomic_path, read_tsv, setup_logging, write_json, write_tsv
+from workflow._entry import read_tsv, setup_logging, write_parquet, write_stage_outputs
 from workflow.calibration import IsotonicCalibrator, fuse_scores
 from workflow.match import read_shards
 from workflow.shortlist import read_pairs
@@ -99,11 +99,6 @@ def predict_stage(
     return preds, info, curve
 
 
-def write_parquet(df: pd.DataFrame, path) -> None:
-    with atomic_path(path) as tmp:
-        df.to_parquet(tmp, index=False)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -155,15 +150,10 @@ def main(argv: list[str] | None = None) -> None:
     preds, info, curve = predict_stage(
         meta, pairs, fused["fused"].to_numpy(), json.loads(args.threshold), json.loads(args.tuning), args.dataset
     )
-    new_share = 100 * float(np.mean(preds["identity"] == "new_individual")) if len(preds) else 0.0
-    logger.info("%s: %d queries, threshold %.4f (%s), %.1f%% predicted new",
-                args.dataset, len(preds), info["threshold"], info["source"], new_share)  # fmt: skip
     parts = [pairs[["query", "candidate", "kind"]], raw.add_prefix("raw_"), fused]
     table = pd.concat([part.reset_index(drop=True) for part in parts], axis=1)
     write_parquet(table, args.pairs_out)
-    write_tsv(preds, args.predictions)
-    write_json(info, args.threshold_out)
-    write_tsv(curve, args.curve)
+    write_stage_outputs(args.dataset, preds, info, curve, args.predictions, args.threshold_out, args.curve)
 
 
 if __name__ == "__main__":

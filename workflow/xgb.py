@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from workflow import NEW_INDIVIDUAL
-from workflow._entry import atomic_path, read_json, read_tsv, setup_logging, write_json, write_tsv
+from workflow._entry import atomic_path, read_json, read_tsv, setup_logging, write_json, write_stage_outputs
 from workflow.embed import l2_normalise, load_embeddings
 from workflow.metrics import score_predictions
 from workflow.shortlist import topk_inner_product
@@ -513,9 +513,7 @@ def main(argv: list[str] | None = None) -> None:
     info.update(overridden=overridden, queries=len(preds))
     logger.info("%s: gate %.3f (%s): XGBoost changed %d of %d labels", args.dataset, threshold, info["source"],
                 overridden, len(preds))  # fmt: skip
-    write_tsv(preds, args.predictions)
-    write_json(info, args.threshold_out)
-    write_tsv(curve, args.curve)
+    write_stage_outputs(args.dataset, preds, info, curve, args.predictions, args.threshold_out, args.curve)
 
 
 if __name__ == "__main__":
