@@ -44,7 +44,9 @@ write_conf() {
         log "adding $host to /etc/hosts"
         echo "127.0.0.1 $host" >>/etc/hosts
     fi
-    mem=$(free -m | awk '/^Mem:/ {print int($4 * 0.8)}')
+    # "available" (free plus reclaimable page cache), not "free": after pip installs, most memory sits in the
+    # page cache and "free" can fall below what one job asks for (sbatch then rejects the job outright)
+    mem=$(free -m | awk '/^Mem:/ {print int($7 * 0.8)}')
     mkdir -p "$DIR/state" "$DIR/spool" "$DIR/log"
     cat >"$DIR/slurm.conf" <<EOF
 # written by .ci/slurm_local.sh
