@@ -1,6 +1,7 @@
 """The configs validate against the schema, and the paper config holds the paper's settings."""
 
 import copy
+import re
 
 import jsonschema
 import pytest
@@ -105,3 +106,25 @@ def test_schema_rejects_bad_cascade():
         config["cascade"] = {"LynxDemo": steps}
         with pytest.raises(Exception, match="cascade"):  # snakemake's validate wraps the ValidationError
             validate(config, str(REPO / "config/schema.yaml"))
+
+
+@pytest.mark.parametrize("configfile", [None, "config/animalclef2025.yaml"])
+def test_a_dataset_no_config_names_plans_every_stage(tmp_path, configfile):
+    """The shipped configs run any dataset in the AnimalCLEF layout, not only the ones they name: every
+    per-dataset setting (cascade steps, ArcFace head, augmentations, thresholds) falls back to a default."""
+    import pandas as pd
+    from workflow_helpers import make_workdir, snakemake
+
+    data = tmp_path / "unseen"
+    rows = [
+        {"image_id": i, "identity": "" if split == "query" else f"ind{i % 3}", "path": f"images/{i}.jpg",
+         "date": "", "orientation": "", "species": "okapi", "split": split, "dataset": "OkapiNeverSeen"}
+        for i, split in enumerate(["database"] * 6 + ["query"] * 2)
+    ]  # fmt: skip
+    data.mkdir()
+    pd.DataFrame(rows).to_csv(data / "metadata.csv", index=False)
+    work = make_workdir(tmp_path / "work")
+    extra = ["--configfile", str(REPO / configfile)] if configfile else []
+    proc = snakemake(work, "-n", "--cores", "1", *extra, "--config", f"data_root={data}")
+    for rule in ["baseline", "wildfusion", "rerank", "xgboost", "dual_backbone_train", "dual_backbone", "cascade"]:
+        assert re.search(rf"^{rule}\s+1$", proc.stdout, re.M), f"{rule} not planned:\n{proc.stdout[-3000:]}"
