@@ -218,3 +218,44 @@ def test_main_train_and_predict(tmp_path):
     assert set(preds["top_identity"]) <= {"id0", "id1", "id2"}
     assert ((preds["top_score"] >= 0) & (preds["top_score"] <= 1)).all()
     assert set(preds["identity"]) <= {"id0", "id1", "id2", NEW_INDIVIDUAL}
+
+
+def test_stratified_split_holds_out_ten_percent_of_small_individuals():
+    """Mostly 2-3 images per individual (salamanders, dog faces): validation is still ~10% of the images."""
+    rng = np.random.default_rng(0)
+    ids = np.concatenate([[f"i{k}"] * n for k, n in enumerate(rng.choice([1, 2, 3], size=400))])
+    tr, va = stratified_split(ids, 0.1, seed=3)
+    assert len(va) == round(0.1 * len(ids))
+    assert sorted([*tr, *va]) == list(range(len(ids)))
+    assert set(ids[tr]) == set(ids)  # every individual keeps a training image
+    singletons = {i for i in set(ids) if (ids == i).sum() == 1}
+    assert not singletons & set(ids[va])
+    assert list(stratified_split(ids, 0.1, seed=3)[1]) == list(va)  # deterministic
+    assert len(stratified_split(np.array(["a", "a", "b"]), 0.1)[1]) == 1  # at least one when possible
+    assert len(stratified_split(np.array(["a", "b"]), 0.1)[1]) == 0  # none possible
+
+
+def test_grabcut_segments_each_image_once_at_bounded_size(monkeypatch):
+    """GrabCut runs on a copy of at most grabcut_max_side and once per image per process (not per epoch)."""
+    import cv2
+
+    calls = []
+    real = cv2.grabCut
+
+    def counting(img, *args):
+        calls.append(img.shape)
+        return real(img, *args)
+
+    monkeypatch.setattr(cv2, "grabCut", counting)
+    monkeypatch.setattr(GrabCutBackground, "masks", {})
+    arr = np.zeros((300, 400, 3), np.uint8)
+    arr[100:200, 120:280] = (200, 120, 40)  # an animal-coloured block on a dark background
+    arr += np.random.default_rng(0).integers(0, 30, arr.shape, dtype=np.uint8)
+    img = Image.fromarray(arr)
+    transform = build_train_transform({"background": "grabcut", "grabcut_max_side": 100}, 32)
+    for _ in range(3):  # three epochs
+        transform(img, "")
+    assert calls == [(75, 100, 3)]
+    out = np.asarray(GrabCutBackground(max_side=100)(img))
+    assert out.shape == arr.shape and len(calls) == 1
+    assert (out[5:20, 5:20] == 0).all() and out[140:160, 180:220].any()  # corner removed, centre kept

@@ -85,6 +85,7 @@ DEFAULT_AUGMENT: dict[str, Any] = {
     "background": "none",  # none | grabcut (a stand-in for mask-based background removal, see module docstring)
     "grabcut_margin": 0.05,  # share of each side outside the GrabCut initial rectangle
     "grabcut_iterations": 3,  # GrabCut iterations
+    "grabcut_max_side": 512,  # GrabCut runs on a copy at most this long (the mask is scaled back)
     "rotate_by_orientation": {},  # {orientation: degrees counter-clockwise}, also at embedding time
     "crop_scale": [0.7, 1.0],  # RandomResizedCrop area scale; null: plain resize
     "hflip": 0.0,  # horizontal flip probability
@@ -118,7 +119,8 @@ DEFAULT_TRAINING: dict[str, Any] = {
     "momentum": 0.9,
     "weight_decay": 5e-4,
     "seed": 0,
-    "num_workers": 0,
+    "num_workers": 0,  # DataLoader worker processes (decoding, augmentation and GrabCut run there)
+    "precision": "fp32",  # fp32 | bf16 (autocast of the forward pass and loss; weights and optimizer stay fp32)
 }
 
 
@@ -214,28 +216,66 @@ class ArcFaceHead(nn.Module):
 
 
 class GrabCutBackground:
-    """Stand-in background removal: OpenCV GrabCut from a central rectangle; background pixels set to black."""
+    """Stand-in background removal: OpenCV GrabCut from a central rectangle; background pixels set to black.
 
-    def __init__(self, margin: float = 0.05, iterations: int = 3):
-        self.margin, self.iterations = float(margin), int(iterations)
+    GrabCut costs about a second per photo on one core, and training applies it to every image in every epoch,
+    so the mask is computed on a copy whose longer side is at most ``max_side`` (the networks see 384-440 px)
+    and kept per process (:attr:`masks`, keyed by the parameters and a digest of the pixels, shared by every
+    instance): each image is segmented once per process, not once per epoch. ``warm`` fills the cache before
+    DataLoader worker processes are forked, so that they inherit it.
+    """
 
-    def __call__(self, img: Image.Image) -> Image.Image:
+    masks: dict[tuple, tuple[int, int, np.ndarray] | None] = {}
+    max_cached = 100_000
+
+    def __init__(self, margin: float = 0.05, iterations: int = 3, max_side: int = 512):
+        self.margin, self.iterations, self.max_side = float(margin), int(iterations), int(max_side)
+
+    def mask(self, arr: np.ndarray) -> np.ndarray | None:
+        """Foreground mask ``[H x W]`` bool of an RGB array ``[H x W x 3]``; None where GrabCut cannot run."""
+        import hashlib
+
+        arr = np.ascontiguousarray(arr)
+        key = (self.margin, self.iterations, self.max_side, arr.shape, hashlib.sha1(arr.data).hexdigest())
+        if key not in self.masks:
+            if len(self.masks) >= self.max_cached:
+                self.masks.clear()
+            self.masks[key] = self._segment(arr)
+        hit = self.masks[key]
+        if hit is None:
+            return None
+        h, w, packed = hit
+        small = np.unpackbits(packed, count=h * w).reshape(h, w).astype(bool)
+        if (h, w) == arr.shape[:2]:
+            return small
+        big = Image.fromarray(small.astype(np.uint8) * 255).resize((arr.shape[1], arr.shape[0]), Image.NEAREST)
+        return np.asarray(big) > 0
+
+    def _segment(self, arr: np.ndarray) -> tuple[int, int, np.ndarray] | None:
         import cv2
 
-        arr = np.asarray(img.convert("RGB"))
         h, w = arr.shape[:2]
+        scale = min(1.0, self.max_side / max(h, w))
+        if scale < 1:
+            w, h = max(1, round(w * scale)), max(1, round(h * scale))
+            arr = np.asarray(Image.fromarray(arr).resize((w, h), Image.BILINEAR))
         dx, dy = max(1, int(w * self.margin)), max(1, int(h * self.margin))
         if w - 2 * dx < 2 or h - 2 * dy < 2:
-            return img
+            return None
         mask = np.zeros((h, w), np.uint8)
         bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
         try:
             cv2.grabCut(arr[..., ::-1].copy(), mask, (dx, dy, w - 2 * dx, h - 2 * dy), bgd, fgd, self.iterations,
                         cv2.GC_INIT_WITH_RECT)  # fmt: skip
         except cv2.error:
-            return img  # degenerate image (e.g. one colour): keep it whole
+            return None  # degenerate image (e.g. one colour): keep it whole
         keep = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
-        if not keep.any():
+        return (h, w, np.packbits(keep)) if keep.any() else None
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        arr = np.asarray(img.convert("RGB"))
+        keep = self.mask(arr)
+        if keep is None:
             return img
         return Image.fromarray(np.where(keep[..., None], arr, 0).astype(np.uint8))
 
@@ -272,7 +312,7 @@ def resolve_augment(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
 def _prepare(cfg: Mapping[str, Any]) -> Callable[[Image.Image, str], Image.Image]:
     """The deterministic part (orientation rotation, background removal), shared by training and embedding."""
     angles = {str(k): float(v) for k, v in cfg["rotate_by_orientation"].items()}
-    background = GrabCutBackground(cfg["grabcut_margin"], cfg["grabcut_iterations"])
+    background = GrabCutBackground(cfg["grabcut_margin"], cfg["grabcut_iterations"], cfg["grabcut_max_side"])
     use_background = cfg["background"] == "grabcut"
 
     def prepare(img: Image.Image, orientation: str = "") -> Image.Image:
@@ -282,6 +322,20 @@ def _prepare(cfg: Mapping[str, Any]) -> Callable[[Image.Image, str], Image.Image
         return background(img) if use_background else img
 
     return prepare
+
+
+def warm_background(paths: Sequence[str], orientations: Sequence[str], cfg: Mapping[str, Any] | None) -> None:
+    """Segment every image once in this process (GrabCut masks are cached per process, see
+    :class:`GrabCutBackground`), so that DataLoader workers forked later inherit the masks. No-op without
+    ``background: grabcut``."""
+    cfg = resolve_augment(cfg)
+    if cfg["background"] != "grabcut":
+        return
+    prepare, start = _prepare(cfg), time.perf_counter()
+    for i, (path, orientation) in enumerate(zip(paths, orientations), 1):
+        prepare(load_image(path), orientation)
+        if i % 500 == 0 or i == len(paths):
+            logger.info("background masks: %d/%d images, %.1f s", i, len(paths), time.perf_counter() - start)
 
 
 def build_train_transform(cfg: Mapping[str, Any] | None, size: int) -> Callable[[Image.Image, str], torch.Tensor]:
@@ -339,27 +393,32 @@ class ImageDataset(Dataset):
 def stratified_split(
     identities: Sequence[str], val_fraction: float = 0.1, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices ``(train [N1], val [N2])``: ``round(val_fraction * n)`` images of each individual go to validation.
+    """Row indices ``(train [N1], val [N2])`` with ``round(val_fraction * N)`` validation images in all (at least one).
 
-    An individual with one image stays in training; every individual keeps at least one training image. When
-    rounding leaves validation empty, one image of the largest individual with two or more goes there.
+    Each individual's share is proportional to its size (largest remainders, ties broken at random), and every
+    individual keeps at least one training image, so an individual with one image stays in training. This keeps
+    a real validation set when most individuals have two or three images (salamanders, dog faces), where
+    rounding per individual would hold out nothing.
     """
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     identities = np.asarray(identities, dtype=object)
     rng = np.random.default_rng(seed)
-    train, val = [], []
-    groups = {ident: np.flatnonzero(identities == ident) for ident in sorted(set(identities))}
-    for rows in groups.values():
-        rows = rng.permutation(rows)
-        n_val = min(len(rows) - 1, int(round(val_fraction * len(rows))))
-        val.extend(rows[:n_val])
-        train.extend(rows[n_val:])
-    if val_fraction > 0 and not val:
-        largest = max(groups.values(), key=len, default=np.zeros(0, int))
-        if len(largest) >= 2:
-            val.append(largest[0])
-            train.remove(largest[0])
+    groups = [rng.permutation(np.flatnonzero(identities == ident)) for ident in sorted(set(identities))]
+    sizes = np.array([len(g) for g in groups], np.int64)
+    room = np.maximum(sizes - 1, 0)  # the most an individual can give
+    target = int(round(val_fraction * len(identities))) if val_fraction > 0 else 0
+    target = min(max(target, 1 if val_fraction > 0 else 0), int(room.sum()))
+    quota = val_fraction * sizes
+    take = np.minimum(np.floor(quota).astype(np.int64), room)
+    tiebreak = rng.random(len(groups))
+    while take.sum() < target:
+        open_ = np.flatnonzero(take < room)
+        # largest remainder first (size breaks ties towards larger individuals, then chance)
+        order = open_[np.lexsort((tiebreak[open_], sizes[open_], quota[open_] - take[open_]))[::-1]]
+        take[order[: target - int(take.sum())]] += 1
+    val = [r for g, t in zip(groups, take) for r in g[:t]]
+    train = [r for g, t in zip(groups, take) for r in g[t:]]
     return np.sort(np.asarray(train, np.int64)), np.sort(np.asarray(val, np.int64))
 
 
@@ -501,9 +560,12 @@ def train(
     unknown = sorted(set(cfg) - set(DEFAULT_TRAINING))
     if unknown:
         raise ValueError(f"unknown training key(s) {unknown}; known: {sorted(DEFAULT_TRAINING)}")
+    if cfg["precision"] not in ("fp32", "bf16"):
+        raise ValueError(f"training precision must be 'fp32' or 'bf16', got {cfg['precision']!r}")
     epochs = resolve_epochs(epochs_cfg)
     plan = phase_schedule(epochs)
     device = resolve_device(device)
+    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=cfg["precision"] == "bf16")
     model.to(device), head.to(device)
     optimizer = torch.optim.SGD(
         [*model.parameters(), *head.parameters()],
@@ -546,7 +608,9 @@ def train(
         total, n = 0.0, 0
         for x, y in loader:
             x, y = x.to(device), y.to(device)
-            loss = criterion(head(model(x), y), y)
+            with autocast:  # the backbones in bf16 when asked; the ArcFace margin and the loss stay in fp32
+                emb = model(x)
+            loss = criterion(head(emb.float(), y), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -738,6 +802,8 @@ def main(argv: list[str] | None = None) -> None:
                                build_eval_transform(augment, size))  # fmt: skip
         logger.info("%d individuals, %d training and %d validation images, embedding %d-d",
                     len(classes), len(tr), len(va), model.embed_dim)  # fmt: skip
+        if int(training["num_workers"]) > 0:  # workers are forked every epoch: give them the masks
+            warm_background([paths[i] for i in tr], [orient[i] for i in tr], augment)
         history = train(model, head, train_set, val_set, labels[tr], checkpoint_dir=args.checkpoint_dir,
                         epochs_cfg=json.loads(args.epochs), training_cfg=training, device=args.device)  # fmt: skip
         save_model(args.model_out, model.cpu(), head.cpu(), classes, augment)
