@@ -208,6 +208,7 @@ def test_main_train_and_predict(tmp_path):
           "--checkpoint-dir", str(out / "ckpt"), "--model-out", str(out / "model.pt"),
           "--history", str(out / "history.tsv")])  # fmt: skip
     assert len(pd.read_csv(out / "history.tsv", sep="\t")) == 1
+    assert not (out / "ckpt" / "last.pt").exists()  # removed once the model is written
     main(["predict", "--metadata", str(tmp_path / "meta.tsv"), "--model", str(out / "model.pt"),
           "--dataset", "demo", "--threshold", "0.5", "--tuning", "{}", "--device", "cpu",
           "--predictions", str(out / "predictions.tsv"), "--threshold-out", str(out / "threshold.json"),

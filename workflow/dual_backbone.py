@@ -808,6 +808,8 @@ def main(argv: list[str] | None = None) -> None:
                         epochs_cfg=json.loads(args.epochs), training_cfg=training, device=args.device)  # fmt: skip
         save_model(args.model_out, model.cpu(), head.cpu(), classes, augment)
         write_tsv(history, args.history)
+        # the resume checkpoint (model + optimizer state: 2 GB for the paper's branches) has served its purpose
+        (Path(args.checkpoint_dir) / CHECKPOINT_NAME).unlink(missing_ok=True)
         return
 
     model, _, _, augment = load_model(args.model)
