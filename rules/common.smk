@@ -365,8 +365,15 @@ def dual_backbone_model(wildcards):
 
 
 def cascade_steps(wildcards):
-    """The dataset's cascade steps: ``cascade.<dataset>``, else ``cascade.default``, else a clear error."""
-    steps = config.get("cascade", {})
+    """The dataset's cascade steps: ``cascade.<dataset>``, else ``cascade.default``, else a clear error.
+
+    A ``null`` entry counts as absent (``default: null`` in an overlay removes the shipped default).
+    """
+    steps = {
+        name: value
+        for name, value in config.get("cascade", {}).items()
+        if value is not None
+    }
     if wildcards.dataset in steps:
         return steps[wildcards.dataset]
     if "default" in steps:

@@ -49,7 +49,7 @@ def test_cascade_without_steps_for_a_dataset_is_a_clear_error(tmp_path):
     tiny = Path(TINY).read_text()
     assert "cascade:\n  default:\n" in tiny
     config = tmp_path / "no_default.yaml"  # the tiny config whose cascade names the lynx only
-    config.write_text(tiny.replace("cascade:\n  default:\n", "cascade:\n  LynxTiny:\n"))
+    config.write_text(tiny.replace("cascade:\n  default:\n", "cascade:\n  default: null\n  LynxTiny:\n"))
     proc = snakemake(work, "-n", "--configfile", str(config), check=False)
     assert proc.returncode != 0
     assert "no steps for dataset 'SalamanderTiny'" in proc.stdout + proc.stderr
