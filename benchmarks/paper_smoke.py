@@ -27,9 +27,10 @@ What it does:
    times (Snakemake's log; ``logs/benchmarks/`` where a rule has a benchmark file), the job count, the peak
    resident memory of the largest job process and of the whole machine, and ``results/scores.tsv``.
 
-Cost on 2 CPU cores: about half an hour; about 16 GB of memory (the dual-backbone training of Swin-L-384 +
-EfficientNetV2-M at batch size 4 peaks near 15 GB) and about 10 GB of disk (per dataset a 1 GB model.pt and a
-2 GB training checkpoint, plus the 1 GB of fake hub weights, which later runs reuse).
+Cost on 2 CPU cores: 99 jobs, about 25 min estimated on an otherwise idle machine (29-45 min measured while other
+jobs shared it); about 16 GB of memory (the dual-backbone training of Swin-L-384 + EfficientNetV2-M at batch
+size 4 peaks near 15 GB) and about 6 GB of disk (a 1 GB model.pt per dataset, 1 GB of fake hub weights that later
+runs reuse, and while each model trains a 2 GB resume checkpoint, deleted once the model is written).
 
 What it proves: every stage of the paper configuration (baseline, WildFusion with the five learned matchers,
 re-ranking, XGBoost on the concatenated 3688-d embeddings, dual-backbone ArcFace fine-tuning of Swin-L-384 +
