@@ -1,11 +1,20 @@
 # Open-set individual animal re-identification: the AnimalCLEF 2025 second-place meta-algorithm
 # (WildFusion -> re-ranking -> XGBoost -> dual-backbone ArcFace cascade) as a Snakemake workflow.
+from pathlib import Path
+
 from snakemake.utils import min_version, validate
+
+from workflow.config_check import check_config
 
 min_version("9.0")
 
 
 configfile: "config/config.yaml"
+
+
+# Every config mistake fails here, before any job, naming the key and the fix (workflow/config_check.py);
+# validate() then fills the schema's defaults. The checks that need the data run in rules/common.smk.
+check_config(config, Path(workflow.basedir) / "config" / "schema.yaml")
 
 
 validate(config, "config/schema.yaml")

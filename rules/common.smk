@@ -1,6 +1,7 @@
 # Input functions and config providers only; no logic that belongs in a stage module.
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -43,6 +44,13 @@ def _read_datasets():
 
 
 DATASETS = _read_datasets()
+# Per-dataset keys, cascade sources and backbone references against this data (workflow/config_check.py).
+check_config(
+    config,
+    Path(workflow.basedir) / "config" / "schema.yaml",
+    datasets=DATASETS,
+    warn=lambda line: print(f"Warning: {line}", file=sys.stderr),
+)
 HAS_SOLUTION = IS_DEMO or (DATA_ROOT / "solution.csv").is_file()
 STAGES = list(config["stages"])
 

@@ -128,3 +128,130 @@ def test_a_dataset_no_config_names_plans_every_stage(tmp_path, configfile):
     proc = snakemake(work, "-n", "--cores", "1", *extra, "--config", f"data_root={data}")
     for rule in ["baseline", "wildfusion", "rerank", "xgboost", "dual_backbone_train", "dual_backbone", "cascade"]:
         assert re.search(rf"^{rule}\s+1$", proc.stdout, re.M), f"{rule} not planned:\n{proc.stdout[-3000:]}"
+
+
+# ------------------------------------------------------------------------ config mistakes fail at start (issue 10)
+
+DEMO_DATASETS = ["LynxDemo", "SalamanderDemo", "TurtleDemo"]
+PAPER_DATASETS = ["LynxID2025", "SalamanderID2025", "SeaTurtleID2022"]
+
+
+def check(edit, datasets=DEMO_DATASETS, base="config/config.yaml"):
+    from workflow.config_check import check_config
+
+    config = load(base)
+    update_config(config, copy.deepcopy(edit))
+    return check_config(config, REPO / "config/schema.yaml", datasets=datasets)
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        ({"thresold": 1}, r"config key thresold: unknown key; did you mean 'thresholds'\? Fix the spelling or remove"),
+        ({"thresholds": {"baselin": {"default": 0.5}}}, r"thresholds\.baselin: unknown key; did you mean 'baseline'"),
+        (
+            {"thresholds": {"wildfusion": {"LynxDemo": 1.5}}},
+            r"thresholds\.wildfusion\.LynxDemo: 1\.5 is out of range: "
+            r"it must be in \[0, 1\].*Change the value",
+        ),
+        ({"thresholds": {"rerank": -3}}, r"thresholds\.rerank: -3 is out of range: it must be in \[0, 1\]"),
+        ({"thresholds": {"baseline": {"default": -1.5}}}, r"thresholds\.baseline\.default: -1\.5 .* in \[-1, 1\]"),
+        (
+            {"thresholds": {"xgboost": {"default": "high"}}},
+            r"thresholds\.xgboost\.default: 'high' is not a number or "
+            r"'auto': give a number or auto",
+        ),
+        (
+            {"cascade": {"LynxDemo": [{"source": "rerank", "new_below": 1.5}]}},
+            r"cascade\.LynxDemo\[0\]\.new_below: 1\.5 is out of range: it must be in \[0, 1\]",
+        ),
+        (
+            {
+                "cascade": {
+                    "default": [{"source": "rerank", "new_below": "auto"}, {"source": "xgboost", "override_above": 2}]
+                }
+            },
+            r"cascade\.default\[1\]\.override_above: 2 is out of range",
+        ),
+        (
+            {"cascade": {"LynxDemo": [{"source": "baseline", "new_below": -1.5}]}},
+            r"cascade\.LynxDemo\[0\]\.new_below: -1\.5 is out of range: it must be in \[-1, 1\]",
+        ),
+        (
+            {"stages": ["baseline", "wildfusion", "cascade"]},
+            r"cascade\.default\[1\]\.source: stage 'xgboost' is not in stages .*: add 'xgboost' to stages "
+            r"or remove the step",
+        ),
+        ({"cascade": {"default": None}}, r"config key cascade: no steps for dataset\(s\) .*add cascade\.default"),
+        (
+            {"thresholds": {"wildfusion": {"LynxDem0": 0.5}}},
+            r"thresholds\.wildfusion\.LynxDem0: 'LynxDem0' is not a dataset of this data, but close to 'LynxDemo': "
+            r"did you mean 'LynxDemo'\? Rename the key",
+        ),
+        ({"cascade": {"lynxdemo": [{"source": "rerank"}]}}, r"cascade\.lynxdemo: .*did you mean 'LynxDemo'"),
+        (
+            {"dual_backbone": {"head": {"SalamanderDem": {"s": 30, "m": 0.35}}}},
+            r"dual_backbone\.head\.SalamanderDem: .*did you mean 'SalamanderDemo'",
+        ),
+        (
+            {"dual_backbone": {"augment": {"TurtleDemoo": {"hflip": 0.5}}}},
+            r"dual_backbone\.augment\.TurtleDemoo: .*'TurtleDemo'",
+        ),
+        ({"rerank": {"datasets": ["LynxDemo", "TurtleDem"]}}, r"rerank\.datasets\[1\]: .*did you mean 'TurtleDemo'"),
+        (
+            {"dual_backbone": {"head": {"s": 64, "mm": 0.5}}},
+            r"dual_backbone\.head\.mm: .*If 'mm' is meant as the setting 'm'",
+        ),
+        (
+            {"dual_backbone": {"training": {"num_worker": 2}}},
+            r"training\.num_worker: unknown key; did you mean 'num_workers'",
+        ),
+        ({"dual_backbone": {"epochs": {"main": -1}}}, r"dual_backbone\.epochs\.main: -1 is out of range"),
+        ({"matchers": {"rootsift": {"max_keypionts": 10}}}, r"matchers\.rootsift\.max_keypionts: .*'max_keypoints'"),
+        ({"compute": {"embedd": {"gpu": 1}}}, r"config key compute\.embedd: unknown key; did you mean 'embed'"),
+        ({"compute": {"embed": {"gpus": 1}}}, r"compute\.embed\.gpus: unknown key; did you mean 'gpu'"),
+        ({"baseline": {"backbone": "lite1"}}, r"baseline\.backbone: 'lite1' is not a key of backbones; did you mean"),
+        ({"xgboost": {"backbones": ["lite0", "nope"]}}, r"xgboost\.backbones\[1\]: 'nope' is not a key of backbones"),
+        (
+            {"wildfusion": {"weights": {"loftr": 2}}},
+            r"wildfusion\.weights\.loftr: 'loftr' is neither cosine nor a matcher",
+        ),
+        ({"cache": {"embedding": "x"}}, r"cache\.embedding: unknown key; did you mean 'embeddings'"),
+        ({"submission": {"stgae": "cascade"}}, r"submission\.stgae: unknown key; did you mean 'stage'"),
+    ],
+)
+def test_config_mistakes_fail_with_key_and_fix(edit, expected):
+    from workflow.config_check import ConfigError
+
+    with pytest.raises(ConfigError, match=expected):
+        check(edit)
+
+
+def test_dataset_keys_of_other_data_only_warn():
+    """A key naming no dataset of this data (the paper config's on the demo data, or a far typo) warns, not fails."""
+    warnings = check({"cascade": {"Lynks": [{"source": "rerank"}]}})
+    assert any("config key cascade.Lynks: 'Lynks' names no dataset of this data" in w for w in warnings)
+    warnings = check({}, datasets=DEMO_DATASETS, base="config/config.yaml")
+    assert warnings == []
+    config = merged("config/animalclef2025.yaml")
+    from workflow.config_check import check_config
+
+    for datasets in (DEMO_DATASETS, PAPER_DATASETS, ["OkapiNeverSeen"]):
+        warnings = check_config(config, REPO / "config/schema.yaml", datasets=datasets)
+        assert all("names no dataset of this data" in w for w in warnings)
+    on_demo = check_config(config, REPO / "config/schema.yaml", DEMO_DATASETS)
+    assert any("thresholds.baseline.LynxID2025" in w for w in on_demo)
+
+
+def test_a_config_mistake_stops_snakemake_before_any_job(tmp_path):
+    from workflow_helpers import make_workdir, snakemake
+
+    work = make_workdir(tmp_path / "w")
+    (work / "bad.yaml").write_text("thresold: 0.5\n")
+    proc = snakemake(work, "-n", "--configfile", "bad.yaml", check=False)
+    assert proc.returncode != 0
+    assert "config key thresold: unknown key; did you mean 'thresholds'?" in proc.stdout + proc.stderr
+    (work / "bad.yaml").write_text("thresholds:\n  rerank: {LynxDem0: 0.5}\n")
+    proc = snakemake(work, "-n", "--configfile", "bad.yaml", check=False)
+    assert proc.returncode != 0 and "did you mean 'LynxDemo'?" in proc.stdout + proc.stderr
+    assert not (work / "results").exists() and not (work / "resources").exists()

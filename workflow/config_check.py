@@ -1,0 +1,256 @@
+"""Config checks run when the Snakefile is parsed, before any job: every mistake is named with its key and fix.
+
+Inputs
+    the merged config (a mapping, as Snakemake holds it), ``config/schema.yaml`` (JSON schema, draft 2020-12)
+    and the dataset names of the data (the ``dataset`` column of ``metadata.csv``).
+Outputs
+    :func:`schema_problems`: one message per schema violation (unknown key with its closest spelling, wrong
+    type, value out of its scale, ...); :func:`data_problems`: ``(errors, warnings)`` of the checks that need
+    the data (per-dataset keys, cascade sources, backbone references); :func:`check_config` raises
+    :class:`ConfigError` listing every error.
+
+Per-dataset keys (``thresholds.<stage>.<dataset>``, ``cascade.<dataset>``, ``dual_backbone.head|augment.
+<dataset>``, ``rerank.datasets``) that name no dataset of the data only warn: one config serves several data
+sets (the paper config is overlaid on the demo config, so both name their own datasets). A key that is a near
+miss of a dataset of the data (same letters up to case, or a close spelling) is an error with a did-you-mean,
+because such a typo silently falls back to the ``default`` entry.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SCHEMA_FILE = "config/schema.yaml"
+# Similarity (difflib ratio) from which a per-dataset key is taken for a misspelt dataset name.
+NEAR_MISS_CUTOFF = 0.8
+# Keys of head/augment that are settings, not dataset names.
+HEAD_KEYS = ("s", "m", "easy_margin")
+
+
+class ConfigError(ValueError):
+    """The config has mistakes; the message lists each with its key and fix."""
+
+
+def _key(path: Iterable[Any]) -> str:
+    parts = [str(p) if not isinstance(p, int) else f"[{p}]" for p in path]
+    return ".".join(parts).replace(".[", "[") or "(top level)"
+
+
+def _suggest(word: str, choices: Iterable[str], cutoff: float = 0.6) -> str:
+    """``"; did you mean 'x'?"`` for the closest of ``choices``, else ``"."``."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=cutoff)
+    return f"; did you mean {close[0]!r}?" if close else "."
+
+
+def _schema_at(root: Mapping, path: Sequence[Any]) -> Any:
+    """The subschema of ``root`` at a jsonschema ``absolute_schema_path`` (following local ``$ref``)."""
+    node: Any = root
+    for part in path:
+        if part == "$ref" and isinstance(node, Mapping):
+            target: Any = root
+            for name in str(node["$ref"]).removeprefix("#/").split("/"):
+                target = target[name]
+            node = target
+        else:
+            node = node[part]
+    return node
+
+
+def load_schema(path: str | Path = SCHEMA_FILE) -> dict:
+    with open(path) as fh:
+        return yaml.safe_load(fh)
+
+
+def _format(error, root: Mapping) -> str:
+    """One schema violation as ``config key <path>: <problem>. <fix>``."""
+    key = _key(error.absolute_path)
+    schema, value, kind = error.schema, error.instance, error.validator
+    where = f"config key {key}"
+    described = f" ({schema['description']})" if isinstance(schema, Mapping) and "description" in schema else ""
+    schema_path = list(error.absolute_schema_path)
+    if "propertyNames" in schema_path:  # the instance is the key itself, the path that of its parent
+        parent = _schema_at(root, schema_path[: schema_path.index("propertyNames")])
+        names = parent["propertyNames"]
+        if "pattern" in names:
+            at = _key([*error.absolute_path, value])
+            return f"config key {at}: key names must match {names['pattern']}: rename it."
+        return (
+            f"config key {_key([*error.absolute_path, value])}: unknown key{_suggest(value, names['enum'])} Fix the "
+            f"spelling or remove it (known here: {', '.join(map(str, names['enum']))})."
+        )
+    if kind in ("additionalProperties", "unevaluatedProperties"):
+        allowed = list(schema.get("properties", {}))
+        extra = [k for k in value if k not in allowed] if isinstance(value, Mapping) else []
+        return "\n".join(
+            f"config key {_key([*error.absolute_path, name])}: unknown key{_suggest(name, allowed)} Fix the spelling "
+            f"or remove it (known here: {', '.join(map(str, allowed))})."
+            for name in extra
+        )
+    hint = ""
+    if "additionalProperties" in schema_path and error.absolute_path:
+        # a value under a mapping's free keys (dataset names): the key may be a misspelt fixed key
+        cut = len(schema_path) - 1 - schema_path[::-1].index("additionalProperties")
+        parent = _schema_at(root, schema_path[:cut])
+        fixed = list(parent.get("properties", {})) if isinstance(parent, Mapping) else []
+        name = error.absolute_path[-1] if cut == len(schema_path) - 2 or schema_path[cut + 1] == "$ref" else None
+        if fixed and isinstance(name, str):
+            close = difflib.get_close_matches(name, fixed, n=1, cutoff=0.6)
+            hint = f" If {name!r} is meant as the setting {close[0]!r}, fix its spelling." if close else ""
+    if kind == "required":
+        return f"{where}: {error.message}: add it{described}."
+    if kind == "enum":
+        choices = schema["enum"]
+        return f"{where}: {value!r} is not one of {choices}{_suggest(value, map(str, choices))} Use one of them."
+    if kind == "pattern" and schema.get("pattern") == "^auto$":
+        return f"{where}: {value!r} is not a number or 'auto': give a number or auto{described}.{hint}"
+    if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        low = schema.get("minimum", schema.get("exclusiveMinimum"))
+        high = schema.get("maximum", schema.get("exclusiveMaximum"))
+        bound = f"in [{low}, {high}]" if low is not None and high is not None else error.message.split(" is ", 1)[-1]
+        return f"{where}: {value!r} is out of range: it must be {bound}{described}. Change the value.{hint}"
+    if kind == "type":
+        want = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+        return f"{where}: {value!r} is a {type(value).__name__}, expected {' or '.join(want)}{described}.{hint}"
+    if kind == "not":
+        return f"{where}: give override_above or override_at_or_above, not both: remove one."
+    return f"{where}: {error.message}{described}.{hint}"
+
+
+def schema_problems(config: Mapping, schema: Mapping) -> list[str]:
+    """Every violation of ``schema`` by ``config``, formatted (see :func:`_format`), in key order."""
+    from jsonschema import Draft202012Validator
+
+    errors = sorted(Draft202012Validator(schema).iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
+    return list(dict.fromkeys(_format(e, schema) for e in errors))  # (then/else can repeat a base error)
+
+
+def _dataset_keys(config: Mapping) -> list[tuple[str, str]]:
+    """``(config key, dataset name)`` of every key of the config that names a dataset."""
+    found = []
+    for stage, value in (config.get("thresholds") or {}).items():
+        if isinstance(value, Mapping):
+            found += [(f"thresholds.{stage}.{name}", name) for name in value if name != "default"]
+    found += [(f"cascade.{name}", name) for name in (config.get("cascade") or {}) if name != "default"]
+    db = config.get("dual_backbone") or {}
+    for section, settings in (("head", HEAD_KEYS), ("augment", None)):
+        value = db.get(section) or {}
+        if not isinstance(value, Mapping):
+            continue
+        for name, sub in value.items():
+            if name == "default" or (settings and name in settings) or not isinstance(sub, Mapping):
+                continue
+            if section == "augment" and name in _AUGMENT_KEYS:
+                continue
+            found.append((f"dual_backbone.{section}.{name}", name))
+    for i, name in enumerate((config.get("rerank") or {}).get("datasets") or []):
+        found.append((f"rerank.datasets[{i}]", name))
+    return found
+
+
+_AUGMENT_KEYS = ("background", "grabcut_margin", "grabcut_iterations", "grabcut_max_side", "rotate_by_orientation",
+                 "crop_scale", "hflip", "color_jitter", "coarse_dropout")  # fmt: skip
+
+
+def _near_miss(name: str, datasets: Sequence[str]) -> str | None:
+    lower = {d.lower(): d for d in datasets}
+    if str(name).lower() in lower:
+        return lower[str(name).lower()]
+    close = difflib.get_close_matches(str(name), list(datasets), n=1, cutoff=NEAR_MISS_CUTOFF)
+    return close[0] if close else None
+
+
+def data_problems(config: Mapping, datasets: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``(errors, warnings)`` of the checks that need the data's dataset names (see the module docstring)."""
+    errors: list[str] = []
+    warnings: list[str] = []
+    datasets = [str(d) for d in datasets]
+    for key, name in _dataset_keys(config):
+        if name in datasets:
+            continue
+        near = _near_miss(name, datasets)
+        if near is not None:
+            errors.append(
+                f"config key {key}: {name!r} is not a dataset of this data, but close to {near!r}: did you mean "
+                f"{near!r}? Rename the key (as written it is ignored and {near!r} falls back to the default)."
+            )
+        else:
+            warnings.append(
+                f"config key {key}: {name!r} names no dataset of this data ({', '.join(datasets)}); "
+                "it is ignored on this data."
+            )
+    backbones = list(config.get("backbones") or {})
+
+    def backbone_ref(key: str, name: Any) -> None:
+        if name not in backbones:
+            errors.append(
+                f"config key {key}: {name!r} is not a key of backbones{_suggest(name, backbones)} "
+                f"Name one of {backbones} or add it under backbones."
+            )
+
+    if "baseline" in config and "backbone" in config["baseline"]:
+        backbone_ref("baseline.backbone", config["baseline"]["backbone"])
+    if (config.get("shortlist") or {}).get("backbone") is not None:
+        backbone_ref("shortlist.backbone", config["shortlist"]["backbone"])
+    for section in ("xgboost", "dual_backbone"):
+        for i, name in enumerate((config.get(section) or {}).get("backbones") or []):
+            backbone_ref(f"{section}.backbones[{i}]", name)
+    matchers = list((config.get("wildfusion") or {}).get("matchers") or [])
+    for name in (config.get("wildfusion") or {}).get("weights") or {}:
+        if name != "cosine" and name not in matchers:
+            errors.append(
+                f"config key wildfusion.weights.{name}: {name!r} is neither cosine nor a matcher of "
+                f"wildfusion.matchers {matchers}: add it to wildfusion.matchers or remove the weight."
+            )
+    errors += _cascade_problems(config, datasets)
+    return errors, warnings
+
+
+def _cascade_problems(config: Mapping, datasets: Sequence[str]) -> list[str]:
+    stages = list(config.get("stages") or [])
+    if "cascade" not in stages and (config.get("submission") or {}).get("stage") != "cascade":
+        return []
+    steps = {name: value for name, value in (config.get("cascade") or {}).items() if value is not None}
+    errors = []
+    uncovered = [d for d in datasets if d not in steps]
+    if uncovered and "default" not in steps:
+        errors.append(
+            f"config key cascade: no steps for dataset(s) {uncovered}: add cascade.default (or cascade.<dataset>), "
+            "a list of steps such as [{source: wildfusion, new_below: auto}]."
+        )
+    used = [d for d in datasets if d in steps] + (["default"] if uncovered and "default" in steps else [])
+    for name in used:
+        for i, step in enumerate(steps[name] or []):
+            source = step.get("source") if isinstance(step, Mapping) else None
+            if source is not None and source not in stages:
+                errors.append(
+                    f"config key cascade.{name}[{i}].source: stage {source!r} is not in stages {stages}: add "
+                    f"{source!r} to stages or remove the step."
+                )
+    return errors
+
+
+def check_config(config: Mapping, schema: Mapping | str | Path = SCHEMA_FILE, datasets: Sequence[str] | None = None,
+                 warn=None) -> list[str]:  # fmt: skip
+    """Raise :class:`ConfigError` listing every mistake; return the warnings (also passed to ``warn``).
+
+    Without ``datasets`` only the schema is checked.
+    """
+    if not isinstance(schema, Mapping):
+        schema = load_schema(schema)
+    problems = schema_problems(config, schema)
+    warnings: list[str] = []
+    if datasets is not None and not problems:
+        problems, warnings = data_problems(config, datasets)
+    if problems:
+        raise ConfigError(
+            f"{len(problems)} config problem(s) (config/schema.yaml documents every key):\n" + "\n".join(problems)
+        )
+    for line in warnings:
+        if warn is not None:
+            warn(line)
+    return warnings
