@@ -1,11 +1,13 @@
 # Input functions and config providers only; no logic that belongs in a stage module.
-import hashlib
 import json
 import sys
 from pathlib import Path
 
 import pandas as pd
 from snakemake.exceptions import WorkflowError
+
+from workflow.config_check import check_config
+from workflow.keys import param_key
 
 DATA_ROOT = Path(config["data_root"])
 DEMO_ROOT = Path(config["demo"]["root"])
@@ -82,15 +84,9 @@ def as_json(provider):
 # config values (and the keys of the upstream outputs) that affect it, so editing one parameter reruns
 # only what depends on it and reverting it finds the earlier files again. Stage outputs
 # (results/stages/...) are cheap and stay unkeyed.
-KEY_LENGTH = 10
+# (param_key: workflow/keys.py, the one hasher of keyed outputs and caches.)
 # Backbone options that change how fast embeddings are computed, not what they are.
 EMBED_RUNTIME_KEYS = ("batch_size",)
-
-
-def param_key(*parts):
-    """First KEY_LENGTH hex digits of the SHA-1 of ``parts`` as sorted, compact JSON."""
-    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha1(blob.encode()).hexdigest()[:KEY_LENGTH]
 
 
 def check_key(wildcards, expected, what):
@@ -425,6 +421,15 @@ def calibrators(wildcards):
         f"results/calibration/{wildcards.dataset}/{source}/{calibration_key(source)}.json"
         for source in ["cosine", *config["wildfusion"]["matchers"]]
     ]
+
+
+def job_device(wildcards, resources):
+    """The device a job runs its models on, from the GPU it was given: ``cpu`` unless its ``gpu`` resource is
+    above 0 (config ``device: cpu`` forces the CPU everywhere); on a GPU job ``cuda`` (config ``device: cuda``,
+    fails without CUDA) or ``auto`` (CUDA when the job sees it, else the CPU)."""
+    if config["device"] == "cpu" or int(getattr(resources, "gpu", 0) or 0) <= 0:
+        return "cpu"
+    return "cuda" if config["device"] == "cuda" else "auto"
 
 
 def compute(rule_name, key, default):

@@ -22,7 +22,7 @@ rule dual_backbone_train:
         epochs=dual_backbone_param("epochs"),
         training=dual_backbone_param("training"),
         checkpoint_dir="results/dual_backbone/{dataset}/{key}/checkpoint",
-        device=config_provider("device", default="auto"),
+        device=job_device,
     message:
         "Fine-tuning the dual-backbone ArcFace model of {wildcards.dataset}"
     shell:
@@ -59,7 +59,7 @@ rule dual_backbone:
         batch_size=config_provider(
             "dual_backbone", "training", "batch_size", default=16
         ),
-        device=config_provider("device", default="auto"),
+        device=job_device,
     message:
         "Dual-backbone ArcFace retrieval and open-set threshold of {wildcards.dataset}"
     shell:

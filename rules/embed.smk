@@ -17,7 +17,7 @@ rule embed:
     params:
         backbone=backbone_json,
         cache=config_provider("cache", "embeddings"),
-        device=config_provider("device"),
+        device=job_device,
     message:
         "Embedding {wildcards.dataset} with backbone {wildcards.backbone} (gpu={resources.gpu}, mem_mb={resources.mem_mb}, runtime={resources.runtime} min)"
     shell:

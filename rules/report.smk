@@ -46,12 +46,17 @@ rule plot_matches:
         "logs/plots/matches/{dataset}.log",
     conda:
         CONDA_ENV
+    threads: compute("plot_matches", "threads", 1)
+    resources:
+        gpu=compute("plot_matches", "gpu", 0),
+        mem_mb=compute("plot_matches", "mem_mb", 4000),
+        runtime=compute("plot_matches", "runtime", 60),
     params:
         matchers=lambda wc: json.dumps(
             {m: matcher_conf(m) for m in config["wildfusion"]["matchers"]}
         ),
         n=3,
-        device=config_provider("device"),
+        device=job_device,
     message:
         "Drawing the local-feature matches of {params.n} {wildcards.dataset} queries"
     shell:

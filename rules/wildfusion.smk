@@ -10,14 +10,21 @@ rule shortlist:
         "logs/shortlist/{dataset}/{key}.log",
     conda:
         CONDA_ENV
+    threads: compute("shortlist", "threads", 1)
+    resources:
+        gpu=compute("shortlist", "gpu", 0),
+        mem_mb=compute("shortlist", "mem_mb", 4000),
+        runtime=compute("shortlist", "runtime", 60),
     params:
         k_query=config_provider("shortlist", "k_query"),
         k_gallery=config_provider("shortlist", "k_gallery"),
+        device=job_device,
     message:
         "Shortlisting the top-{params.k_query} gallery candidates of each {wildcards.dataset} image"
     shell:
         "python -m workflow.shortlist --metadata {input.metadata} --embeddings {input.embeddings} "
         "--k-query {params.k_query} --k-gallery {params.k_gallery} --solution '{input.solution}' "
+        "--device {params.device} --threads {threads} "
         "--out {output.pairs} --recall {output.recall} --log {log}"
 
 
@@ -40,7 +47,7 @@ rule extract_features:
     params:
         conf=matcher_json,
         cache=config_provider("cache", "features"),
-        device=config_provider("device"),
+        device=job_device,
     message:
         "Extracting {wildcards.matcher} local features of every {wildcards.dataset} image (gpu={resources.gpu}, mem_mb={resources.mem_mb}, runtime={resources.runtime} min)"
     shell:
@@ -69,7 +76,7 @@ rule match_shard:
     params:
         conf=matcher_json,
         n_shards=config_provider("wildfusion", "shards"),
-        device=config_provider("device"),
+        device=job_device,
     message:
         "Matching shard {wildcards.shard} of {wildcards.dataset} with {wildcards.matcher} (gpu={resources.gpu}, mem_mb={resources.mem_mb}, runtime={resources.runtime} min)"
     shell:

@@ -19,11 +19,12 @@ rule xgboost_train:
     params:
         backbones=xgboost_backbones,
         conf=as_json(xgboost_train_conf),
+        device=job_device,
     message:
         "Training the XGBoost meta-classifier of {wildcards.dataset} on {params.backbones}"
     shell:
         "python -m workflow.xgb train --metadata {input.metadata} --embeddings {input.embeddings} "
-        "--backbones {params.backbones} --conf '{params.conf}' --threads {threads} "
+        "--backbones {params.backbones} --conf '{params.conf}' --device {params.device} --threads {threads} "
         "--model {output.model} --model-meta {output.meta} --log {log}"
 
 
@@ -55,11 +56,12 @@ rule xgboost:
         score_column=xgboost_score_column,
         threshold=as_json(config_provider("thresholds", "xgboost", default="auto")),
         tuning=as_json(config_provider("threshold_tuning")),
+        device=job_device,
     message:
         "XGBoost confidence gate over the {params.score_column} labels of {wildcards.dataset}"
     shell:
         "python -m workflow.xgb gate --metadata {input.metadata} --embeddings {input.embeddings} "
-        "--backbones {params.backbones} --conf '{params.conf}' --threads {threads} "
+        "--backbones {params.backbones} --conf '{params.conf}' --device {params.device} --threads {threads} "
         "--model {input.model} --model-meta {input.meta} --base-predictions {input.base_predictions} "
         "--base-pairs {input.base_pairs} --base-threshold {input.base_threshold} "
         "--score-column {params.score_column} --dataset {wildcards.dataset} "

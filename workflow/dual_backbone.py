@@ -73,8 +73,9 @@ from workflow._entry import (
 )
 from workflow.backbones import Backbone, create_backbone, resolve_device
 from workflow.embed import l2_normalise, save_embeddings
+from workflow.faiss_search import topk_inner_product
 from workflow.images import load_image
-from workflow.shortlist import topk_inner_product
+from workflow.safe_files import safe_load, workers_for_threads
 from workflow.thresholds import apply_threshold, choose_threshold
 
 logger = logging.getLogger(__name__)
@@ -509,12 +510,16 @@ def set_trainable(model: DualBackbone, head: nn.Module, trainable: str, top_frac
 
 
 def _rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Plain tensors, lists and numbers only, so that the checkpoint loads with ``weights_only=True``."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
+            gauss], "python": random.getstate()}  # fmt: skip
 
 
 def _set_rng_state(state: Mapping[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     random.setstate(state["python"])
 
 
@@ -548,6 +553,7 @@ def train(
     training_cfg: Mapping[str, Any] | None = None,
     device: str = "cpu",
     stop_after: int | None = None,
+    threads: int | None = None,
 ) -> pd.DataFrame:
     """Train ``model`` and ``head`` in place on the three-phase schedule; returns the history (one row per epoch).
 
@@ -578,7 +584,7 @@ def train(
     done = 0
     torch.manual_seed(int(cfg["seed"]))
     if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        state = safe_load(ckpt_path, map_location=device, what="resume checkpoint (delete it to restart training)")
         if state["plan"] != _plan_key(plan):
             raise ValueError(
                 f"checkpoint {ckpt_path} was written for another schedule ({len(state['plan'])} epochs); "
@@ -591,7 +597,7 @@ def train(
         done, history = int(state["epoch"]), list(state["history"])
         logger.info("resuming from %s after epoch %d/%d", ckpt_path, done, len(plan))
     batch_size = int(cfg["batch_size"])
-    loader_kw = {"batch_size": batch_size, "num_workers": int(cfg["num_workers"])}
+    loader_kw = {"batch_size": batch_size, "num_workers": workers_for_threads(cfg["num_workers"], threads)}
     val_loader = DataLoader(val_set, shuffle=False, **loader_kw) if val_set is not None and len(val_set) else None
     criterion = nn.CrossEntropyLoss()
     for step in plan[done:]:
@@ -663,8 +669,11 @@ def embed(
     return out
 
 
-def retrieve(query_emb: np.ndarray, gallery_emb: np.ndarray, k: int = 50) -> tuple[np.ndarray, np.ndarray]:
-    """faiss ``IndexFlatIP`` search of L2-normalised rows: ``query [Q x D]``, ``gallery [G x D]``.
+def retrieve(
+    query_emb: np.ndarray, gallery_emb: np.ndarray, k: int = 50, device: str = "cpu"
+) -> tuple[np.ndarray, np.ndarray]:
+    """faiss flat inner-product search of L2-normalised rows (on the GPU of a CUDA ``device`` where faiss has GPU
+    support: workflow/faiss_search.py): ``query [Q x D]``, ``gallery [G x D]``.
 
     Returns ``(index [Q x K], confidence [Q x K])`` with ``K = min(k, G)``, best first, confidence ``(cos + 1) / 2``.
     Rows are L2-normalised here (a no-op for normalised input).
@@ -677,7 +686,7 @@ def retrieve(query_emb: np.ndarray, gallery_emb: np.ndarray, k: int = 50) -> tup
     k = min(int(k), len(gallery_emb))
     if len(query_emb) == 0:
         return np.zeros((0, k), np.int64), np.zeros((0, k), np.float32)
-    idx, cos = topk_inner_product(l2_normalise(query_emb), l2_normalise(gallery_emb), k)
+    idx, cos = topk_inner_product(l2_normalise(query_emb), l2_normalise(gallery_emb), k, device=device)
     return idx.astype(np.int64), ((np.clip(cos, -1.0, 1.0) + 1.0) / 2.0).astype(np.float32)
 
 
@@ -701,10 +710,11 @@ def predict(
     tuning: dict,
     dataset: str,
     k: int = 50,
+    device: str = "cpu",
 ) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
     """``predictions`` (``image_id, identity, top_identity, top_score``), threshold info and tuning curve."""
     gallery_identities = np.asarray(gallery_identities, dtype=object)
-    idx, conf = retrieve(query_emb, gallery_emb, k=k)
+    idx, conf = retrieve(query_emb, gallery_emb, k=k, device=device)
     scorer = confidence_scorer(gallery_emb, gallery_identities)
     threshold, info, curve = choose_threshold(threshold_setting, dataset, scorer, gallery_identities, tuning)
     top_identity = gallery_identities[idx[:, 0]] if len(idx) else np.zeros(0, object)
@@ -734,7 +744,7 @@ def save_model(path: str | Path, model: DualBackbone, head: ArcFaceHead, classes
 
 def load_model(path: str | Path) -> tuple[DualBackbone, ArcFaceHead, list[str], dict]:
     """Rebuild a model file: branches from their specs with ``pretrained: false``, then the saved weights (strict)."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = safe_load(path, map_location="cpu", what="dual-backbone model (delete it to retrain)")
     model = DualBackbone([create_backbone({**spec, "pretrained": False}) for spec in state["specs"]])
     model.load_state_dict(state["model_state"])
     head = ArcFaceHead(model.embed_dim, len(state["classes"]), **state["head"])
@@ -787,6 +797,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.command == "train":
         augment, training = json.loads(args.augment), {**DEFAULT_TRAINING, **json.loads(args.training)}
+        training["num_workers"] = workers_for_threads(training["num_workers"], args.threads)
         # seed before building: randomly initialised branches and the ArcFace head must be reproducible
         torch.manual_seed(int(training["seed"]))
         model = DualBackbone.from_config(json.loads(args.backbones))
@@ -805,7 +816,8 @@ def main(argv: list[str] | None = None) -> None:
         if int(training["num_workers"]) > 0:  # workers are forked every epoch: give them the masks
             warm_background([paths[i] for i in tr], [orient[i] for i in tr], augment)
         history = train(model, head, train_set, val_set, labels[tr], checkpoint_dir=args.checkpoint_dir,
-                        epochs_cfg=json.loads(args.epochs), training_cfg=training, device=args.device)  # fmt: skip
+                        epochs_cfg=json.loads(args.epochs), training_cfg=training, device=args.device,
+                        threads=args.threads)  # fmt: skip
         save_model(args.model_out, model.cpu(), head.cpu(), classes, augment)
         write_tsv(history, args.history)
         # the resume checkpoint (model + optimizer state: 2 GB for the paper's branches) has served its purpose
@@ -817,7 +829,8 @@ def main(argv: list[str] | None = None) -> None:
     emb = embed(model, meta["abspath"].tolist(), _orientations(meta), augment, args.batch_size, args.device)
     is_gal = (meta["split"] == "database").to_numpy()
     preds, info, curve = predict(qry["image_id"].to_numpy(), emb[~is_gal], emb[is_gal], gal["identity"].to_numpy(),
-                                 json.loads(args.threshold), json.loads(args.tuning), args.dataset, args.k)  # fmt: skip
+                                 json.loads(args.threshold), json.loads(args.tuning), args.dataset, args.k,
+                                 resolve_device(args.device))  # fmt: skip
     if args.embeddings_out:
         save_embeddings(args.embeddings_out, meta["image_id"].to_numpy(), emb)
     write_stage_outputs(args.dataset, preds, info, curve, args.predictions, args.threshold_out, args.curve)

@@ -7,14 +7,14 @@ Outputs
     (float32, L2-normalised rows), in the row order of the metadata table.
 
 Per-image vectors are cached under ``<cache>/<backbone key>/<sha1[:2]>/<sha1>.npy``, keyed by the image's
-content hash and a hash of the backbone's configuration, so adding images to a dataset (or rerunning
-after an interruption) embeds only the images not seen before.
+content hash and a hash of the backbone's configuration and of its weights' identity (workflow/keys.py
+weights_identity: file bytes, hub snapshot revision or package version), so adding images to a dataset (or
+rerunning after an interruption) embeds only the images not seen before, and replaced weights embed anew.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from workflow._entry import atomic_path, read_tsv, set_threads, setup_logging
+from workflow.keys import UNRESOLVED, param_key, weights_identity
 
 logger = logging.getLogger(__name__)
 
@@ -29,10 +30,13 @@ logger = logging.getLogger(__name__)
 _RUNTIME_KEYS = ("batch_size", "device", "threads")
 
 
-def backbone_key(backbone_cfg: dict) -> str:
-    """Short hash of the settings that determine the embedding values."""
+def backbone_key(backbone_cfg: dict, weights: str | None = None) -> str:
+    """Short hash of what determines the embedding values: the settings and the weights' identity
+    (``weights``, default :func:`workflow.keys.weights_identity` of the configuration)."""
     relevant = {k: v for k, v in sorted(backbone_cfg.items()) if k not in _RUNTIME_KEYS}
-    return hashlib.sha1(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
+    if weights is None:
+        weights = weights_identity(relevant)
+    return param_key("embed-cache", relevant, weights)
 
 
 class EmbeddingCache:
@@ -84,12 +88,19 @@ def embed_dataset(
     """Embeddings ``[N x D]`` of ``paths``, computing only those missing from the cache."""
     from workflow.backbones import create_backbone, embed_paths, resolve_device
 
-    cache = EmbeddingCache(cache_root, backbone_key(backbone_cfg))
-    vectors: list[np.ndarray | None] = [cache.get(s) for s in sha1s]
+    weights = weights_identity({k: v for k, v in backbone_cfg.items() if k not in _RUNTIME_KEYS})
+    cache = EmbeddingCache(cache_root, backbone_key(backbone_cfg, weights))
+    # weights not resolvable before loading (a hub snapshot not cached yet): trust no cached vector
+    vectors: list[np.ndarray | None] = [None if weights == UNRESOLVED else cache.get(s) for s in sha1s]
     todo = [i for i, v in enumerate(vectors) if v is None]
     logger.info("%d/%d embeddings cached, %d to compute", len(paths) - len(todo), len(paths), len(todo))
     if todo:
         model = create_backbone(backbone_cfg)
+        if weights == UNRESOLVED:  # loading fetched them: now they have an identity
+            weights = weights_identity({k: v for k, v in backbone_cfg.items() if k not in _RUNTIME_KEYS})
+            cache = EmbeddingCache(cache_root, backbone_key(backbone_cfg, weights))
+            if weights == UNRESOLVED:
+                logger.warning("the weights of %s have no identity: their embeddings are not cached", backbone_cfg)
         device = resolve_device(device)
         model = model.to(device)
         batch_size = int(backbone_cfg.get("batch_size", 16))
@@ -100,7 +111,7 @@ def embed_dataset(
             out = embed_paths(model, [paths[i] for i in rows], batch_size=batch_size, device=device)
             for i, vec in zip(rows, out):
                 vectors[i] = vec
-                if sha1s[i]:
+                if sha1s[i] and weights != UNRESOLVED:
                     cache.put(sha1s[i], vec)
             logger.info("embedded %d/%d new images", min(start + block, len(todo)), len(todo))
     if not vectors:

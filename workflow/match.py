@@ -5,8 +5,9 @@ Subcommands (one rule each):
 ``extract``  ``results/data/<dataset>.tsv`` -> ``results/features/<dataset>/<matcher>/<key>.tsv`` (a manifest:
              ``image_id, sha1, file, keypoints``). Features are extracted once per image and matcher and
              stored per image under ``<cache>/<matcher key>/<sha1[:2]>/<sha1>.npz``, keyed by the image's
-             content hash and a hash of the extraction settings: an interrupted extraction resumes where
-             it stopped and a new image costs one extraction.
+             content hash and a hash of the extraction settings and of the learned extractor's weight file
+             (its bytes, workflow/keys.py): an interrupted extraction resumes where it stopped, a new image
+             costs one extraction and replaced weights extract anew.
 ``shard``    the shortlist's pairs of one shard of source images -> ``results/matches/<dataset>/<matcher>/<key>/
              shard<shard>.parquet`` (``query, candidate, score``). Shard ``i`` of ``n`` takes every ``n``-th source
              image in sorted order (query and gallery sources alike). Written atomically: a killed shard
@@ -19,7 +20,6 @@ images' features plus one batch of pairs, never a query x gallery x matcher tens
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import time
@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from workflow._entry import atomic_path, read_tsv, set_threads, setup_logging, write_tsv
+from workflow.keys import file_identity, param_key
 from workflow.shortlist import read_pairs
 
 logger = logging.getLogger(__name__)
@@ -42,11 +43,30 @@ _MATCH_ONLY_KEYS = ("confidence_threshold", "score", "ransac_model", "ransac_thr
                     "filter_threshold")  # fmt: skip
 
 
-def matcher_key(name: str, conf: dict, part: str = "extract") -> str:
-    """Short hash of the settings that determine a matcher's features (``part="extract"``) or scores."""
+# The network whose weights make each learned matcher's features (workflow.matchers.WEIGHTS key, option).
+EXTRACTOR_WEIGHTS = {
+    "superpoint-lightglue": ("superpoint", "extractor_weights"),
+    "aliked-lightglue": ("aliked", "extractor_weights"),
+    "disk-lightglue": ("disk", "extractor_weights"),
+}
+
+
+def extractor_identity(name: str, conf: dict) -> str:
+    """Identity of the weights a matcher extracts features with (``""`` for a matcher without learned extractor)."""
+    if name not in EXTRACTOR_WEIGHTS:
+        return ""
+    from workflow.matchers import resolve_weights
+
+    key, option = EXTRACTOR_WEIGHTS[name]
+    return file_identity(resolve_weights(key, conf.get(option), allow_random=True, option=option))
+
+
+def matcher_key(name: str, conf: dict, part: str = "extract", weights: str = "") -> str:
+    """Short hash of the settings that determine a matcher's features (``part="extract"``) or scores, and of
+    the ``weights`` identity (:func:`extractor_identity`) when there are learned weights."""
     drop = set(_RUNTIME_KEYS) | (set(_MATCH_ONLY_KEYS) if part == "extract" else set())
     relevant = {k: v for k, v in sorted(conf.items()) if k not in drop}
-    return hashlib.sha1(json.dumps([name, relevant], sort_keys=True).encode()).hexdigest()[:12]
+    return param_key(name, relevant, *([weights] if weights else []))
 
 
 def with_device(name: str, conf: dict, device: str) -> dict:
@@ -69,7 +89,7 @@ def extract_dataset(meta: pd.DataFrame, name: str, conf: dict, cache_root: str |
     from workflow.images import load_rgb
     from workflow.matchers import create_matcher, save_features
 
-    key = matcher_key(name, conf)
+    key = matcher_key(name, conf, weights=extractor_identity(name, conf))
     files = [feature_path(cache_root, key, sha) for sha in meta["sha1"]]
     todo = [i for i, f in enumerate(files) if not f.is_file()]
     logger.info("%s: %d/%d images already extracted, %d to do", name, len(files) - len(todo), len(files), len(todo))

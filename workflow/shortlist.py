@@ -1,4 +1,5 @@
-"""Candidate shortlist: the top-K gallery images of every image by global cosine (faiss inner product).
+"""Candidate shortlist: the top-K gallery images of every image by global cosine (faiss inner product, on the
+job's GPU when it has one: workflow/faiss_search.py).
 
 Inputs
     ``results/data/<dataset>.tsv`` and ``results/embeddings/<dataset>/<backbone>/<key>.npz``; optionally the
@@ -22,37 +23,11 @@ import pandas as pd
 from workflow._entry import read_tsv, setup_logging, write_json, write_parquet
 from workflow.data import read_table
 from workflow.embed import load_embeddings
+from workflow.faiss_search import topk_inner_product
 
 logger = logging.getLogger(__name__)
 
 PAIR_COLUMNS = ["query", "candidate", "rank", "cosine", "kind"]
-
-
-def topk_inner_product(
-    query: np.ndarray, gallery: np.ndarray, k: int, exclude_self: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` gallery rows by inner product. ``query: [Q x D]``, ``gallery: [G x D]`` ->
-    (index ``[Q x k']``, similarity ``[Q x k']``) with ``k' = min(k, G - exclude_self)``.
-
-    With ``exclude_self`` the query rows are the gallery rows themselves and a row never lists itself.
-    """
-    import faiss
-
-    query = np.ascontiguousarray(query, dtype=np.float32)
-    gallery = np.ascontiguousarray(gallery, dtype=np.float32)
-    k_eff = min(k, len(gallery) - int(exclude_self))
-    if k_eff <= 0 or len(query) == 0:
-        return np.zeros((len(query), 0), np.int64), np.zeros((len(query), 0), np.float32)
-    index = faiss.IndexFlatIP(gallery.shape[1])
-    index.add(gallery)
-    sim, idx = index.search(query, k_eff + int(exclude_self))
-    if exclude_self:
-        keep = idx != np.arange(len(query))[:, None]
-        # each row drops its own index (or, if ties hid it, the last column)
-        keep[keep.all(axis=1), -1] = False
-        idx = idx[keep].reshape(len(query), k_eff)
-        sim = sim[keep].reshape(len(query), k_eff)
-    return idx, sim
 
 
 def _pairs(query_ids, gallery_ids, idx, sim, kind: str) -> pd.DataFrame:
@@ -69,7 +44,7 @@ def _pairs(query_ids, gallery_ids, idx, sim, kind: str) -> pd.DataFrame:
 
 
 def build_shortlist(
-    meta: pd.DataFrame, image_ids: np.ndarray, embeddings: np.ndarray, k_query: int, k_gallery: int
+    meta: pd.DataFrame, image_ids: np.ndarray, embeddings: np.ndarray, k_query: int, k_gallery: int, device: str = "cpu"
 ) -> pd.DataFrame:
     """Query and gallery shortlists of one dataset as a pair table (see the module docstring)."""
     row_of = {image_id: i for i, image_id in enumerate(image_ids)}
@@ -77,8 +52,8 @@ def build_shortlist(
     qry = meta.loc[meta["split"] == "query", "image_id"].to_numpy(dtype=object)
     g_emb = embeddings[[row_of[i] for i in gal]]
     q_emb = embeddings[[row_of[i] for i in qry]] if len(qry) else np.zeros((0, embeddings.shape[1]), np.float32)
-    q_idx, q_sim = topk_inner_product(q_emb, g_emb, k_query)
-    g_idx, g_sim = topk_inner_product(g_emb, g_emb, k_gallery, exclude_self=True)
+    q_idx, q_sim = topk_inner_product(q_emb, g_emb, k_query, device=device)
+    g_idx, g_sim = topk_inner_product(g_emb, g_emb, k_gallery, exclude_self=True, device=device)
     return pd.concat(
         [_pairs(qry, gal, q_idx, q_sim, "query"), _pairs(gal, gal, g_idx, g_sim, "gallery")], ignore_index=True
     )[PAIR_COLUMNS]
@@ -106,14 +81,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--k-query", type=int, required=True)
     parser.add_argument("--k-gallery", type=int, required=True)
     parser.add_argument("--solution", default="")
+    parser.add_argument("--device", default="cpu", help="cpu, auto or cuda: faiss's GPU index where it has GPU support")
+    parser.add_argument("--threads", type=int)
     parser.add_argument("--out", required=True)
     parser.add_argument("--recall", required=True)
     parser.add_argument("--log")
     args = parser.parse_args(argv)
     setup_logging(args.log)
+    if args.threads:
+        import faiss
+
+        faiss.omp_set_num_threads(args.threads)
     meta = read_tsv(args.metadata)
     image_ids, emb = load_embeddings(args.embeddings)
-    pairs = build_shortlist(meta, image_ids, emb, args.k_query, args.k_gallery)
+    pairs = build_shortlist(meta, image_ids, emb, args.k_query, args.k_gallery, args.device)
     recall = {"k": args.k_query, "known_queries": 0, "recall": None}
     if args.solution:
         recall = shortlist_recall(pairs, meta, read_table(args.solution))

@@ -462,6 +462,7 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--embeddings", nargs="+", required=True, help="one .npz per backbone, in --backbones order")
         p.add_argument("--backbones", nargs="+", required=True)
         p.add_argument("--conf", required=True, help="JSON: the xgboost config section")
+        p.add_argument("--device", help="cpu, auto or cuda (default: the conf's device)")
         p.add_argument("--threads", type=int)
         p.add_argument("--log")
     args = parser.parse_args(argv)
@@ -469,6 +470,8 @@ def main(argv: list[str] | None = None) -> None:
     conf = json.loads(args.conf)
     k = int(conf.get("neighbours", 10))
     params = {key: conf[key] for key in DEFAULT_PARAMS if key in conf}
+    if args.device:  # the job's device (its gpu resource) decides, not xgboost.device
+        params["device"] = "cuda" if args.device.startswith("cuda") else args.device
     meta = read_tsv(args.metadata)
     blocks = load_blocks(meta, args.embeddings)
 
