@@ -24,7 +24,7 @@ rule dual_backbone_train:
         checkpoint_dir="results/dual_backbone/{dataset}/{key}/checkpoint",
         device=job_device,
     message:
-        "Fine-tuning the dual-backbone ArcFace model of {wildcards.dataset}"
+        "Fine-tuning the dual-backbone ArcFace model of {wildcards.dataset} (gpu={resources.gpu}, mem_mb={resources.mem_mb}, runtime={resources.runtime} min)"
     shell:
         "python -m workflow.dual_backbone train --metadata {input.metadata} "
         "--backbones '{params.backbones}' --head '{params.head}' --augment '{params.augment}' "
@@ -61,7 +61,7 @@ rule dual_backbone:
         ),
         device=job_device,
     message:
-        "Dual-backbone ArcFace retrieval and open-set threshold of {wildcards.dataset}"
+        "Dual-backbone ArcFace retrieval and open-set threshold of {wildcards.dataset} (gpu={resources.gpu}, mem_mb={resources.mem_mb}, runtime={resources.runtime} min)"
     shell:
         "python -m workflow.dual_backbone predict --metadata {input.metadata} --model {input.model} "
         "--dataset {wildcards.dataset} --threshold '{params.threshold}' --tuning '{params.tuning}' "

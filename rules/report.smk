@@ -58,7 +58,7 @@ rule plot_matches:
         n=3,
         device=job_device,
     message:
-        "Drawing the local-feature matches of {params.n} {wildcards.dataset} queries"
+        "Drawing the local-feature matches of {params.n} {wildcards.dataset} queries (gpu={resources.gpu})"
     shell:
         "python -m workflow.plots matches --dataset {wildcards.dataset} --pairs {input.pairs} "
         "--metadata {input.metadata} --solution '{input.solution}' --matchers '{params.matchers}' "

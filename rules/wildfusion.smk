@@ -20,7 +20,7 @@ rule shortlist:
         k_gallery=config_provider("shortlist", "k_gallery"),
         device=job_device,
     message:
-        "Shortlisting the top-{params.k_query} gallery candidates of each {wildcards.dataset} image"
+        "Shortlisting the top-{params.k_query} gallery candidates of each {wildcards.dataset} image (gpu={resources.gpu})"
     shell:
         "python -m workflow.shortlist --metadata {input.metadata} --embeddings {input.embeddings} "
         "--k-query {params.k_query} --k-gallery {params.k_gallery} --solution '{input.solution}' "

@@ -21,7 +21,7 @@ rule xgboost_train:
         conf=as_json(xgboost_train_conf),
         device=job_device,
     message:
-        "Training the XGBoost meta-classifier of {wildcards.dataset} on {params.backbones}"
+        "Training the XGBoost meta-classifier of {wildcards.dataset} on {params.backbones} (gpu={resources.gpu}, mem_mb={resources.mem_mb}, runtime={resources.runtime} min)"
     shell:
         "python -m workflow.xgb train --metadata {input.metadata} --embeddings {input.embeddings} "
         "--backbones {params.backbones} --conf '{params.conf}' --device {params.device} --threads {threads} "
@@ -58,7 +58,7 @@ rule xgboost:
         tuning=as_json(config_provider("threshold_tuning")),
         device=job_device,
     message:
-        "XGBoost confidence gate over the {params.score_column} labels of {wildcards.dataset}"
+        "XGBoost confidence gate over the {params.score_column} labels of {wildcards.dataset} (gpu={resources.gpu}, mem_mb={resources.mem_mb}, runtime={resources.runtime} min)"
     shell:
         "python -m workflow.xgb gate --metadata {input.metadata} --embeddings {input.embeddings} "
         "--backbones {params.backbones} --conf '{params.conf}' --device {params.device} --threads {threads} "

@@ -41,3 +41,66 @@ def test_build_shortlist_and_recall():
     solution = pd.DataFrame({"image_id": ["q1", "q2"], "identity": ["a", "b"], "new": ["False", "False"]})
     rec = shortlist_recall(pairs, meta, solution)
     assert rec == {"k": 1, "known_queries": 2, "recall": 0.5}
+
+
+# -------------------------------------------------------------------------- faiss on the job's GPU (issue 10)
+
+
+class FakeGpuFaiss:
+    """A faiss with GPU symbols whose GPU index is a CPU one underneath (records where indexes were built)."""
+
+    def __init__(self, gpus: int):
+        import faiss
+
+        self._faiss, self.gpus, self.built = faiss, gpus, []
+
+    def get_num_gpus(self):
+        return self.gpus
+
+    class StandardGpuResources:
+        pass
+
+    class GpuIndexFlatConfig:
+        device = -1
+
+    def GpuIndexFlatIP(self, resources, dim, config):  # noqa: N802 - faiss's name
+        assert isinstance(resources, FakeGpuFaiss.StandardGpuResources)
+        self.built.append(f"gpu{config.device}")
+        return self._faiss.IndexFlatIP(dim)
+
+    def IndexFlatIP(self, dim):  # noqa: N802
+        self.built.append("cpu")
+        return self._faiss.IndexFlatIP(dim)
+
+
+def test_faiss_falls_back_to_the_cpu_index_without_gpu_support(caplog):
+    import faiss
+
+    from workflow.faiss_search import flat_ip_index, gpu_available
+
+    rng = np.random.default_rng(2)
+    g, q = rng.normal(size=(30, 6)).astype(np.float32), rng.normal(size=(4, 6)).astype(np.float32)
+    assert not gpu_available(faiss), "this test machine's faiss is CPU-only"
+    assert flat_ip_index(6, "cuda")[1] == "cpu"
+    cpu = topk_inner_product(q, g, 5, device="cpu")
+    with caplog.at_level("WARNING"):
+        cuda = topk_inner_product(q, g, 5, device="cuda")
+    assert "no GPU support (install faiss-gpu)" in caplog.text
+    assert (cuda[0] == cpu[0]).all() and np.allclose(cuda[1], cpu[1])
+    fake = FakeGpuFaiss(gpus=0)  # GPU symbols but no GPU visible: the CPU index
+    topk_inner_product(q, g, 5, device="cuda", faiss=fake)
+    assert fake.built == ["cpu"]
+
+
+def test_faiss_uses_the_gpu_index_on_a_gpu_job():
+    from workflow.faiss_search import flat_ip_index
+
+    rng = np.random.default_rng(3)
+    g, q = rng.normal(size=(30, 6)).astype(np.float32), rng.normal(size=(4, 6)).astype(np.float32)
+    fake = FakeGpuFaiss(gpus=1)
+    assert flat_ip_index(6, "cuda:0", faiss=fake)[1] == "cuda:0"
+    idx, sim = topk_inner_product(g, g, 3, exclude_self=True, device="auto", faiss=fake)
+    ref = topk_inner_product(g, g, 3, exclude_self=True, device="cpu")
+    assert (idx == ref[0]).all() and np.allclose(sim, ref[1])
+    topk_inner_product(q, g, 3, device="cpu", faiss=fake)  # a CPU job never touches the GPU
+    assert fake.built == ["gpu0", "gpu0", "cpu"]

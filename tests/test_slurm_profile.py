@@ -118,3 +118,51 @@ def test_paper_dry_run_with_the_slurm_profile(tmp_path, monkeypatch):
     assert re.search(r"^match_shard\s+240$", out, flags=re.M)
     assert not (work / "results").exists(), "a dry-run must not write results"
     assert elapsed < 20, f"the dry-run took {elapsed:.1f} s (measured ~3 s on 2 cores)"
+
+
+# Entry points that run a model (torch, faiss or XGBoost) and take the job's --device.
+MODEL_COMMANDS = re.compile(
+    r"^python -m workflow\.(embed|match extract|match shard|dual_backbone train|dual_backbone predict|xgb train|"
+    r"xgb gate|plots matches|shortlist)\b"
+)
+
+
+def device_plan(out: str) -> list[tuple[str, int | None, str | None]]:
+    """``(command, gpu, device)`` of every model job of a ``-n --printshellcmds`` output (gpu from its message)."""
+    jobs = re.findall(r"^Job \d+: (.*)\n(?:Reason: .*\n)?Shell command: (.*)$", out, flags=re.M)
+    plan = []
+    for message, command in jobs:
+        if MODEL_COMMANDS.match(command):
+            gpu = re.search(r"\(gpu=(\d+)", message)
+            device = re.search(r"--device (\S+)", command)
+            plan.append((command[:60], int(gpu.group(1)) if gpu else None, device.group(1) if device else None))
+    return plan
+
+
+@pytest.mark.parametrize("profile", [None, "slurm-local"])
+def test_every_job_on_cuda_requests_a_gpu(tmp_path, monkeypatch, profile):
+    """Paper config (device: cuda) at the paper's size: a job runs its models on CUDA exactly when it requests a
+    GPU (its gpu resource), also where a profile strips the GPU requests (then every job runs on the CPU)."""
+    for var in ["SLURM_CPU_PARTITION", "SLURM_GPU_PARTITION", "SLURM_ACCOUNT"]:
+        monkeypatch.delenv(var, raising=False)
+    data = tmp_path / "paper"
+    write_paper_metadata(data)
+    work = make_workdir(tmp_path / "w")
+    extra = ["--profile", f"profiles/{profile}"] if profile else []
+    out = snakemake(work, "-n", "--printshellcmds", *extra, "--configfile", str(PAPER), "--config",
+                    f"data_root={data}").stdout  # fmt: skip
+    plan = device_plan(out)
+    commands = {c.split(" --")[0] for c, *_ in plan}
+    assert {"python -m workflow.embed", "python -m workflow.plots matches", "python -m workflow.shortlist"} <= commands
+    assert len(plan) > 240, "every match shard, embedding, training and plot job is checked"
+    missing = [c for c, gpu, device in plan if gpu is None or device is None]
+    assert not missing, f"model jobs without a gpu resource in their message or without --device: {missing[:5]}"
+    wrong = [(c, gpu, device) for c, gpu, device in plan if (device == "cuda") != (gpu > 0)]
+    assert not wrong, f"device and GPU request disagree: {wrong[:5]}"
+    on_gpu = {c.split(" --")[0] for c, gpu, _ in plan if gpu > 0}
+    if profile == "slurm-local":
+        assert not on_gpu
+    else:  # the rules that request a GPU in the paper config run on CUDA; the plots and the shortlist do not
+        expected = {"embed", "match extract", "dual_backbone train", "xgb train"}
+        assert {f"python -m workflow.{name}" for name in expected} <= on_gpu
+        assert "python -m workflow.plots matches" not in on_gpu

@@ -21,7 +21,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-_GPU_RESOURCES: dict[int, Any] = {}  # one StandardGpuResources per GPU and process (costly to create)
+_GPU_RESOURCES: dict[tuple[int, int], Any] = {}  # one StandardGpuResources per GPU and process (costly to create)
 
 
 def gpu_available(faiss: Any) -> bool:
@@ -47,11 +47,12 @@ def flat_ip_index(dim: int, device: str = "cpu", faiss: Any = None) -> tuple[Any
         import faiss
     gpu = _gpu_number(device)
     if gpu is not None and gpu_available(faiss):
-        if gpu not in _GPU_RESOURCES:
-            _GPU_RESOURCES[gpu] = faiss.StandardGpuResources()
+        memo = (id(faiss), gpu)
+        if memo not in _GPU_RESOURCES:
+            _GPU_RESOURCES[memo] = faiss.StandardGpuResources()
         config = faiss.GpuIndexFlatConfig()
         config.device = gpu
-        return faiss.GpuIndexFlatIP(_GPU_RESOURCES[gpu], dim, config), f"cuda:{gpu}"
+        return faiss.GpuIndexFlatIP(_GPU_RESOURCES[memo], dim, config), f"cuda:{gpu}"
     if gpu is not None and device != "auto":
         logger.warning("device %s: this faiss has no GPU support (install faiss-gpu); searching on the CPU", device)
     return faiss.IndexFlatIP(dim), "cpu"
