@@ -260,3 +260,46 @@ def test_grabcut_segments_each_image_once_at_bounded_size(monkeypatch):
     out = np.asarray(GrabCutBackground(max_side=100)(img))
     assert out.shape == arr.shape and len(calls) == 1
     assert (out[5:20, 5:20] == 0).all() and out[140:160, 180:220].any()  # corner removed, centre kept
+
+
+# ------------------------------------------------------------- safe loading and workers per thread (issue 10)
+
+
+def test_own_files_load_with_weights_only(tmp_path):
+    """model.pt and the resume checkpoint's RNG state hold only tensors and plain data: weights_only=True loads
+    them; a file that would run pickled code is refused with its path named."""
+    import pickle
+
+    from workflow.dual_backbone import _rng_state, _set_rng_state, load_model, save_model
+    from workflow.safe_files import safe_load
+
+    model = tiny_model()
+    head = ArcFaceHead(model.embed_dim, 3, s=30, m=0.35)
+    save_model(tmp_path / "model.pt", model, head, ["a", "b", "c"], {"crop_scale": [0.7, 1.0], "hflip": 0.5})
+    assert set(torch.load(tmp_path / "model.pt", weights_only=True)) >= {"specs", "model_state", "classes"}
+    loaded, _, classes, augment = load_model(tmp_path / "model.pt")
+    assert classes == ["a", "b", "c"] and augment["hflip"] == 0.5
+    torch.save({"rng": _rng_state()}, tmp_path / "rng.pt")
+    expected = (np.random.random(), torch.rand(1).item())
+    _set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True)["rng"])
+    assert (np.random.random(), torch.rand(1).item()) == expected
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    with open(tmp_path / "evil.pt", "wb") as fh:
+        pickle.dump({"model_state": Payload()}, fh, protocol=2)
+    with pytest.raises(ValueError, match=r"evil\.pt: refusing to load this dual-backbone model"):
+        load_model(tmp_path / "evil.pt")
+    with pytest.raises(ValueError, match="refusing"):
+        safe_load(tmp_path / "evil.pt")
+
+
+@pytest.mark.parametrize(
+    ("requested", "threads", "workers"), [(7, 8, 7), (7, 4, 3), (7, 1, 0), (2, None, 2), (0, 8, 0)]
+)
+def test_dataloader_workers_follow_the_job_threads(requested, threads, workers):
+    from workflow.safe_files import workers_for_threads
+
+    assert workers_for_threads(requested, threads) == workers

@@ -134,3 +134,19 @@ def test_calibration_counts_come_from_gallery_pairs_only():
     cal = fit_calibrator(pairs, pairs["cosine"].to_numpy(), identity)
     assert (cal.n_pos, cal.n_neg) == (4, 4)
     assert isinstance(cal, IsotonicCalibrator)
+
+
+def test_feature_cache_key_follows_the_extractor_weights(tmp_path, monkeypatch):
+    """Replacing a learned extractor's weight file (same path) gives a new feature cache key."""
+    from workflow.match import extractor_identity
+
+    weights = tmp_path / "superpoint_v1.pth"
+    weights.write_bytes(b"old weights")
+    conf = {"resize": 96, "extractor_weights": str(weights)}
+    key = matcher_key("superpoint-lightglue", conf, weights=extractor_identity("superpoint-lightglue", conf))
+    weights.write_bytes(b"new weights")
+    assert matcher_key("superpoint-lightglue", conf, weights=extractor_identity("superpoint-lightglue", conf)) != key
+    # hub-cache weights (no explicit file) are identified by the file found there, random ones as random
+    monkeypatch.setattr("workflow.matchers.hub_checkpoint_dir", lambda: tmp_path / "empty")
+    assert extractor_identity("superpoint-lightglue", {}) == "random"
+    assert extractor_identity("orb", {}) == ""  # no learned weights: the key is that of the settings alone
