@@ -255,3 +255,18 @@ def test_a_config_mistake_stops_snakemake_before_any_job(tmp_path):
     proc = snakemake(work, "-n", "--configfile", "bad.yaml", check=False)
     assert proc.returncode != 0 and "did you mean 'LynxDemo'?" in proc.stdout + proc.stderr
     assert not (work / "results").exists() and not (work / "resources").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "datasets"),
+    [
+        ("config/config.yaml", DEMO_DATASETS),
+        ("config/animalclef2025.yaml", PAPER_DATASETS),
+        ("tests/configs/tiny.yaml", ["LynxTiny", "SalamanderTiny", "TurtleTiny"]),
+    ],
+)
+def test_shipped_configs_pass_every_start_check(name, datasets):
+    from workflow.config_check import check_config
+
+    for data in (datasets, DEMO_DATASETS, PAPER_DATASETS):  # on their own data and on the other shipped data
+        check_config(merged(name), REPO / "config/schema.yaml", datasets=data)
