@@ -166,3 +166,15 @@ def test_every_job_on_cuda_requests_a_gpu(tmp_path, monkeypatch, profile):
         expected = {"embed", "match extract", "dual_backbone train", "xgb train"}
         assert {f"python -m workflow.{name}" for name in expected} <= on_gpu
         assert "python -m workflow.plots matches" not in on_gpu
+
+
+@pytest.mark.parametrize(("device", "expected"), [("auto", "auto"), ("cuda", "cuda"), ("cpu", "cpu")])
+def test_config_device_only_chooses_among_what_the_job_was_given(tmp_path, device, expected):
+    """A job without a GPU runs on the CPU whatever ``device`` says; ``device: cpu`` forces the CPU on GPU jobs."""
+    work = make_workdir(tmp_path / "w")
+    (work / "gpu.yaml").write_text(f"device: {device}\ncompute:\n  embed: {{gpu: 1}}\n")
+    out = snakemake(work, "-n", "--printshellcmds", "--configfile", "gpu.yaml").stdout
+    plan = device_plan(out)
+    embed = {device for command, _, device in plan if command.startswith("python -m workflow.embed")}
+    others = {device for command, _, device in plan if not command.startswith("python -m workflow.embed")}
+    assert embed == {expected} and others == {"cpu"}

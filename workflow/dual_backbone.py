@@ -558,9 +558,10 @@ def train(
     """Train ``model`` and ``head`` in place on the three-phase schedule; returns the history (one row per epoch).
 
     After each epoch ``checkpoint_dir/last.pt`` is replaced atomically (model, head, optimizer, schedule,
-    epoch, history, RNG states); when it exists at the start, training resumes after its epoch (the schedule
-    must be the same). ``stop_after`` ends this call after that many epochs in total (for time-boxed jobs;
-    rerunning resumes). The log gets epoch, phase, lr, loss and validation accuracy.
+    epoch, history, RNG states: tensors and plain data, loaded with ``weights_only=True``); when it exists at the
+    start, training resumes after its epoch (the schedule must be the same). ``stop_after`` ends this call after
+    that many epochs in total (for time-boxed jobs; rerunning resumes). ``threads``: the job's threads, which cap
+    the DataLoader workers at ``threads - 1``. The log gets epoch, phase, lr, loss and validation accuracy.
     """
     cfg = {**DEFAULT_TRAINING, **(training_cfg or {})}
     unknown = sorted(set(cfg) - set(DEFAULT_TRAINING))
