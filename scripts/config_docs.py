@@ -147,6 +147,8 @@ def describe_type(node: Any, resolver: Resolver, seen: tuple[str, ...] = (), dep
     node, seen = resolver.resolve(node, seen)
     if "x-recursive" in node:
         return f"(see {node['x-recursive'].rsplit('/', 1)[-1]})"
+    if node.get("not") == {} and len(node) == 1:
+        return "not allowed"
     if "const" in node:
         return _enum([node["const"]])
     if "enum" in node:
@@ -161,24 +163,28 @@ def describe_type(node: Any, resolver: Resolver, seen: tuple[str, ...] = (), dep
         names = [describe_type({**node, "type": t}, resolver, seen, depth + 1) for t in types]
         return " or ".join(names)
     constraints = _constraints(node)
-    if types == "array" or (types is None and "items" in node):
+    if types == "array" or (types is None and ("items" in node or "prefixItems" in node)):
         items = node.get("items")
         inner = describe_type(items, resolver, seen, depth + 1) if items not in (None, True, {}) else "any"
         text = f"list of {inner}" if " " not in inner or inner.startswith("(") else f"list of ({inner})"
     elif types == "object" or (types is None and ("properties" in node or "additionalProperties" in node)):
         extra = node.get("additionalProperties")
         patterns = node.get("patternProperties")
+        names = node.get("propertyNames")
+        name = f"name matching `{names['pattern']}`" if isinstance(names, Mapping) and "pattern" in names else "name"
         if not node.get("properties") and isinstance(extra, Mapping):
-            text = f"mapping name -> {describe_type(extra, resolver, seen, depth + 1)}"
+            text = f"mapping {name} -> {describe_type(extra, resolver, seen, depth + 1)}"
         elif not node.get("properties") and isinstance(patterns, Mapping) and len(patterns) == 1:
             ((pattern, sub),) = patterns.items()
-            text = f"mapping name -> {describe_type(sub, resolver, seen, depth + 1)}"
+            text = f"mapping name matching `{pattern}` -> {describe_type(sub, resolver, seen, depth + 1)}"
+        elif node.get("properties") and extra is False and not depth:
+            text = "mapping (only the keys below)"
         else:
             text = "mapping"
     elif types is not None:
         text = str(types)
     elif "allOf" in node:
-        text = " and ".join(describe_type(alt, resolver, seen, depth + 1) for alt in node["allOf"])
+        text = " and ".join(dict.fromkeys(describe_type(alt, resolver, seen, depth + 1) for alt in node["allOf"]))
     else:
         text = "any"
     return f"{text} ({constraints})" if constraints and depth else (f"{text}, {constraints}" if constraints else text)
@@ -214,7 +220,8 @@ def _children(
     for key, sub in (node.get("properties") or {}).items():
         yield from walk(sub, f"{path}.{key}" if path else key, resolver, seen, key in required, depth + 1)
     extra = node.get("additionalProperties")
-    if isinstance(extra, Mapping) and _has_structure(extra, resolver, seen):
+    if isinstance(extra, Mapping) and (node.get("properties") or _has_structure(extra, resolver, seen)):
+        # a map's values, or the keys allowed beside the named ones
         yield from _structure(extra, f"{path}.<name>", resolver, seen, depth)
     for sub in (node.get("patternProperties") or {}).values():
         if _has_structure(sub, resolver, seen):

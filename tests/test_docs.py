@@ -77,6 +77,15 @@ def test_generator_handles_nested_shapes(config_docs):
             },
             "tree": {"$ref": "#/$defs/node"},
             "free": {"type": "object", "additionalProperties": True, "default": {}},
+            "named": {
+                "type": "object",
+                "properties": {"fixed": {"type": "string"}},
+                "additionalProperties": {"$ref": "#/$defs/value"},
+                "propertyNames": {"pattern": "^[a-z]+$"},
+            },
+            "merged": {"allOf": [{"$ref": "#/$defs/node"}, {"properties": {"extra": {"type": "integer"}}}]},
+            "forbidden": False,
+            "legacy_items": {"items": [{"type": "string"}]},
         },
     }
     text = config_docs.render(schema)
@@ -92,6 +101,10 @@ def test_generator_handles_nested_shapes(config_docs):
     assert "`3`" in rows["`tree.size`"]
     assert "`tree.child`" in rows and "(see node)" in rows["`tree.child`"]
     assert "`free`" in rows
+    assert "`named.fixed`" in rows and "number (>= 0) or `auto`" in rows["`named.<name>`"]
+    assert "`merged.size`" in rows and "`merged.extra`" in rows
+    assert "not allowed" in rows["`forbidden`"]
+    assert "list of any" in rows["`legacy_items`"]
 
 
 def test_readme_is_short_and_self_contained():
