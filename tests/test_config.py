@@ -182,7 +182,10 @@ def check(edit, datasets=DEMO_DATASETS, base="config/config.yaml"):
             r"cascade\.default\[1\]\.source: stage 'xgboost' is not in stages .*: add 'xgboost' to stages "
             r"or remove the step",
         ),
-        ({"cascade": {"default": None}}, r"config key cascade: no steps for dataset\(s\) .*add cascade\.default"),
+        (
+            {"cascade": {"default": None}},
+            r"config key cascade: no steps for dataset 'LynxDemo': add a list of steps under cascade\.LynxDemo",
+        ),
         (
             {"thresholds": {"wildfusion": {"LynxDem0": 0.5}}},
             r"thresholds\.wildfusion\.LynxDem0: 'LynxDem0' is not a dataset of this data, but close to 'LynxDemo': "

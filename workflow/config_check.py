@@ -217,11 +217,12 @@ def _cascade_problems(config: Mapping, datasets: Sequence[str]) -> list[str]:
     steps = {name: value for name, value in (config.get("cascade") or {}).items() if value is not None}
     errors = []
     uncovered = [d for d in datasets if d not in steps]
-    if uncovered and "default" not in steps:
-        errors.append(
-            f"config key cascade: no steps for dataset(s) {uncovered}: add cascade.default (or cascade.<dataset>), "
-            "a list of steps such as [{source: wildfusion, new_below: auto}]."
-        )
+    if "default" not in steps:
+        errors += [
+            f"config key cascade: no steps for dataset {name!r}: add a list of steps under cascade.{name} (or "
+            "cascade.default), e.g. [{source: wildfusion, new_below: auto}]."
+            for name in uncovered
+        ]
     used = [d for d in datasets if d in steps] + (["default"] if uncovered and "default" in steps else [])
     for name in used:
         for i, step in enumerate(steps[name] or []):
