@@ -270,8 +270,8 @@ def test_own_files_load_with_weights_only(tmp_path):
     them; a file that would run pickled code is refused with its path named."""
     import pickle
 
-    from workflow.dual_backbone import _rng_state, _set_rng_state, load_model, save_model
-    from workflow.safe_files import safe_load
+    from workflow.dual_backbone import load_model, save_model
+    from workflow.safe_files import rng_state, safe_load, set_rng_state
 
     model = tiny_model()
     head = ArcFaceHead(model.embed_dim, 3, s=30, m=0.35)
@@ -279,9 +279,9 @@ def test_own_files_load_with_weights_only(tmp_path):
     assert set(torch.load(tmp_path / "model.pt", weights_only=True)) >= {"specs", "model_state", "classes"}
     loaded, _, classes, augment = load_model(tmp_path / "model.pt")
     assert classes == ["a", "b", "c"] and augment["hflip"] == 0.5
-    torch.save({"rng": _rng_state()}, tmp_path / "rng.pt")
+    torch.save({"rng": rng_state()}, tmp_path / "rng.pt")
     expected = (np.random.random(), torch.rand(1).item())
-    _set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True)["rng"])
+    set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True)["rng"])
     assert (np.random.random(), torch.rand(1).item()) == expected
 
     class Payload:

@@ -46,7 +46,6 @@ import argparse
 import json
 import logging
 import math
-import random
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -75,7 +74,7 @@ from workflow.backbones import Backbone, create_backbone, resolve_device
 from workflow.embed import l2_normalise, save_embeddings
 from workflow.faiss_search import topk_inner_product
 from workflow.images import load_image
-from workflow.safe_files import safe_load, workers_for_threads
+from workflow.safe_files import rng_state, safe_load, set_rng_state, workers_for_threads
 from workflow.thresholds import apply_threshold, choose_threshold
 
 logger = logging.getLogger(__name__)
@@ -509,20 +508,6 @@ def set_trainable(model: DualBackbone, head: nn.Module, trainable: str, top_frac
 # --------------------------------------------------------------------------------------------------- training
 
 
-def _rng_state() -> dict[str, Any]:
-    """Plain tensors, lists and numbers only, so that the checkpoint loads with ``weights_only=True``."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {"torch": torch.get_rng_state(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
-            gauss], "python": random.getstate()}  # fmt: skip
-
-
-def _set_rng_state(state: Mapping[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    random.setstate(state["python"])
-
-
 def _plan_key(plan: Sequence[EpochPlan]) -> list[list]:
     return [[p.epoch, p.phase, round(p.lr, 12), p.trainable] for p in plan]
 
@@ -594,7 +579,7 @@ def train(
         model.load_state_dict(state["model"])
         head.load_state_dict(state["head"])
         optimizer.load_state_dict(state["optimizer"])
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         done, history = int(state["epoch"]), list(state["history"])
         logger.info("resuming from %s after epoch %d/%d", ckpt_path, done, len(plan))
     batch_size = int(cfg["batch_size"])
@@ -630,7 +615,7 @@ def train(
         logger.info("epoch %d/%d (%s, lr %.2e): loss %.4f, validation accuracy %.3f, %.1f s",
                     step.epoch, len(plan), step.phase, step.lr, row["loss"], val_acc, row["seconds"])  # fmt: skip
         state = {"model": model.state_dict(), "head": head.state_dict(), "optimizer": optimizer.state_dict(),
-                 "plan": _plan_key(plan), "epoch": step.epoch, "history": history, "rng": _rng_state()}  # fmt: skip
+                 "plan": _plan_key(plan), "epoch": step.epoch, "history": history, "rng": rng_state()}  # fmt: skip
         with atomic_path(ckpt_path) as tmp:
             torch.save(state, tmp)
     for p in [*model.parameters(), *head.parameters()]:
