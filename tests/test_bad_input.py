@@ -292,3 +292,70 @@ def test_numeric_looking_ids_survive_every_stage_verbatim(tmp_path):
     assert set(scores["dataset"]) == {"007", "ALL"}
     baseline = scores[(scores["stage"] == "baseline") & (scores["dataset"] == "007")].iloc[0]
     assert float(baseline["BAKS"]) > 0  # the textures are easy: known queries are found under their own ids
+
+
+def test_an_identity_named_other_stays_apart_from_unseen_neighbours():
+    from workflow.xgb import OTHER, assemble_features, build_space
+
+    space = build_space(["b"], [np.zeros((2, 4))], 1, ["other", "x"], ["left"], ["D"])
+    assert space.identities == ["other", "x", OTHER]
+    ids = np.array([["other"], ["never_seen"]], object)
+    feats = assemble_features(
+        space, np.zeros((2, 4)), np.ones((2, 1)), ids, np.array(["left"] * 2), np.array(["D"] * 2)
+    )
+    assert feats["nn_id_1"].tolist() == ["other", OTHER]
+
+
+TRICKY = ["0012", "0007", "1e3", "NaN", "null", "True", "001", "N/A", " 7"]
+
+
+def test_read_tsv_keeps_ids_exact_and_parses_numbers(tmp_path):
+    from workflow._entry import read_tsv, write_tsv
+
+    n = len(TRICKY)
+    df = pd.DataFrame(
+        {"image_id": TRICKY, "identity": [*TRICKY[1:], ""], "top_identity": TRICKY[::-1], "dataset": ["007"] * n,
+         "decided_by": ["rerank:label"] * n, "top_score": [0.5, np.nan, *range(n - 2)], "custom_identity": TRICKY}
+    )  # fmt: skip
+    write_tsv(df, tmp_path / "t.tsv")
+    back = read_tsv(tmp_path / "t.tsv")
+    for col in ["image_id", "identity", "top_identity", "dataset", "custom_identity"]:
+        assert back[col].tolist() == df[col].tolist(), col
+    assert back["top_score"].dtype == np.float64 and np.isnan(back["top_score"].iloc[1])
+
+
+def test_read_table_keeps_every_cell_exact(tmp_path):
+    from workflow.data import read_table
+
+    pd.DataFrame({"image_id": TRICKY, "new": ["True"] * len(TRICKY)}).to_csv(tmp_path / "s.csv", index=False)
+    back = read_table(tmp_path / "s.csv")
+    assert back["image_id"].tolist() == TRICKY and back["new"].tolist() == ["True"] * len(TRICKY)
+
+
+def test_embeddings_and_pairs_keep_image_ids_exact(tmp_path):
+    from workflow._entry import write_parquet
+    from workflow.embed import load_embeddings, save_embeddings
+    from workflow.shortlist import read_pairs
+
+    save_embeddings(tmp_path / "e.npz", TRICKY, np.zeros((len(TRICKY), 3)))
+    ids, _ = load_embeddings(tmp_path / "e.npz")
+    assert [type(i) for i in ids] == [str] * len(TRICKY) and list(ids) == TRICKY
+    write_parquet(pd.DataFrame({"query": TRICKY, "candidate": TRICKY[::-1], "cosine": 0.5}), tmp_path / "p.parquet")
+    pairs = read_pairs(tmp_path / "p.parquet")
+    assert pairs["query"].tolist() == TRICKY and pairs["candidate"].tolist() == TRICKY[::-1]
+
+
+def test_cascade_keeps_numeric_looking_identities(tmp_path):
+    from workflow._entry import write_json, write_tsv
+    from workflow.cascade import main as cascade_main
+
+    preds = pd.DataFrame({"image_id": ["001", "002"], "identity": ["0012", "1e3"], "top_identity": ["0012", "1e3"],
+                          "top_score": [0.9, 0.8]})  # fmt: skip
+    write_tsv(preds, tmp_path / "p.tsv")
+    write_json({"threshold": 0.5}, tmp_path / "t.json")
+    out = tmp_path / "c.tsv"
+    cascade_main(["--dataset", "007", "--steps", '[{"source": "baseline", "new_below": "auto"}]', "--source",
+                  f"baseline={tmp_path / 'p.tsv'}", "--threshold", f"baseline={tmp_path / 't.json'}",
+                  "--predictions", str(out)])  # fmt: skip
+    back = pd.read_csv(out, sep="\t", dtype=str, keep_default_na=False)
+    assert back["image_id"].tolist() == ["001", "002"] and back["identity"].tolist() == ["0012", "1e3"]

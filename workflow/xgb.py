@@ -50,7 +50,7 @@ logger = logging.getLogger(__name__)
 
 # The category of a neighbour identity unseen in training. It starts with a control character, which validation
 # refuses in identities (workflow.data.check_ids), so no real identity (not even one named "other") can collide.
-OTHER = "\x00other"
+OTHER = "\x1fother"
 
 
 @dataclass
