@@ -261,7 +261,9 @@ def _write_numeric_dataset(root: Path) -> Path:
 def test_numeric_looking_ids_survive_every_stage_verbatim(tmp_path):
     data = _write_numeric_dataset(tmp_path / "my data $(touch PWNED)")
     overlay = tmp_path / "overlay.yaml"
-    overlay.write_text("rerank: {datasets: ['007'], k1: 20, k2: 6, lambda: 0.1}\n")
+    overlay.write_text(  # the tiny config with one matcher in one shard: every stage, fewer jobs
+        "rerank: {datasets: ['007'], k1: 20, k2: 6, lambda: 0.1}\nwildfusion: {matchers: [rootsift], shards: 1}\n"
+    )
     work = make_workdir(tmp_path / "w")
     snakemake(work, "--cores", "2", "--configfile", str(TINY), str(overlay), "--config", f"data_root={data}")
     assert not list(tmp_path.rglob("PWNED")) and not (work / "PWNED").exists()
