@@ -9,7 +9,13 @@ Outputs (rule ``validate_data``)
     ``results/data/<dataset>.tsv`` per dataset: the metadata rows plus ``abspath`` and ``sha1`` (content
     hash of the image file, the key of every per-image cache).
 
-Validation collects *every* problem before failing, each naming the file, the row and the fix.
+Validation collects *every* problem before failing, each naming the file, the row and the fix. It checks:
+both CSV files are UTF-8 CSV; the columns; no empty ``image_id``/``path``/``split``/``dataset``; unique
+``image_id``; ``split`` is database or query; database rows have an identity; no identity is
+``new_individual`` and no id holds a control character; dataset names match :data:`SAFE_NAME` (at most
+:data:`SAFE_NAME_MAX` characters); every dataset has database and query rows; every ``path`` is relative and
+stays inside ``<root>`` (also through symbolic links, unless allowed); every image decodes; the solution lists
+each query once with a boolean ``new``.
 :func:`read_dataset_names` is the cheap subset that the Snakefile runs when it is parsed (so that an unsafe
 dataset name stops the workflow before any job starts); :func:`validate_dataset` runs it again with all the
 other checks in the ``validate_data`` job.
