@@ -16,7 +16,7 @@ rule baseline:
     message:
         "Baseline: cosine 1-NN with an open-set threshold on {wildcards.dataset}"
     shell:
-        "python -m workflow.baseline --metadata {input.metadata} --embeddings {input.embeddings} "
-        "--dataset {wildcards.dataset} --threshold '{params.threshold}' --tuning '{params.tuning}' "
-        "--predictions {output.predictions} --threshold-out {output.threshold} "
-        "--curve {output.curve} --log {log}"
+        "python -m workflow.baseline --metadata {input.metadata:q} --embeddings {input.embeddings:q} "
+        "--dataset {wildcards.dataset:q} --threshold {params.threshold:q} --tuning {params.tuning:q} "
+        "--predictions {output.predictions:q} --threshold-out {output.threshold:q} "
+        "--curve {output.curve:q} --log {log:q}"

@@ -14,6 +14,6 @@ rule cascade:
     message:
         "Cascade of {wildcards.dataset}: the configured steps over the stages' predictions"
     shell:
-        "python -m workflow.cascade --dataset {wildcards.dataset} --steps '{params.steps}' "
-        "--source {params.sources} --threshold {params.thresholds} "
-        "--predictions {output.predictions} --log {log}"
+        "python -m workflow.cascade --dataset {wildcards.dataset:q} --steps {params.steps:q} "
+        "--source {params.sources:q} --threshold {params.thresholds:q} "
+        "--predictions {output.predictions:q} --log {log:q}"

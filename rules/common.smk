@@ -3,11 +3,16 @@ import json
 import sys
 from pathlib import Path
 
-import pandas as pd
 from snakemake.exceptions import WorkflowError
 
 from workflow.config_check import check_config
 from workflow.keys import param_key
+from workflow.data import (
+    SAFE_NAME,
+    DataValidationError,
+    dataset_name_problem,
+    read_dataset_names,
+)
 
 DATA_ROOT = Path(config["data_root"])
 DEMO_ROOT = Path(config["demo"]["root"])
@@ -17,7 +22,7 @@ CONDA_ENV = f"../envs/{config['conda_env']}.yaml"
 
 
 wildcard_constraints:
-    dataset=r"[^/]+",
+    dataset=SAFE_NAME,
     backbone=r"[A-Za-z0-9_.-]+",
     stage=r"[A-Za-z0-9_]+",
     matcher=r"[A-Za-z0-9_.-]+",
@@ -26,23 +31,29 @@ wildcard_constraints:
 
 
 def _read_datasets():
-    """Dataset names (the ``dataset`` column), each processed as its own species group."""
+    """Dataset names (the ``dataset`` column), each processed as its own species group.
+
+    Checked here, when the Snakefile is parsed, so that a name unsafe as a folder or shell argument (or an
+    unreadable metadata.csv) stops the workflow before any job starts.
+    """
     if IS_DEMO:
-        return sorted(d["name"] for d in config["demo"]["datasets"])
+        names = sorted(d["name"] for d in config["demo"]["datasets"])
+        for name in names:
+            if dataset_name_problem(name):
+                raise WorkflowError(
+                    f"demo.datasets: name {name!r} {dataset_name_problem(name)}"
+                )
+        return names
     meta = DATA_ROOT / "metadata.csv"
     if not meta.is_file():
         raise WorkflowError(
             f"{meta} does not exist: set data_root to a folder in the AnimalCLEF 2025 layout "
             "(metadata.csv + images), e.g. --config data_root=PATH"
         )
-    table = pd.read_csv(meta, dtype=str, keep_default_na=False)
-    if "dataset" not in table.columns or (table["dataset"] == "").all():
-        from workflow.data import validate_dataset
-
-        validate_dataset(
-            DATA_ROOT, check_files=False
-        )  # raises with every problem listed
-    return sorted(table.loc[table["dataset"] != "", "dataset"].unique())
+    try:
+        return read_dataset_names(DATA_ROOT)
+    except DataValidationError as err:
+        raise WorkflowError(str(err)) from None
 
 
 DATASETS = _read_datasets()
@@ -404,13 +415,14 @@ def cascade_inputs(wildcards):
 
 
 def cascade_source_args(kind):
-    """``NAME=PATH`` arguments of the cascade entry point (kind: predictions or threshold)."""
+    """``NAME=PATH`` arguments of the cascade entry point (kind: predictions or threshold), one list item each
+    so that the rule's ``:q`` quotes every item."""
 
     def inner(wildcards, input):
-        return " ".join(
+        return [
             f"{source}={input[f'{source}_{kind}']}"
             for source in cascade_sources(wildcards)
-        )
+        ]
 
     return inner
 

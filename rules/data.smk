@@ -13,9 +13,14 @@ rule validate_data:
         root=lambda wildcards, input: Path(input.metadata).parent,
         datasets=DATASETS,
         extra=config_provider("data", "extra_required_columns", default=[]),
+        symlinks=lambda wildcards: (
+            ["--allow-external-symlinks"]
+            if config.get("data", {}).get("allow_external_symlinks")
+            else []
+        ),
     message:
         "Validating {input.metadata} and every image it names"
     shell:
-        "python -m workflow.data --root {params.root} --out-dir results/data "
+        "python -m workflow.data --root {params.root:q} --out-dir results/data "
         "--datasets {params.datasets:q} --extra-columns {params.extra:q} "
-        "--threads {threads} --log {log}"
+        "{params.symlinks:q} --threads {threads} --log {log:q}"

@@ -12,4 +12,4 @@ rule demo_data:
     message:
         "Generating the synthetic multi-species demo dataset in {output.metadata}"
     shell:
-        "python -m workflow.demo --config '{params.demo}' --out {params.root} --log {log}"
+        "python -m workflow.demo --config {params.demo:q} --out {params.root:q} --log {log:q}"

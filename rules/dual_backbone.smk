@@ -26,11 +26,11 @@ rule dual_backbone_train:
     message:
         "Fine-tuning the dual-backbone ArcFace model of {wildcards.dataset} (gpu={resources.gpu}, mem_mb={resources.mem_mb}, runtime={resources.runtime} min)"
     shell:
-        "python -m workflow.dual_backbone train --metadata {input.metadata} "
-        "--backbones '{params.backbones}' --head '{params.head}' --augment '{params.augment}' "
-        "--epochs '{params.epochs}' --training '{params.training}' "
-        "--checkpoint-dir {params.checkpoint_dir} --model-out {output.model} --history {output.history} "
-        "--device {params.device} --threads {threads} --log {log}"
+        "python -m workflow.dual_backbone train --metadata {input.metadata:q} "
+        "--backbones {params.backbones:q} --head {params.head:q} --augment {params.augment:q} "
+        "--epochs {params.epochs:q} --training {params.training:q} "
+        "--checkpoint-dir {params.checkpoint_dir:q} --model-out {output.model:q} --history {output.history:q} "
+        "--device {params.device:q} --threads {threads} --log {log:q}"
 
 
 rule dual_backbone:
@@ -63,7 +63,7 @@ rule dual_backbone:
     message:
         "Dual-backbone ArcFace retrieval and open-set threshold of {wildcards.dataset} (gpu={resources.gpu}, mem_mb={resources.mem_mb}, runtime={resources.runtime} min)"
     shell:
-        "python -m workflow.dual_backbone predict --metadata {input.metadata} --model {input.model} "
-        "--dataset {wildcards.dataset} --threshold '{params.threshold}' --tuning '{params.tuning}' "
-        "--k {params.k} --batch-size {params.batch_size} --device {params.device} --threads {threads} "
-        "--predictions {output.predictions} --threshold-out {output.threshold} --curve {output.curve} --log {log}"
+        "python -m workflow.dual_backbone predict --metadata {input.metadata:q} --model {input.model:q} "
+        "--dataset {wildcards.dataset:q} --threshold {params.threshold:q} --tuning {params.tuning:q} "
+        "--k {params.k:q} --batch-size {params.batch_size:q} --device {params.device:q} --threads {threads} "
+        "--predictions {output.predictions:q} --threshold-out {output.threshold:q} --curve {output.curve:q} --log {log:q}"

@@ -21,6 +21,6 @@ rule embed:
     message:
         "Embedding {wildcards.dataset} with backbone {wildcards.backbone} (gpu={resources.gpu}, mem_mb={resources.mem_mb}, runtime={resources.runtime} min)"
     shell:
-        "python -m workflow.embed --metadata {input.metadata} --backbone '{params.backbone}' "
-        "--cache {params.cache} --device {params.device} --threads {threads} "
-        "--out {output.embeddings} --log {log}"
+        "python -m workflow.embed --metadata {input.metadata:q} --backbone {params.backbone:q} "
+        "--cache {params.cache:q} --device {params.device:q} --threads {threads} "
+        "--out {output.embeddings:q} --log {log:q}"

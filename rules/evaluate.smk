@@ -12,9 +12,9 @@ rule score_stage:
     message:
         "Scoring stage {wildcards.stage}"
     shell:
-        "python -m workflow.evaluate score --stage {wildcards.stage} "
-        "--predictions {input.predictions} --metadata {input.metadata} "
-        "--solution '{input.solution}' --out {output.scores} --log {log}"
+        "python -m workflow.evaluate score --stage {wildcards.stage:q} "
+        "--predictions {input.predictions:q} --metadata {input.metadata:q} "
+        "--solution {input.solution:q} --out {output.scores:q} --log {log:q}"
 
 
 rule scores_table:
@@ -33,7 +33,7 @@ rule scores_table:
     message:
         "Collecting the ablation table of stages {STAGES}"
     shell:
-        "python -m workflow.evaluate table --scores {input.scores} --out {output.table} --log {log}"
+        "python -m workflow.evaluate table --scores {input.scores:q} --out {output.table:q} --log {log:q}"
 
 
 rule submission:
@@ -59,5 +59,5 @@ rule submission:
     message:
         "Writing the submission from stage {params.stage}"
     shell:
-        "python -m workflow.evaluate submission --predictions {input.predictions} "
-        "--metadata {input.metadata} --out {output.submission} --log {log}"
+        "python -m workflow.evaluate submission --predictions {input.predictions:q} "
+        "--metadata {input.metadata:q} --out {output.submission:q} --log {log:q}"

@@ -26,8 +26,8 @@ rule plot_new_share:
     message:
         "Plotting score against the share of new individuals of stages {params.stages} on {wildcards.dataset}"
     shell:
-        "python -m workflow.plots new-share --dataset {wildcards.dataset} --stages {params.stages} "
-        "--predictions {input.predictions} --solution {input.solution} --out {output.plot} --log {log}"
+        "python -m workflow.plots new-share --dataset {wildcards.dataset:q} --stages {params.stages:q} "
+        "--predictions {input.predictions:q} --solution {input.solution:q} --out {output.plot:q} --log {log:q}"
 
 
 rule plot_matches:
@@ -60,9 +60,9 @@ rule plot_matches:
     message:
         "Drawing the local-feature matches of {params.n} {wildcards.dataset} queries (gpu={resources.gpu})"
     shell:
-        "python -m workflow.plots matches --dataset {wildcards.dataset} --pairs {input.pairs} "
-        "--metadata {input.metadata} --solution '{input.solution}' --matchers '{params.matchers}' "
-        "--n {params.n} --device {params.device} --out {output.plot} --log {log}"
+        "python -m workflow.plots matches --dataset {wildcards.dataset:q} --pairs {input.pairs:q} "
+        "--metadata {input.metadata:q} --solution {input.solution:q} --matchers {params.matchers:q} "
+        "--n {params.n:q} --device {params.device:q} --out {output.plot:q} --log {log:q}"
 
 
 rule scores_html:
@@ -82,4 +82,4 @@ rule scores_html:
     message:
         "Rendering the ablation table as HTML"
     shell:
-        "python -m workflow.plots scores-html --scores {input.scores} --out {output.table} --log {log}"
+        "python -m workflow.plots scores-html --scores {input.scores:q} --out {output.table:q} --log {log:q}"

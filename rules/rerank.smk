@@ -19,8 +19,8 @@ rule rerank:
     message:
         "k-reciprocal re-ranking of the WildFusion scores of {wildcards.dataset}"
     shell:
-        "python -m workflow.rerank --metadata {input.metadata} --pairs {input.pairs} "
-        "--dataset {wildcards.dataset} --conf '{params.conf}' "
-        "--threshold '{params.threshold}' --tuning '{params.tuning}' "
-        "--predictions {output.predictions} --threshold-out {output.threshold} --curve {output.curve} "
-        "--pairs-out {output.pairs} --cost {output.cost} --log {log}"
+        "python -m workflow.rerank --metadata {input.metadata:q} --pairs {input.pairs:q} "
+        "--dataset {wildcards.dataset:q} --conf {params.conf:q} "
+        "--threshold {params.threshold:q} --tuning {params.tuning:q} "
+        "--predictions {output.predictions:q} --threshold-out {output.threshold:q} --curve {output.curve:q} "
+        "--pairs-out {output.pairs:q} --cost {output.cost:q} --log {log:q}"

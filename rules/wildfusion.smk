@@ -22,10 +22,10 @@ rule shortlist:
     message:
         "Shortlisting the top-{params.k_query} gallery candidates of each {wildcards.dataset} image (gpu={resources.gpu})"
     shell:
-        "python -m workflow.shortlist --metadata {input.metadata} --embeddings {input.embeddings} "
-        "--k-query {params.k_query} --k-gallery {params.k_gallery} --solution '{input.solution}' "
-        "--device {params.device} --threads {threads} "
-        "--out {output.pairs} --recall {output.recall} --log {log}"
+        "python -m workflow.shortlist --metadata {input.metadata:q} --embeddings {input.embeddings:q} "
+        "--k-query {params.k_query:q} --k-gallery {params.k_gallery:q} --solution {input.solution:q} "
+        "--device {params.device:q} --threads {threads} "
+        "--out {output.pairs:q} --recall {output.recall:q} --log {log:q}"
 
 
 rule extract_features:
@@ -51,9 +51,9 @@ rule extract_features:
     message:
         "Extracting {wildcards.matcher} local features of every {wildcards.dataset} image (gpu={resources.gpu}, mem_mb={resources.mem_mb}, runtime={resources.runtime} min)"
     shell:
-        "python -m workflow.match extract --matcher {wildcards.matcher} --conf '{params.conf}' "
-        "--metadata {input.metadata} --cache {params.cache} --device {params.device} "
-        "--threads {threads} --out {output.manifest} --log {log}"
+        "python -m workflow.match extract --matcher {wildcards.matcher:q} --conf {params.conf:q} "
+        "--metadata {input.metadata:q} --cache {params.cache:q} --device {params.device:q} "
+        "--threads {threads} --out {output.manifest:q} --log {log:q}"
 
 
 rule match_shard:
@@ -80,10 +80,10 @@ rule match_shard:
     message:
         "Matching shard {wildcards.shard} of {wildcards.dataset} with {wildcards.matcher} (gpu={resources.gpu}, mem_mb={resources.mem_mb}, runtime={resources.runtime} min)"
     shell:
-        "python -m workflow.match shard --matcher {wildcards.matcher} --conf '{params.conf}' "
-        "--shortlist {input.shortlist} --features {input.features} --shard {wildcards.shard} "
-        "--n-shards {params.n_shards} --device {params.device} --threads {threads} "
-        "--out {output.scores} --log {log}"
+        "python -m workflow.match shard --matcher {wildcards.matcher:q} --conf {params.conf:q} "
+        "--shortlist {input.shortlist:q} --features {input.features:q} --shard {wildcards.shard:q} "
+        "--n-shards {params.n_shards:q} --device {params.device:q} --threads {threads} "
+        "--out {output.scores:q} --log {log:q}"
 
 
 rule calibrate:
@@ -100,8 +100,8 @@ rule calibrate:
     message:
         "Isotonic calibration of {wildcards.source} on labelled {wildcards.dataset} gallery pairs"
     shell:
-        "python -m workflow.wildfusion calibrate --source {wildcards.source} --shards {input.shards} "
-        "--metadata {input.metadata} --shortlist {input.shortlist} --out {output.calibrator} --log {log}"
+        "python -m workflow.wildfusion calibrate --source {wildcards.source:q} --shards {input.shards:q} "
+        "--metadata {input.metadata:q} --shortlist {input.shortlist:q} --out {output.calibrator:q} --log {log:q}"
 
 
 rule wildfusion:
@@ -127,9 +127,9 @@ rule wildfusion:
     message:
         "WildFusion: calibrated fusion of cosine and {params.matchers} on {wildcards.dataset}"
     shell:
-        "python -m workflow.wildfusion fuse --matchers {params.matchers} --shards {input.shards} "
-        "--calibrators {input.calibrators} --weights '{params.weights}' --dataset {wildcards.dataset} "
-        "--metadata {input.metadata} --shortlist {input.shortlist} "
-        "--threshold '{params.threshold}' --tuning '{params.tuning}' "
-        "--predictions {output.predictions} --threshold-out {output.threshold} --curve {output.curve} "
-        "--pairs-out {output.pairs} --log {log}"
+        "python -m workflow.wildfusion fuse --matchers {params.matchers:q} --shards {input.shards:q} "
+        "--calibrators {input.calibrators:q} --weights {params.weights:q} --dataset {wildcards.dataset:q} "
+        "--metadata {input.metadata:q} --shortlist {input.shortlist:q} "
+        "--threshold {params.threshold:q} --tuning {params.tuning:q} "
+        "--predictions {output.predictions:q} --threshold-out {output.threshold:q} --curve {output.curve:q} "
+        "--pairs-out {output.pairs:q} --log {log:q}"

@@ -23,9 +23,9 @@ rule xgboost_train:
     message:
         "Training the XGBoost meta-classifier of {wildcards.dataset} on {params.backbones} (gpu={resources.gpu}, mem_mb={resources.mem_mb}, runtime={resources.runtime} min)"
     shell:
-        "python -m workflow.xgb train --metadata {input.metadata} --embeddings {input.embeddings} "
-        "--backbones {params.backbones} --conf '{params.conf}' --device {params.device} --threads {threads} "
-        "--model {output.model} --model-meta {output.meta} --log {log}"
+        "python -m workflow.xgb train --metadata {input.metadata:q} --embeddings {input.embeddings:q} "
+        "--backbones {params.backbones:q} --conf {params.conf:q} --device {params.device:q} --threads {threads} "
+        "--model {output.model:q} --model-meta {output.meta:q} --log {log:q}"
 
 
 rule xgboost:
@@ -60,10 +60,10 @@ rule xgboost:
     message:
         "XGBoost confidence gate over the {params.score_column} labels of {wildcards.dataset} (gpu={resources.gpu}, mem_mb={resources.mem_mb}, runtime={resources.runtime} min)"
     shell:
-        "python -m workflow.xgb gate --metadata {input.metadata} --embeddings {input.embeddings} "
-        "--backbones {params.backbones} --conf '{params.conf}' --device {params.device} --threads {threads} "
-        "--model {input.model} --model-meta {input.meta} --base-predictions {input.base_predictions} "
-        "--base-pairs {input.base_pairs} --base-threshold {input.base_threshold} "
-        "--score-column {params.score_column} --dataset {wildcards.dataset} "
-        "--threshold '{params.threshold}' --tuning '{params.tuning}' "
-        "--predictions {output.predictions} --threshold-out {output.threshold} --curve {output.curve} --log {log}"
+        "python -m workflow.xgb gate --metadata {input.metadata:q} --embeddings {input.embeddings:q} "
+        "--backbones {params.backbones:q} --conf {params.conf:q} --device {params.device:q} --threads {threads} "
+        "--model {input.model:q} --model-meta {input.meta:q} --base-predictions {input.base_predictions:q} "
+        "--base-pairs {input.base_pairs:q} --base-threshold {input.base_threshold:q} "
+        "--score-column {params.score_column:q} --dataset {wildcards.dataset:q} "
+        "--threshold {params.threshold:q} --tuning {params.tuning:q} "
+        "--predictions {output.predictions:q} --threshold-out {output.threshold:q} --curve {output.curve:q} --log {log:q}"

@@ -175,7 +175,9 @@ def test_real_photos_subset_is_scored(tmp_path):
     pd.concat([gal, qry]).to_csv(data / "metadata.csv", index=False)
     sol_keep.to_csv(data / "solution.csv", index=False)
     work = make_workdir(tmp_path / "w")
-    snakemake(work, "--cores", "2", "--configfile", TINY, "--config", f"data_root={data}")
+    overlay = tmp_path / "symlinks.yaml"  # data/images links to the shared photos, outside data_root
+    overlay.write_text("data: {allow_external_symlinks: true}\n")
+    snakemake(work, "--cores", "2", "--configfile", TINY, str(overlay), "--config", f"data_root={data}")
     scores = pd.read_csv(work / "results/scores.tsv", sep="\t")
     assert set(scores["dataset"]) == {"DogFaceNet", "ALL"}
     assert scores["score"].notna().all()

@@ -66,9 +66,35 @@ def write_tsv(df: pd.DataFrame, path: str | Path) -> None:
         df.to_csv(tmp, sep="\t", index=False)
 
 
+# Columns of the workflow's tables that hold names and ids: always read as the exact strings written (``0012``,
+# ``1e3``, ``NaN``, ``null`` and ``True`` stay as they are), with an empty cell as "" (never NA). Any column whose
+# name ends in ``identity`` or ``image_id`` counts as well.
+TEXT_COLUMNS = frozenset(
+    {"image_id", "identity", "path", "date", "orientation", "species", "split", "dataset", "abspath", "sha1",
+     "new", "top_identity", "base_identity", "decided_by", "query", "candidate", "kind", "file", "stage",
+     "phase", "source"}
+)  # fmt: skip
+# What counts as missing in the other (numeric) columns: pandas' default NA strings.
+NA_STRINGS = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>",
+              "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]  # fmt: skip
+
+
+def is_text_column(name: str) -> bool:
+    return name in TEXT_COLUMNS or name.endswith(("identity", "image_id"))
+
+
 def read_tsv(path: str | Path) -> pd.DataFrame:
-    """Read a table written by :func:`write_tsv` with identities kept as strings."""
-    return pd.read_csv(path, sep="\t", dtype={"image_id": str, "identity": str}, keep_default_na=False)
+    """Read a table written by :func:`write_tsv`: ids and names (:data:`TEXT_COLUMNS`) as exact strings with
+    empty cells as "", every other column parsed as usual (numbers, empty cells as NaN)."""
+    header = pd.read_csv(path, sep="\t", nrows=0).columns
+    text = [c for c in header if is_text_column(c)]
+    return pd.read_csv(
+        path,
+        sep="\t",
+        dtype=dict.fromkeys(text, str),
+        keep_default_na=False,
+        na_values={c: NA_STRINGS for c in header if c not in text},
+    )
 
 
 def write_parquet(df: pd.DataFrame, path: str | Path) -> None:

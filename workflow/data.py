@@ -9,20 +9,33 @@ Outputs (rule ``validate_data``)
     ``results/data/<dataset>.tsv`` per dataset: the metadata rows plus ``abspath`` and ``sha1`` (content
     hash of the image file, the key of every per-image cache).
 
-Validation collects *every* problem before failing, each naming the file, the row and the problem.
+Validation collects *every* problem before failing, each naming the file, the row and the fix. It checks:
+both CSV files are UTF-8 CSV; the columns; no empty ``image_id``/``path``/``split``/``dataset``; unique
+``image_id``; ``split`` is database or query; database rows have an identity; no identity is
+``new_individual`` and no id holds a control character; dataset names match :data:`SAFE_NAME` (at most
+:data:`SAFE_NAME_MAX` characters); every dataset has database and query rows; every ``path`` is relative and
+stays inside ``<root>`` (also through symbolic links, unless allowed); every image decodes; the solution lists
+each query once with a boolean ``new``.
+:func:`read_dataset_names` is the cheap subset that the Snakefile runs when it is parsed (so that an unsafe
+dataset name stops the workflow before any job starts); :func:`validate_dataset` runs it again with all the
+other checks in the ``validate_data`` job.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import logging
+import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from workflow import NEW_INDIVIDUAL
 from workflow._entry import setup_logging, write_tsv
 from workflow.images import verify_image
 
@@ -31,6 +44,12 @@ logger = logging.getLogger(__name__)
 METADATA_COLUMNS = ["image_id", "identity", "path", "date", "orientation", "species", "split", "dataset"]
 SOLUTION_COLUMNS = ["image_id", "identity", "dataset", "new"]
 SPLITS = ("database", "query")
+# A dataset name becomes a folder and file name (results/data/<dataset>.tsv) and a shell argument.
+SAFE_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+SAFE_NAME_MAX = 64
+# Labels with a meaning of their own in predictions and submissions; no identity may be called so.
+RESERVED_IDENTITIES = (NEW_INDIVIDUAL,)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -56,8 +75,31 @@ class DataValidationError(ValueError):
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV with every column as string and empty cells as ``""``."""
-    return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[])
+    """Read a CSV with every column as string and empty cells as ``""``.
+
+    The file must be UTF-8 (a byte-order mark is accepted); otherwise, or when it is not valid CSV,
+    :class:`DataValidationError` names the file, the line and the fix.
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    bom = 3 if raw.startswith(b"\xef\xbb\xbf") else 0
+    try:
+        text = raw[bom:].decode("utf-8")
+    except UnicodeDecodeError as err:
+        start = bom + err.start
+        line = raw[:start].count(b"\n") + 1
+        column = start - (raw.rfind(b"\n", 0, start) + 1) + 1
+        raise DataValidationError([Problem(str(path), line, (
+            f"not UTF-8 text: byte 0x{raw[start]:02X} at column {column} (byte offset {start}) cannot be decoded; "
+            "re-save the file as UTF-8 (e.g. 'Save as CSV UTF-8' in a spreadsheet, or "
+            f"iconv -f latin1 -t utf-8 {path.name} > {path.stem}.utf8.csv)"))]) from None  # fmt: skip
+    try:
+        return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        match = re.search(r"line (\d+)", str(err))
+        raise DataValidationError([Problem(str(path), int(match.group(1)) if match else None,
+                                           f"not a valid CSV table ({err}); fix that line (e.g. a "
+                                           "field with a comma must be in double quotes)")]) from None  # fmt: skip
 
 
 def _line(index: int) -> int:
@@ -89,9 +131,100 @@ def check_metadata_rows(df: pd.DataFrame, file: str) -> list[Problem]:
     no_identity = (df["split"] == "database") & (df["identity"].str.strip() == "")
     for idx in df.index[no_identity]:
         problems.append(Problem(file, _line(idx), "database image without an identity"))
+    problems += check_ids(df, file)
+    problems += check_dataset_names(df, file)
+    problems += check_paths(df, file)
+    problems += check_split_coverage(df, file)
+    return problems
+
+
+def dataset_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a dataset name (it becomes a folder, a file name and a shell argument), or None."""
+    if len(name) > SAFE_NAME_MAX:
+        return f"is {len(name)} characters long (at most {SAFE_NAME_MAX})"
+    if not re.fullmatch(SAFE_NAME, name):
+        return ("is not a safe folder name: use only letters, digits, '.', '_' and '-', starting with a letter "
+                "or digit")  # fmt: skip
+    return None
+
+
+def suggest_name(name: str) -> str:
+    """A safe rename of ``name`` (unsafe characters become ``_``)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")[:SAFE_NAME_MAX]
+    return safe or "dataset1"
+
+
+def _first_lines(index) -> str:
+    lines = [_line(i) for i in index]
+    more = f" and {len(lines) - 1} more row(s)" if len(lines) > 1 else ""
+    return f"{lines[0]}{more}"
+
+
+def check_dataset_names(df: pd.DataFrame, file: str) -> list[Problem]:
+    """Every non-empty ``dataset`` value must match :data:`SAFE_NAME` (one problem per distinct bad name)."""
+    problems = []
+    names = df["dataset"]
+    for name, rows in df[names != ""].groupby("dataset", sort=True).groups.items():
+        why = dataset_name_problem(str(name))
+        if why:
+            problems.append(Problem(file, _line(rows[0]), (
+                f"dataset name {name!r} {why}; rename it in every row of metadata.csv (line(s) "
+                f"{_first_lines(rows)}) and solution.csv, e.g. to {suggest_name(str(name))!r}")))  # fmt: skip
+    return problems
+
+
+def check_ids(df: pd.DataFrame, file: str) -> list[Problem]:
+    """No control characters in ``image_id``/``identity``; no identity named like a reserved label."""
+    problems = []
+    for col in ("image_id", "identity"):
+        for idx in df.index[df[col].map(lambda v: bool(_CONTROL.search(v)))]:
+            problems.append(Problem(file, _line(idx), (
+                f"{col} {df.at[idx, col]!r} contains a control character (tab, newline, ...); remove it")))  # fmt: skip
+    for reserved in RESERVED_IDENTITIES:
+        rows = df.index[df["identity"] == reserved]
+        if len(rows):
+            problems.append(Problem(file, _line(rows[0]), (
+                f"identity {reserved!r} (line(s) {_first_lines(rows)}) is the label the workflow predicts for an "
+                f"individual it has not seen; rename that individual, e.g. to {reserved + '_1'!r}")))  # fmt: skip
+    return problems
+
+
+def path_problem(path: str) -> str | None:
+    """Why a ``path`` value may not be used (it must stay inside the data root), or None."""
+    if os.path.isabs(path) or re.match(r"^[A-Za-z]:[\\/]", path) or path.startswith("\\"):
+        return "is an absolute path; give the path relative to the folder of metadata.csv"
+    depth = 0
+    for part in re.split(r"[\\/]", path):
+        depth += -1 if part == ".." else (0 if part in ("", ".") else 1)
+        if depth < 0:
+            return ("leaves the data folder ('..'); put the image inside the folder of metadata.csv and give "
+                    "its path relative to that folder")  # fmt: skip
+    return None
+
+
+def check_paths(df: pd.DataFrame, file: str) -> list[Problem]:
+    """Every non-empty ``path`` is relative and stays inside the data root (lexically; see :func:`check_images`)."""
+    problems = []
+    for idx in df.index[df["path"] != ""]:
+        why = path_problem(df.at[idx, "path"])
+        if why:
+            problems.append(Problem(file, _line(idx), f"image path {df.at[idx, 'path']!r} {why}"))
+    return problems
+
+
+def check_split_coverage(df: pd.DataFrame, file: str, need: tuple[str, ...] = SPLITS) -> list[Problem]:
+    """Each dataset needs rows of every split in ``need`` (database: the gallery; query: the images to identify).
+
+    One place for this rule, so that a stage that accepts a gallery-only or query-only dataset can relax it.
+    """
+    problems = []
     for dataset, part in df[df["dataset"] != ""].groupby("dataset", sort=True):
-        if not (part["split"] == "database").any():
-            problems.append(Problem(file, None, f"dataset {dataset!r} has no database images"))
+        for split in need:
+            if not (part["split"] == split).any():
+                what = "database images (labelled gallery)" if split == "database" else "query images"
+                problems.append(Problem(file, _line(part.index[0]), (
+                    f"dataset {dataset!r} has no {what}; add rows with split={split} for it, or remove its "
+                    f"{len(part)} row(s) (first on line {_line(part.index[0])})")))  # fmt: skip
     return problems
 
 
@@ -103,7 +236,11 @@ def hash_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def _check_image(path: Path) -> tuple[str | None, str]:
+def _check_image(path: Path, root: Path | None = None) -> tuple[str | None, str]:
+    """(problem or None, sha1) of one image; with ``root``, a file that resolves outside it (symlink) is refused."""
+    if root is not None and not path.resolve().is_relative_to(root):
+        return (f"resolves to {path.resolve()}, outside the data folder {root} (a symbolic link); copy the "
+                "image into the data folder, or set data.allow_external_symlinks: true"), ""  # fmt: skip
     if not path.is_file():
         return "image file does not exist", ""
     error = verify_image(path)
@@ -112,11 +249,23 @@ def _check_image(path: Path) -> tuple[str | None, str]:
     return None, hash_file(path)
 
 
-def check_images(df: pd.DataFrame, root: Path, file: str, threads: int = 2) -> tuple[list[Problem], list[str]]:
-    """Decode every image; return the problems and the sha1 of each row's file (``""`` if unreadable)."""
-    paths = [root / p for p in df["path"]]
+def check_images(
+    df: pd.DataFrame, root: Path, file: str, threads: int = 2, allow_external_symlinks: bool = False
+) -> tuple[list[Problem], list[str]]:
+    """Decode every image; return the problems and the sha1 of each row's file (``""`` if unreadable).
+
+    Rows whose path is refused by :func:`path_problem` are not opened (:func:`check_paths` reports them); an
+    image that resolves outside ``root`` through a symbolic link is refused unless ``allow_external_symlinks``.
+    """
+    inside = None if allow_external_symlinks else Path(root).resolve()
+    safe = [path_problem(p) is None for p in df["path"]]
+
+    def one(item: tuple[str, bool]) -> tuple[str | None, str]:
+        rel, ok = item
+        return _check_image(Path(root) / rel, inside) if ok else (None, "")
+
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        results = list(pool.map(_check_image, paths))
+        results = list(pool.map(one, zip(df["path"], safe)))
     problems = [
         Problem(file, _line(idx), f"image {df.at[idx, 'path']!r}: {err}")
         for idx, (err, _) in zip(df.index, results)
@@ -145,8 +294,33 @@ def check_solution(solution: pd.DataFrame, metadata: pd.DataFrame, file: str) ->
     return problems
 
 
+def read_dataset_names(root: str | Path) -> list[str]:
+    """The sorted dataset names of ``<root>/metadata.csv``, checked cheaply (no image is opened).
+
+    Run when the Snakefile is parsed: raises :class:`DataValidationError` if the file is missing or not UTF-8
+    CSV, or names a dataset unsafe as a folder name; without any dataset name (no ``dataset`` column or no value
+    in it) it raises with every problem the checks that need no image find. Other row problems (an empty
+    ``dataset`` on some rows, ...) are left to the ``validate_data`` job, which reports them all at once.
+    """
+    meta_file = Path(root) / "metadata.csv"
+    if not meta_file.is_file():
+        raise DataValidationError([Problem(str(meta_file), None, "file does not exist")])
+    df = read_table(meta_file)
+    if "dataset" not in df.columns or (df["dataset"] == "").all():
+        validate_dataset(root, check_files=False)  # raises with every problem listed
+        raise DataValidationError([Problem(str(meta_file), None, "no row names its dataset")])
+    problems = check_dataset_names(df, str(meta_file))
+    if problems:
+        raise DataValidationError(problems)
+    return sorted(df.loc[df["dataset"] != "", "dataset"].unique())
+
+
 def validate_dataset(
-    root: str | Path, extra_columns: list[str] | None = None, check_files: bool = True, threads: int = 2
+    root: str | Path,
+    extra_columns: list[str] | None = None,
+    check_files: bool = True,
+    threads: int = 2,
+    allow_external_symlinks: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Validate ``root`` and return (metadata with ``abspath``/``sha1``, solution or None).
 
@@ -156,10 +330,7 @@ def validate_dataset(
     meta_file = root / "metadata.csv"
     if not meta_file.is_file():
         raise DataValidationError([Problem(str(meta_file), None, "file does not exist")])
-    try:
-        df = read_table(meta_file)
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise DataValidationError([Problem(str(meta_file), None, f"cannot parse CSV ({err})")]) from err
+    df = read_table(meta_file)
     required = METADATA_COLUMNS + [c for c in (extra_columns or []) if c not in METADATA_COLUMNS]
     problems = check_columns(df, required, str(meta_file))
     if problems:
@@ -167,13 +338,16 @@ def validate_dataset(
     problems = check_metadata_rows(df, str(meta_file))
     shas = [""] * len(df)
     if check_files:
-        image_problems, shas = check_images(df, root, str(meta_file), threads)
+        image_problems, shas = check_images(df, root, str(meta_file), threads, allow_external_symlinks)
         problems += image_problems
     solution = None
     sol_file = root / "solution.csv"
     if sol_file.is_file():
-        solution = read_table(sol_file)
-        problems += check_solution(solution, df, str(sol_file))
+        try:
+            solution = read_table(sol_file)
+            problems += check_solution(solution, df, str(sol_file))
+        except DataValidationError as err:
+            problems += err.problems
     if problems:
         raise DataValidationError(problems)
     df = df.assign(abspath=[str((root / p).resolve()) for p in df["path"]], sha1=shas)
@@ -199,12 +373,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--datasets", nargs="+", required=True)
     parser.add_argument("--extra-columns", nargs="*", default=[])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--allow-external-symlinks", action="store_true",
+                        help="accept images that are symbolic links to files outside --root")  # fmt: skip
     parser.add_argument("--log")
     args = parser.parse_args(argv)
     setup_logging(args.log)
     logger.info("validating %s", args.root)
     try:
-        df, solution = validate_dataset(args.root, args.extra_columns, threads=args.threads)
+        df, solution = validate_dataset(args.root, args.extra_columns, threads=args.threads,
+                                        allow_external_symlinks=args.allow_external_symlinks)  # fmt: skip
         write_per_dataset(df, args.out_dir, args.datasets)
     except DataValidationError as err:
         logger.error("%s", err)

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--stage", required=True)
     p.add_argument("--predictions", nargs="+", required=True)
     p.add_argument("--metadata", nargs="+", required=True, help="validated per-dataset tables")
-    p.add_argument("--solution", default="")
+    p.add_argument("--solution", default="", nargs="?", const="", help="solution.csv (absent: not scored)")
     p.add_argument("--out", required=True)
     p = sub.add_parser("table")
     p.add_argument("--scores", nargs="+", required=True)

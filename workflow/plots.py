@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dataset", required=True)
     p.add_argument("--pairs", required=True)
     p.add_argument("--metadata", required=True)
-    p.add_argument("--solution", default="")
+    p.add_argument("--solution", default="", nargs="?", const="", help="solution.csv (absent: not scored)")
     p.add_argument("--matchers", required=True, help="JSON {name: options}, in row order")
     p.add_argument("--n", type=int, default=3)
     p.add_argument("--device", default="cpu")

@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--embeddings", required=True)
     parser.add_argument("--k-query", type=int, required=True)
     parser.add_argument("--k-gallery", type=int, required=True)
-    parser.add_argument("--solution", default="")
+    parser.add_argument("--solution", default="", nargs="?", const="", help="solution.csv (absent: not scored)")
     parser.add_argument("--device", default="cpu", help="cpu, auto or cuda: faiss's GPU index where it has GPU support")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--out", required=True)

@@ -19,7 +19,7 @@ Features of one image (:func:`feature_columns`; paper: 3688 + 10 + 10 + 7 + 3 = 
 2. ``nn_cos_1..k``: cosine similarity to the ``k`` nearest gallery images (on the concatenation rescaled to
    unit norm, i.e. the mean of the per-backbone cosines), best first; NaN where the gallery is smaller;
 3. ``nn_id_1..k``: those neighbours' identities, pandas Categorical over the training identities plus
-   ``other`` (an identity unseen in training maps to ``other``), used through ``enable_categorical``;
+   :data:`OTHER` (an identity unseen in training maps to it), used through ``enable_categorical``;
 4. ``orient_<value>``: one-hot orientation (vocabulary of the training images; unseen -> all zeros);
 5. ``dataset_<value>``: one-hot dataset (one column with a per-dataset model).
 
@@ -48,7 +48,9 @@ from workflow.thresholds import CURVE_COLUMNS, pair_scorer, pick_threshold, reso
 
 logger = logging.getLogger(__name__)
 
-OTHER = "other"
+# The category of a neighbour identity unseen in training. It starts with a control character, which validation
+# refuses in identities (workflow.data.check_ids), so no real identity (not even one named "other") can collide.
+OTHER = "\x1fother"
 
 
 @dataclass
@@ -140,8 +142,9 @@ def assemble_features(
     for j in range(space.k):
         parts[f"nn_cos_{j + 1}"] = np.asarray(nn_cos[:, j], np.float32)
     known = set(space.identities)
+    other = space.identities[-1] if space.identities else OTHER  # the last category (models saved before: "other")
     for j in range(space.k):
-        vals = [v if v is None or v in known else OTHER for v in nn_ids[:, j]]
+        vals = [v if v is None or v in known else other for v in nn_ids[:, j]]
         parts[f"nn_id_{j + 1}"] = pd.Categorical(vals, categories=space.identities)
     orientation = np.asarray(orientation, dtype=object)
     for o in space.orientations:
