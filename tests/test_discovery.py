@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -175,3 +177,84 @@ def test_submission_format(tmp_path):
         check_clusters(sub, ["0007", "q2", "q3", "q4"])
     with pytest.raises(ValueError, match="more than once"):
         check_clusters(pd.concat([sub, sub.iloc[:1]]), ["0007", "q2", "q3"])
+
+
+def test_cluster_size_plot(tmp_path):
+    from workflow.discovery_plot import plot_cluster_sizes
+
+    clusters = pd.DataFrame(
+        {"image_id": ["a", "b", "c", "d"], "cluster": ["K", "new_D_1", "new_D_1", "new_D_2"],
+         "anchored": ["True", "False", "False", "False"]}
+    )  # fmt: skip
+    solution = pd.DataFrame(
+        {
+            "image_id": ["a", "b", "c", "d"],
+            "identity": ["K", "n1", "n1", "n1"],
+            "new": ["False", "True", "True", "True"],
+        }
+    )
+    drawn = plot_cluster_sizes(clusters, solution, "D", tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 0
+    assert drawn["found"] == {1: 1, 2: 1} and drawn["true"] == {3: 1}
+
+
+@pytest.fixture(scope="module")
+def tiny_discovery(tmp_path_factory):
+    """The tiny demo through baseline, WildFusion and discovery (matchers on the query x query pairs too)."""
+    from conftest import REPO
+    from workflow_helpers import make_workdir, snakemake
+
+    base = tmp_path_factory.mktemp("discovery")
+    work = make_workdir(base / "work")
+    overlay = base / "discovery.yaml"
+    overlay.write_text(
+        "stages: [baseline, wildfusion, discovery]\n"
+        "submission: {stage: wildfusion}\n"
+        "discovery: {stage: wildfusion, k: 4, matchers: [rootsift], shards: 2}\n"
+    )
+    config = ["--configfile", str(REPO / "tests" / "configs" / "tiny.yaml"), str(overlay)]
+    snakemake(work, "--cores", "2", *config)
+    return work, config
+
+
+def test_tiny_workflow_writes_clusters_and_scores(tiny_discovery):
+    work, _ = tiny_discovery
+    meta = pd.read_csv(work / "resources/demo/metadata.csv", dtype=str, keep_default_na=False)
+    clusters = pd.read_csv(work / "results/clusters.csv", dtype=str, keep_default_na=False)
+    assert list(clusters.columns) == ["image_id", "cluster"]
+    assert sorted(clusters["image_id"]) == sorted(meta.loc[meta["split"] == "query", "image_id"])
+    scores = pd.read_csv(work / "results/discovery_scores.tsv", sep="\t")
+    datasets = sorted(meta["dataset"].unique())
+    assert set(scores["dataset"]) == {*datasets, "ALL"}
+    assert set(scores["stage"]) == {"discovery", "all_alone", "new_alone", "new_together"}
+    assert scores["ARI"].notna().all() and scores["AMI"].notna().all()
+    for dataset in datasets:
+        folder = work / "results/stages/discovery" / dataset
+        cost = json.loads((folder / "cost.json").read_text())
+        assert cost["query_query_pairs"] > 0 and cost["sources"] == ["cosine", "rootsift"]
+        info = json.loads((folder / "threshold.json").read_text())
+        assert info["source"] == "auto" and info["criterion"] == "AMI"
+        labels = pd.read_csv(work / f"results/stages/wildfusion/{dataset}/predictions.tsv", sep="\t", dtype=str)
+        mine = read_clusters(folder / "clusters.tsv").merge(labels, on="image_id")
+        known = mine["identity"] != NEW_INDIVIDUAL
+        assert (mine.loc[known, "cluster"] == mine.loc[known, "identity"]).all()  # anchored
+        assert mine.loc[~known, "cluster"].str.startswith(f"new_{dataset}_").all()
+    shards = list((work / "results/discovery").glob("*/matches/rootsift/*/shard*.parquet"))
+    assert len(shards) == 2 * len(datasets)
+
+
+def test_tiny_clusters_do_not_read_the_solution(tiny_discovery):
+    from workflow_helpers import snakemake
+
+    work, config = tiny_discovery
+    before = {p: p.read_text() for p in sorted((work / "results/stages/discovery").glob("*/clusters.tsv"))}
+    scores_before = (work / "results/discovery_scores.tsv").read_text()
+    solution = work / "resources/demo/solution.csv"
+    sol = pd.read_csv(solution, dtype=str, keep_default_na=False)
+    sol["identity"] = sol["identity"].sample(frac=1.0, random_state=0).to_numpy()  # scrambled truth
+    sol.to_csv(solution, index=False)
+    triggers = ["--rerun-triggers", "code", "params", "input", "software-env"]
+    snakemake(work, "--cores", "2", *config, "--forcerun", "discovery", *triggers)
+    after = {p: p.read_text() for p in before}
+    assert after == before
+    assert (work / "results/discovery_scores.tsv").read_text() != scores_before
