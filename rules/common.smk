@@ -519,18 +519,23 @@ def discovery_match_features(wildcards):
     return features_path(wildcards.dataset, wildcards.matcher)
 
 
-def discovery_shards(wildcards):
-    return [
-        shard
-        for matcher in discovery_matchers()
-        for shard in expand(
-            "results/discovery/{dataset}/matches/{matcher}/{key}/shard{shard}.parquet",
-            dataset=wildcards.dataset,
-            matcher=matcher,
-            key=discovery_match_key(matcher),
-            shard=range(discovery_setting("shards")),
-        )
-    ]
+def discovery_shard_files(pattern):
+    """Every query x query match shard (or its benchmark record) of the dataset's discovery.matchers."""
+
+    def inner(wildcards):
+        return [
+            path
+            for matcher in discovery_matchers()
+            for path in expand(
+                pattern,
+                dataset=wildcards.dataset,
+                matcher=matcher,
+                key=discovery_match_key(matcher),
+                shard=range(discovery_setting("shards")),
+            )
+        ]
+
+    return inner
 
 
 def discovery_calibrators(wildcards):

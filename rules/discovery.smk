@@ -59,7 +59,12 @@ rule discovery:
         gallery_pairs="results/stages/wildfusion/{dataset}/pairs.parquet",
         query_pairs=discovery_pairs("pairs.parquet"),
         pairs_cost=discovery_pairs("cost.json"),
-        shards=discovery_shards,
+        shards=discovery_shard_files(
+            "results/discovery/{dataset}/matches/{matcher}/{key}/shard{shard}.parquet"
+        ),
+        shard_benchmarks=discovery_shard_files(
+            "logs/benchmarks/discovery_match_shard/{dataset}/{matcher}/{key}/shard{shard}.tsv"
+        ),
         calibrators=discovery_calibrators,
     output:
         clusters="results/stages/discovery/{dataset}/clusters.tsv",
@@ -81,7 +86,8 @@ rule discovery:
         "python -m workflow.discovery cluster --dataset {wildcards.dataset:q} --metadata {input.metadata:q} "
         "--labels {input.labels:q} --gallery-pairs {input.gallery_pairs:q} "
         "--query-pairs {input.query_pairs:q} --pairs-cost {input.pairs_cost:q} "
-        "--matchers {params.matchers:q} --shards {input.shards:q} --calibrators {input.calibrators:q} "
+        "--matchers {params.matchers:q} --shards {input.shards:q} --shard-benchmarks {input.shard_benchmarks:q} "
+        "--calibrators {input.calibrators:q} "
         "--weights {params.weights:q} --threshold {params.threshold:q} --tuning {params.tuning:q} "
         "--clusters {output.clusters:q} --threshold-out {output.threshold:q} --curve {output.curve:q} "
         "--cost {output.cost:q} --log {log:q}"

@@ -308,8 +308,7 @@ def score_table(rows: list[dict]) -> pd.DataFrame:
     total = means.reset_index().assign(dataset="ALL")[SCORE_COLUMNS]
     out = pd.concat([table, total], ignore_index=True)
     order = {s: k for k, s in enumerate(["discovery", *REFERENCES])}
-    return out.sort_values(["stage", "dataset"], key=lambda s: s.map(order) if s.name == "stage" else s,
-                           kind="stable").reset_index(drop=True)  # fmt: skip
+    return out.sort_values("stage", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
 
 
 def read_clusters(path) -> pd.DataFrame:
@@ -389,7 +388,9 @@ def _cluster_main(args) -> None:
                 "(threshold %.3f, %s)", args.dataset, len(clusters), len(clusters) - n_new, n_new,
                 n_new_clusters, threshold, info["source"])  # fmt: skip
     pair_cost = read_json(args.pairs_cost) if args.pairs_cost else {}
-    cost = {**pair_cost, "sources": sources, "new_photos": n_new, "new_clusters": int(n_new_clusters),
+    match_seconds = sum(float(pd.read_csv(b, sep="\t")["s"].sum()) for b in args.shard_benchmarks)
+    cost = {**pair_cost, "sources": sources, "query_query_match_seconds": round(match_seconds, 3),
+            "new_photos": n_new, "new_clusters": int(n_new_clusters),
             "cluster_seconds": round(time.perf_counter() - start, 3)}  # fmt: skip
     write_tsv(clusters, args.clusters)
     write_json(info, args.threshold_out)
@@ -415,6 +416,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pairs-cost", default="")
     p.add_argument("--matchers", nargs="*", default=[])
     p.add_argument("--shards", nargs="*", default=[])
+    p.add_argument("--shard-benchmarks", nargs="*", default=[], help="Snakemake benchmark records of the shards")
     p.add_argument("--calibrators", nargs="+", required=True, help="cosine first, then --matchers order")
     p.add_argument("--weights", default="{}")
     p.add_argument("--threshold", required=True)
