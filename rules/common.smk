@@ -546,6 +546,13 @@ def discovery_calibrators(wildcards):
     ]
 
 
+def discovery_embeddings(wildcards):
+    """The shortlist backbone's embeddings when unscored pairs take the calibrated global cosine."""
+    if not discovery_setting("dense_cosine"):
+        return []
+    return embedding_path(wildcards.dataset, shortlist_backbone())
+
+
 def discovery_labels(wildcards):
     return f"results/stages/{discovery_setting('stage')}/{wildcards.dataset}/predictions.tsv"
 

@@ -66,6 +66,7 @@ rule discovery:
             "logs/benchmarks/discovery_match_shard/{dataset}/{matcher}/{key}/shard{shard}.tsv"
         ),
         calibrators=discovery_calibrators,
+        embeddings=discovery_embeddings,
     output:
         clusters="results/stages/discovery/{dataset}/clusters.tsv",
         threshold="results/stages/discovery/{dataset}/threshold.json",
@@ -80,12 +81,13 @@ rule discovery:
         weights=as_json(config_provider("wildfusion", "weights")),
         threshold=as_json(config_provider("discovery", "threshold")),
         tuning=as_json(config_provider("threshold_tuning")),
+        embeddings=lambda wc, input: input.embeddings if input.embeddings else "",
     message:
         "Discovery on {wildcards.dataset}: clustering the new photos (matchers on query pairs: {params.matchers})"
     shell:
         "python -m workflow.discovery cluster --dataset {wildcards.dataset:q} --metadata {input.metadata:q} "
         "--labels {input.labels:q} --gallery-pairs {input.gallery_pairs:q} "
-        "--query-pairs {input.query_pairs:q} --pairs-cost {input.pairs_cost:q} "
+        "--query-pairs {input.query_pairs:q} --pairs-cost {input.pairs_cost:q} --embeddings {params.embeddings:q} "
         "--matchers {params.matchers:q} --shards {input.shards:q} --shard-benchmarks {input.shard_benchmarks:q} "
         "--calibrators {input.calibrators:q} "
         "--weights {params.weights:q} --threshold {params.threshold:q} --tuning {params.tuning:q} "

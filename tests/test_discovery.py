@@ -56,6 +56,14 @@ def test_threshold_orders_the_partitions():
     assert counts[0] == 1 and counts[-1] == n
 
 
+def test_unscored_pairs_take_the_base_similarity():
+    base = np.full((3, 3), 0.6)
+    # scored pair (0, 1) = 0.1 replaces the base; (0, 2) and (1, 2) fall back to 0.6
+    labels = cluster_graph(3, np.array([0]), np.array([1]), np.array([0.1]), threshold=0.5, base=base)
+    assert labels[0] != labels[1] and len(set(labels.tolist())) == 2
+    assert len(set(cluster_graph(3, np.array([0]), np.array([1]), np.array([0.1]), 0.5).tolist())) == 3
+
+
 def test_duplicate_and_reversed_pairs_take_the_max():
     labels = cluster_graph(2, np.array([0, 1]), np.array([1, 0]), np.array([0.1, 0.9]), threshold=0.5)
     assert labels[0] == labels[1]

@@ -31,7 +31,7 @@ import argparse
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -97,12 +97,22 @@ def fuse_sources(raw: pd.DataFrame, calibrators: dict[str, IsotonicCalibrator], 
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def similarity_matrix(n: int, i: np.ndarray, j: np.ndarray, score: np.ndarray) -> np.ndarray:
-    """Symmetric ``[n x n]`` similarity of sparse pairs (max over duplicates; missing and NaN = 0; diagonal 1)."""
-    sim = np.zeros((n, n), np.float64)
+def similarity_matrix(
+    n: int, i: np.ndarray, j: np.ndarray, score: np.ndarray, base: np.ndarray | None = None
+) -> np.ndarray:
+    """Symmetric ``[n x n]`` similarity of sparse pairs (max over duplicates; diagonal 1).
+
+    A pair without a score takes ``base: [n x n]`` (e.g. the calibrated global cosine of every pair), or 0
+    without ``base``; a scored pair's score replaces ``base``. NaN scores count as absent.
+    """
     i, j = np.asarray(i, np.int64), np.asarray(j, np.int64)
-    score = np.nan_to_num(np.clip(np.asarray(score, np.float64), 0.0, 1.0), nan=0.0)
-    np.maximum.at(sim, (i, j), score)
+    score = np.clip(np.asarray(score, np.float64), 0.0, 1.0)
+    ok = np.isfinite(score)
+    overlay = np.full((n, n), np.nan)
+    np.fmax.at(overlay, (i[ok], j[ok]), score[ok])
+    overlay = np.fmax(overlay, overlay.T)
+    fallback = np.zeros((n, n)) if base is None else np.clip(np.nan_to_num(np.asarray(base, np.float64)), 0.0, 1.0)
+    sim = np.where(np.isnan(overlay), fallback, overlay)
     sim = np.maximum(sim, sim.T)
     np.fill_diagonal(sim, 1.0)
     return sim
@@ -133,9 +143,11 @@ def cut(linkage_matrix: np.ndarray, n: int, threshold: float) -> np.ndarray:
     return np.asarray(labels, np.int64) - 1
 
 
-def cluster_graph(n: int, i: np.ndarray, j: np.ndarray, score: np.ndarray, threshold: float) -> np.ndarray:
+def cluster_graph(
+    n: int, i: np.ndarray, j: np.ndarray, score: np.ndarray, threshold: float, base: np.ndarray | None = None
+) -> np.ndarray:
     """Cluster ids ``[n]`` of ``n`` nodes linked by sparse pair scores ``(i, j, score)`` (each ``[P]``)."""
-    return cut(average_linkage(similarity_matrix(n, i, j, score)), n, threshold)
+    return cut(average_linkage(similarity_matrix(n, i, j, score, base)), n, threshold)
 
 
 def name_clusters(cluster_ids: np.ndarray, dataset: str, taken: set[str] = frozenset()) -> np.ndarray:
@@ -159,11 +171,13 @@ def cluster_queries(
     pairs: pd.DataFrame,
     threshold: float,
     taken: set[str] = frozenset(),
+    base: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """Clusters of one dataset's queries.
 
     ``labels``: ``image_id, identity`` (a known identity or ``new_individual``) of every query; ``pairs``:
     ``query, candidate, score`` (calibrated, in [0, 1]) between queries (pairs with other images are ignored).
+    ``base(image_ids [n]) -> [n x n]``: optional similarity of the pairs without a score.
     Returns ``image_id, cluster, anchored`` in the order of ``labels``: anchored photos keep their identity,
     the new ones get ``new_<dataset>_<k>``.
     """
@@ -182,6 +196,7 @@ def cluster_queries(
         dst[keep].to_numpy(np.int64),
         pairs["score"].to_numpy(np.float64)[keep],
         threshold,
+        None if base is None else base(new_ids),
     )
     cluster[is_new] = name_clusters(cid, dataset, set(taken) | set(identity))
     return pd.DataFrame({"image_id": ids, "cluster": cluster, "anchored": ~is_new})[CLUSTER_COLUMNS]
@@ -213,11 +228,13 @@ def discovery_curve(
     query_fraction: float = 0.3,
     repeats: int = 5,
     seed: int = 0,
+    base: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """Mean AMI, ARI and cluster count per threshold over ``repeats`` simulated open-set splits of the gallery.
 
     ``identities: [G]`` of the gallery images; ``(i, j, score)``: sparse gallery x gallery pairs (row indices,
-    ``[P]`` each). In each split the pseudo-new individuals' images are clustered with the pairs among them.
+    ``[P]`` each). In each split the pseudo-new individuals' images are clustered with the pairs among them
+    (``base(rows [m]) -> [m x m]``: optional similarity of the pairs without a score).
     """
     rng = np.random.default_rng(seed)
     identities = np.asarray(identities, dtype=object)
@@ -229,7 +246,8 @@ def discovery_curve(
         local = np.full(len(identities), -1, np.int64)
         local[members] = np.arange(len(members))
         keep = (local[i] >= 0) & (local[j] >= 0)
-        tree = average_linkage(similarity_matrix(len(members), local[i[keep]], local[j[keep]], score[keep]))
+        dense = None if base is None else base(members)
+        tree = average_linkage(similarity_matrix(len(members), local[i[keep]], local[j[keep]], score[keep], dense))
         truth = identities[members]
         for t in grid:
             pred = cut(tree, len(members), t)
@@ -245,7 +263,7 @@ def pick_by_ami(curve: pd.DataFrame) -> float:
 
 
 def choose_discovery_threshold(
-    setting, dataset: str, identities: np.ndarray, i, j, score, tuning: dict
+    setting, dataset: str, identities: np.ndarray, i, j, score, tuning: dict, base=None
 ) -> tuple[float, dict, pd.DataFrame]:
     """Fixed threshold from config, or ``auto`` (best AMI on the gallery); returns it, its record and the curve."""
     setting = resolve_threshold(setting, dataset)
@@ -253,7 +271,7 @@ def choose_discovery_threshold(
         return setting, {"threshold": setting, "source": "config"}, pd.DataFrame(columns=CURVE_COLUMNS)
     opts = {k: tuning[k] for k in ("new_fraction", "query_fraction", "repeats", "seed") if k in tuning}
     grid = np.linspace(0.0, 1.0, int(tuning.get("grid_size", 101)))
-    curve = discovery_curve(identities, i, j, score, grid, **opts)
+    curve = discovery_curve(identities, i, j, score, grid, base=base, **opts)
     threshold = pick_by_ami(curve)
     best = curve.loc[curve["threshold"] == threshold].iloc[0]
     logger.info("%s: auto discovery threshold %.3f: simulated AMI %.3f, ARI %.3f, %.1f clusters",
@@ -346,6 +364,20 @@ def _split_shards(paths: list[str], matchers: list[str]) -> dict[str, list[str]]
     return by_matcher
 
 
+def dense_cosine(embeddings_path: str, calibrator: IsotonicCalibrator) -> Callable[[np.ndarray], np.ndarray]:
+    """``f(image_ids [n]) -> [n x n]`` calibrated global cosine of every pair (the score of unmatched pairs)."""
+    from workflow.embed import load_embeddings
+
+    ids, emb = load_embeddings(embeddings_path)
+    row = {str(q): r for r, q in enumerate(ids)}
+
+    def dense(image_ids: np.ndarray) -> np.ndarray:
+        x = emb[[row[str(q)] for q in image_ids]].astype(np.float64)
+        return calibrator.predict((x @ x.T).ravel()).reshape(len(x), len(x))
+
+    return dense
+
+
 def _cluster_main(args) -> None:
     from workflow.match import read_shards
     from workflow.wildfusion import source_scores
@@ -370,10 +402,13 @@ def _cluster_main(args) -> None:
         raise ValueError(f"{args.gallery_pairs} has no calibrated column for {absent}: add them to wildfusion.matchers")
     gscore = fuse_scores(wf[sources], weights)
     gpos = {g: p for p, g in enumerate(gal_ids)}
+    dense = dense_cosine(args.embeddings, calibrators["cosine"]) if args.embeddings else None
     threshold, info, curve = choose_discovery_threshold(
         json.loads(args.threshold), args.dataset, gal_identity,
         wf["query"].map(gpos).to_numpy(), wf["candidate"].map(gpos).to_numpy(), gscore, json.loads(args.tuning),
+        None if dense is None else (lambda rows: dense(gal_ids[rows])),
     )  # fmt: skip
+    info["dense_cosine"] = dense is not None
 
     preds = read_tsv(args.labels)[["image_id", "identity"]]
     query_ids = meta.loc[meta["split"] == "query", "image_id"].tolist()
@@ -381,7 +416,7 @@ def _cluster_main(args) -> None:
     if missing:
         raise ValueError(f"{args.labels} has no label for query image(s) {missing[:3]}")
     preds = preds.set_index("image_id").loc[query_ids].reset_index()
-    clusters = cluster_queries(args.dataset, preds, qq, threshold, set(gal_identity))
+    clusters = cluster_queries(args.dataset, preds, qq, threshold, set(gal_identity), dense)
     n_new = int((~clusters["anchored"]).sum())
     n_new_clusters = clusters.loc[~clusters["anchored"], "cluster"].nunique()
     logger.info("%s: %d queries, %d anchored to known individuals, %d new photos in %d new individuals "
@@ -414,6 +449,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--gallery-pairs", required=True, help="WildFusion's pairs.parquet")
     p.add_argument("--query-pairs", required=True)
     p.add_argument("--pairs-cost", default="")
+    p.add_argument("--embeddings", default="", help="with it, unscored pairs take the calibrated global cosine")
     p.add_argument("--matchers", nargs="*", default=[])
     p.add_argument("--shards", nargs="*", default=[])
     p.add_argument("--shard-benchmarks", nargs="*", default=[], help="Snakemake benchmark records of the shards")
