@@ -33,6 +33,7 @@ include: "rules/rerank.smk"
 include: "rules/xgboost.smk"
 include: "rules/dual_backbone.smk"
 include: "rules/cascade.smk"
+include: "rules/discovery.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
 

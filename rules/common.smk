@@ -65,7 +65,8 @@ check_config(
     warn=lambda line: print(f"Warning: {line}", file=sys.stderr),
 )
 HAS_SOLUTION = IS_DEMO or (DATA_ROOT / "solution.csv").is_file()
-STAGES = list(config["stages"])
+# Stages with per-query predictions; discovery (clusters, rules/discovery.smk) is listed in stages but scored apart.
+STAGES = [stage for stage in config["stages"] if stage != "discovery"]
 
 
 def config_provider(*keys, default=None):
@@ -483,4 +484,109 @@ def final_outputs():
             "results/plots/new_share/{dataset}.png",
             dataset=DATASETS if HAS_SOLUTION else [],
         ),
+        *discovery_outputs(),
     ]
+
+
+# Discovery (rules/discovery.smk): query x query pairs, their matching shards and the clustering inputs.
+DISCOVERY = "discovery" in config["stages"]
+
+
+def discovery_setting(key):
+    return config.get("discovery", {})[key]
+
+
+def discovery_pairs_key():
+    return param_key(
+        "discovery_pairs",
+        discovery_setting("k"),
+        embedding_key(shortlist_backbone()),
+    )
+
+
+def discovery_pairs(name):
+    """``pairs.parquet`` or ``cost.json`` of the dataset's query x query shortlist."""
+
+    def inner(wildcards):
+        return f"results/discovery/{wildcards.dataset}/{discovery_pairs_key()}/{name}"
+
+    return inner
+
+
+def discovery_pairs_embeddings(wildcards):
+    check_key(
+        wildcards, discovery_pairs_key(), f"query x query pairs {wildcards.dataset}"
+    )
+    return embedding_path(wildcards.dataset, shortlist_backbone())
+
+
+def discovery_matchers(wildcards=None):
+    return list(discovery_setting("matchers"))
+
+
+def discovery_match_key(matcher):
+    return param_key(
+        "discovery_match",
+        matcher,
+        matcher_conf(matcher),
+        features_key(matcher),
+        discovery_pairs_key(),
+        discovery_setting("shards"),
+    )
+
+
+def discovery_match_features(wildcards):
+    check_key(
+        wildcards,
+        discovery_match_key(wildcards.matcher),
+        f"query x query match shards {wildcards.dataset}/{wildcards.matcher}",
+    )
+    return features_path(wildcards.dataset, wildcards.matcher)
+
+
+def discovery_shard_files(pattern):
+    """Every query x query match shard (or its benchmark record) of the dataset's discovery.matchers."""
+
+    def inner(wildcards):
+        return [
+            path
+            for matcher in discovery_matchers()
+            for path in expand(
+                pattern,
+                dataset=wildcards.dataset,
+                matcher=matcher,
+                key=discovery_match_key(matcher),
+                shard=range(discovery_setting("shards")),
+            )
+        ]
+
+    return inner
+
+
+def discovery_calibrators(wildcards):
+    """The dataset's gallery calibrators: cosine first, then discovery.matchers order."""
+    return [
+        f"results/calibration/{wildcards.dataset}/{source}/{calibration_key(source)}.json"
+        for source in ["cosine", *discovery_matchers()]
+    ]
+
+
+def discovery_embeddings(wildcards):
+    """The shortlist backbone's embeddings when unscored pairs take the calibrated global cosine."""
+    if not discovery_setting("dense_cosine"):
+        return []
+    return embedding_path(wildcards.dataset, shortlist_backbone())
+
+
+def discovery_labels(wildcards):
+    return f"results/stages/{discovery_setting('stage')}/{wildcards.dataset}/predictions.tsv"
+
+
+def discovery_outputs():
+    if not DISCOVERY:
+        return []
+    plots = expand(
+        "results/plots/discovery/{dataset}.png",
+        dataset=DATASETS if HAS_SOLUTION else [],
+    )
+    return ["results/clusters.csv", "results/discovery_scores.tsv", *plots]
