@@ -59,6 +59,10 @@ def main() -> None:
                                    (views[va, 0], labels[va]), 0)  # fmt: skip
     t_train = time.perf_counter() - t0
     print(hist.to_string())
+    if frozen["views"] > 1:  # the same training on view 0 only: what the augmented views add
+        _, _, hist1 = train_head(views[tr][:, :1], labels[tr], len(classes), dims, frozen, json.loads(args.head),
+                                 (views[va, 0], labels[va]), 0)  # fmt: skip
+        print("view 0 only: validation accuracy", hist1["val_accuracy"].iloc[-1])
     out = {"gallery": len(gal), "load": open("/proc/loadavg").read().split()[:3], "individuals": len(classes),
            "views": frozen["views"], "dims": dims,
            "cache_s": round(t_cache, 1), "train_s": round(t_train, 1), "val_images": len(va),

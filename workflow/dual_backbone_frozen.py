@@ -472,7 +472,8 @@ def save_frozen_model(path, model: FrozenHead, head: ArcFaceHead, classes, setti
 
 
 def is_frozen_model(path) -> bool:
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    """True for a file written by :func:`save_frozen_model` (memory-mapped: a fine-tuned model is not read whole)."""
+    state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     return isinstance(state, dict) and state.get("mode") == "frozen"
 
 
