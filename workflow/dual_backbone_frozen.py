@@ -149,6 +149,7 @@ def cached_views(
         raise ValueError(f"paths, sha1s and orientations differ in length: {n}, {len(sha1s)}, {len(orientations)}")
     blocks, dims = [], []
     plain = _plain_view0(augment)
+    device = resolve_device(device)
     for cfg in backbone_cfgs:
         caches = [EmbeddingCache(cache_root, views_key(cfg, augment))] * views
         if plain:
@@ -159,7 +160,7 @@ def cached_views(
         logger.info("branch %s: %d/%d views cached, %d to compute", cfg.get("source", cfg), n * views - len(todo),
                     n * views, len(todo))  # fmt: skip
         if todo:
-            branch = create_backbone(dict(cfg)).to(resolve_device(device)).eval()
+            branch = create_backbone(dict(cfg)).to(device).eval()
             computed = _compute_views(branch, todo, paths, sha1s, orientations, augment, plain, device, batch_size)
             for (i, v), vec in computed:
                 entries[i][v] = vec
