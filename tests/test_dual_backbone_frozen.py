@@ -237,23 +237,31 @@ def _dogfacenet_root() -> Path:
 
 @pytest.mark.slow
 def test_dogfacenet_subset_training_beats_untrained_start(tmp_path):
+    """250 random DogFaceNet dogs (721 gallery photos), 2 views, the stage's defaults but 10 epochs.
+
+    Measured (2 cores, load ~30): nearest-class-mean validation accuracy 0.931 with the frozen ImageNet Lite0
+    features, 0.944 in the trained embedding (72 validation photos). ``DOGFACENET_CACHE`` may name an existing
+    view cache (the workflow's ``cache.embeddings``) to skip the embedding.
+    """
+    import hashlib
+
     root = _dogfacenet_root()
     if not (root / "metadata.csv").is_file():
         pytest.skip(f"DogFaceNet is not at {root} (set DOGFACENET_ROOT to its folder to run this test)")
     meta = pd.read_csv(root / "metadata.csv", dtype=str, keep_default_na=False)
     gal = meta[meta["split"] == "database"]
-    counts = gal["identity"].value_counts()
-    keep = sorted(counts[counts >= 4].index)[:30]  # 30 dogs with 4+ photos each
+    everyone = np.array(sorted(set(gal["identity"])), dtype=object)
+    keep = set(np.random.default_rng(0).choice(everyone, 250, replace=False))
     sub = gal[gal["identity"].isin(keep)].reset_index(drop=True)
     paths = [str(root / p) for p in sub["path"]]
-    views, dims = fz.cached_views(paths, [""] * len(sub), [""] * len(sub), [{"source": "efficientnet-lite0"}], {}, 3,
-                                  tmp_path / "cache")  # fmt: skip
+    sha1s = [hashlib.sha1(Path(p).read_bytes()).hexdigest() for p in paths]
+    cache = os.environ.get("DOGFACENET_CACHE", str(tmp_path / "cache"))
+    views, dims = fz.cached_views(paths, sha1s, [""] * len(sub), [{"source": "efficientnet-lite0"}], {}, 2, cache)
     ids = sub["identity"].to_numpy(dtype=object)
-    classes = sorted(set(ids))
-    labels = pd.Categorical(ids, classes).codes.astype(np.int64)
-    tr, va = stratified_split(ids, 0.25, 0)
-    model, _, history = fz.train_head(views[tr], labels[tr], len(classes), dims, {"views": 3, "proj_dim": 256,
-                                      "epochs": 30}, {"s": 64, "m": 0.5}, (views[va, 0], labels[va]), 0)  # fmt: skip
+    labels = pd.Categorical(ids, sorted(set(ids))).codes.astype(np.int64)
+    tr, va = stratified_split(ids, 0.1, 0)
+    model, _, history = fz.train_head(views[tr], labels[tr], len(set(ids)), dims, {"views": 2, "epochs": 10},
+                                      {"s": 64, "m": 0.5}, (views[va, 0], labels[va]), 0)  # fmt: skip
     start = history["val_ncm"].iloc[0]
     end = fz.class_mean_accuracy(fz.project(model, views[tr, 0]), labels[tr], fz.project(model, views[va, 0]),
                                  labels[va])  # fmt: skip
