@@ -80,9 +80,9 @@ HISTORY_COLUMNS = ["epoch", "loss", "val_accuracy", "val_ncm", "seconds"]
 PSEUDO_COLUMNS = ["split", "image_id", "identity", "score", "truth", "is_new"]
 
 DEFAULT_FROZEN: dict[str, Any] = {
-    "views": 4,  # cached views per gallery image: view 0 = embedding transform, 1.. = training augmentations
+    "views": 2,  # cached views per gallery image: view 0 = embedding transform, 1.. = training augmentations
     "proj_dim": 512,  # width of the linear projection after the per-branch BatchNorms (0: no projection)
-    "epochs": 30,  # passes over the cached vectors
+    "epochs": 10,  # passes over the cached vectors (the best validation epoch is kept)
     "batch_size": 256,
     "lr": 2e-3,  # AdamW, cosine-decayed to 0
     "weight_decay": 1e-4,
