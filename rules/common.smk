@@ -154,26 +154,37 @@ def matcher_json(wildcards):
     return json.dumps(matcher_conf(wildcards.matcher), sort_keys=True)
 
 
+# Reserved name of the dual-backbone model's own embedding (shortlist.backbone) and similarity (a fusion source).
+TRAINED = "trained"
+if TRAINED in config["backbones"]:
+    raise WorkflowError(
+        f"backbones.{TRAINED} is reserved for the dual-backbone model's embedding: rename that backbone"
+    )
+
+
 def shortlist_backbone():
     return config["shortlist"].get("backbone", config["baseline"]["backbone"])
 
 
-def shortlist_key():
+def shortlist_key(dataset):
     sl = config["shortlist"]
-    return param_key(
-        "shortlist",
-        sl.get("k_query"),
-        sl.get("k_gallery"),
-        embedding_key(shortlist_backbone()),
+    backbone = shortlist_backbone()
+    upstream = (
+        dual_backbone_key(dataset) if backbone == TRAINED else embedding_key(backbone)
     )
+    return param_key("shortlist", sl.get("k_query"), sl.get("k_gallery"), upstream)
 
 
 def shortlist_path(dataset, suffix=".parquet"):
-    return f"results/shortlist/{dataset}/{shortlist_key()}{suffix}"
+    return f"results/shortlist/{dataset}/{shortlist_key(dataset)}{suffix}"
 
 
 def shortlist_embeddings(wildcards):
-    check_key(wildcards, shortlist_key(), f"shortlist {wildcards.dataset}")
+    check_key(
+        wildcards, shortlist_key(wildcards.dataset), f"shortlist {wildcards.dataset}"
+    )
+    if shortlist_backbone() == TRAINED:
+        return dual_backbone_file(wildcards.dataset, "embeddings.npz")
     return embedding_path(wildcards.dataset, shortlist_backbone())
 
 
@@ -198,13 +209,13 @@ def features_metadata(wildcards):
     return f"results/data/{wildcards.dataset}.tsv"
 
 
-def match_key(matcher):
+def match_key(matcher, dataset):
     return param_key(
         "match",
         matcher,
         matcher_conf(matcher),
         features_key(matcher),
-        shortlist_key(),
+        shortlist_key(dataset),
         config["wildfusion"]["shards"],
     )
 
@@ -212,7 +223,7 @@ def match_key(matcher):
 def match_features(wildcards):
     check_key(
         wildcards,
-        match_key(wildcards.matcher),
+        match_key(wildcards.matcher, wildcards.dataset),
         f"match shards {wildcards.dataset}/{wildcards.matcher}",
     )
     return features_path(wildcards.dataset, wildcards.matcher)
@@ -223,34 +234,67 @@ def matcher_shards(dataset, matcher):
         "results/matches/{dataset}/{matcher}/{key}/shard{shard}.parquet",
         dataset=dataset,
         matcher=matcher,
-        key=match_key(matcher),
+        key=match_key(matcher, dataset),
         shard=range(config["wildfusion"]["shards"]),
     )
 
 
-def calibration_key(source):
-    upstream = shortlist_key() if source == "cosine" else match_key(source)
+def calibration_key(source, dataset):
+    if source == "cosine":
+        upstream = shortlist_key(dataset)
+    elif source == TRAINED:
+        upstream = trained_pairs_key(dataset)
+    else:
+        upstream = match_key(source, dataset)
     return param_key("calibrate", source, upstream)
+
+
+def fusion_sources(wildcards=None):
+    """The fused sources besides the cosine: the matchers, then the dual-backbone similarity if enabled."""
+    trained = [TRAINED] if config["wildfusion"].get("trained", False) else []
+    return [*config["wildfusion"]["matchers"], *trained]
+
+
+def trained_pairs_key(dataset):
+    return param_key(
+        "trained_pairs", dual_backbone_key(dataset), shortlist_key(dataset)
+    )
+
+
+def trained_pairs_path(dataset):
+    return f"results/trained_pairs/{dataset}/{TRAINED}/{trained_pairs_key(dataset)}.parquet"
+
+
+def trained_pairs_model(wildcards):
+    check_key(
+        wildcards,
+        trained_pairs_key(wildcards.dataset),
+        f"trained pair scores {wildcards.dataset}",
+    )
+    return dual_backbone_file(wildcards.dataset, "model.pt")
+
+
+def source_files(dataset, source):
+    """Raw score files of one fusion source (none for the global cosine)."""
+    if source == "cosine":
+        return []
+    if source == TRAINED:
+        return [trained_pairs_path(dataset)]
+    return matcher_shards(dataset, source)
 
 
 def source_shards(wildcards):
     """Shards of one calibration source (none for the global cosine)."""
     check_key(
         wildcards,
-        calibration_key(wildcards.source),
+        calibration_key(wildcards.source, wildcards.dataset),
         f"calibrator {wildcards.dataset}/{wildcards.source}",
     )
-    if wildcards.source == "cosine":
-        return []
-    return matcher_shards(wildcards.dataset, wildcards.source)
+    return source_files(wildcards.dataset, wildcards.source)
 
 
 def all_shards(wildcards):
-    return [
-        s
-        for m in config["wildfusion"]["matchers"]
-        for s in matcher_shards(wildcards.dataset, m)
-    ]
+    return [s for m in fusion_sources() for s in source_files(wildcards.dataset, m)]
 
 
 def xgboost_backbones(wildcards=None):
@@ -332,15 +376,28 @@ def dual_backbone_setting(section, dataset, default):
     return value if value else default
 
 
+def dual_backbone_mode(wildcards=None):
+    return config.get("dual_backbone", {}).get("mode", "frozen")
+
+
 def dual_backbone_train_conf(dataset):
-    """Everything that changes the trained dual-backbone model of one dataset (not the embedding batch size)."""
+    """Everything that changes the trained dual-backbone model of one dataset (not the embedding batch size).
+
+    The frozen mode adds ``mode`` and ``frozen``; the fine-tuning mode's key is unchanged by them.
+    """
     db = config.get("dual_backbone", {})
     names = list(db.get("backbones", []))
     if len(names) < 1:
         raise WorkflowError(
             "dual_backbone.backbones must name at least one key of backbones"
         )
+    frozen = (
+        {"mode": "frozen", "frozen": db.get("frozen", {})}
+        if dual_backbone_mode() == "frozen"
+        else {}
+    )
     return {
+        **frozen,
         "backbones": [
             {k: v for k, v in backbone_conf(b).items() if k not in EMBED_RUNTIME_KEYS}
             for b in names
@@ -376,8 +433,12 @@ def dual_backbone_train_metadata(wildcards):
     return f"results/data/{wildcards.dataset}.tsv"
 
 
+def dual_backbone_file(dataset, name):
+    return f"results/dual_backbone/{dataset}/{dual_backbone_key(dataset)}/{name}"
+
+
 def dual_backbone_model(wildcards):
-    return f"results/dual_backbone/{wildcards.dataset}/{dual_backbone_key(wildcards.dataset)}/model.pt"
+    return dual_backbone_file(wildcards.dataset, "model.pt")
 
 
 def cascade_steps(wildcards):
@@ -429,10 +490,10 @@ def cascade_source_args(kind):
 
 
 def calibrators(wildcards):
-    """Calibrators in the order the fusion expects: cosine first, then the configured matchers."""
+    """Calibrators in the order the fusion expects: cosine first, then :func:`fusion_sources`."""
     return [
-        f"results/calibration/{wildcards.dataset}/{source}/{calibration_key(source)}.json"
-        for source in ["cosine", *config["wildfusion"]["matchers"]]
+        f"results/calibration/{wildcards.dataset}/{source}/{calibration_key(source, wildcards.dataset)}.json"
+        for source in ["cosine", *fusion_sources()]
     ]
 
 
@@ -496,11 +557,17 @@ def discovery_setting(key):
     return config.get("discovery", {})[key]
 
 
+def discovery_backbone():
+    """The global embedding of the query x query shortlist: the shortlist's (the baseline's when that is trained)."""
+    backbone = shortlist_backbone()
+    return config["baseline"]["backbone"] if backbone == TRAINED else backbone
+
+
 def discovery_pairs_key():
     return param_key(
         "discovery_pairs",
         discovery_setting("k"),
-        embedding_key(shortlist_backbone()),
+        embedding_key(discovery_backbone()),
     )
 
 
@@ -517,7 +584,7 @@ def discovery_pairs_embeddings(wildcards):
     check_key(
         wildcards, discovery_pairs_key(), f"query x query pairs {wildcards.dataset}"
     )
-    return embedding_path(wildcards.dataset, shortlist_backbone())
+    return embedding_path(wildcards.dataset, discovery_backbone())
 
 
 def discovery_matchers(wildcards=None):
@@ -566,7 +633,7 @@ def discovery_shard_files(pattern):
 def discovery_calibrators(wildcards):
     """The dataset's gallery calibrators: cosine first, then discovery.matchers order."""
     return [
-        f"results/calibration/{wildcards.dataset}/{source}/{calibration_key(source)}.json"
+        f"results/calibration/{wildcards.dataset}/{source}/{calibration_key(source, wildcards.dataset)}.json"
         for source in ["cosine", *discovery_matchers()]
     ]
 
@@ -575,7 +642,7 @@ def discovery_embeddings(wildcards):
     """The shortlist backbone's embeddings when unscored pairs take the calibrated global cosine."""
     if not discovery_setting("dense_cosine"):
         return []
-    return embedding_path(wildcards.dataset, shortlist_backbone())
+    return embedding_path(wildcards.dataset, discovery_backbone())
 
 
 def discovery_labels(wildcards):

@@ -42,7 +42,7 @@ rule discovery_match_shard:
     params:
         conf=matcher_json,
         n_shards=config_provider("discovery", "shards"),
-        device=config_provider("device"),
+        device=job_device,
     message:
         "Matching query x query shard {wildcards.shard} of {wildcards.dataset} with {wildcards.matcher}"
     shell:

@@ -23,14 +23,18 @@ rule dual_backbone_train:
         training=dual_backbone_param("training"),
         checkpoint_dir="results/dual_backbone/{dataset}/{key}/checkpoint",
         device=job_device,
+        mode=dual_backbone_mode,
+        frozen=as_json(config_provider("dual_backbone", "frozen", default={})),
+        cache=config_provider("cache", "embeddings"),
     message:
-        "Fine-tuning the dual-backbone ArcFace model of {wildcards.dataset} (gpu={resources.gpu}, mem_mb={resources.mem_mb}, runtime={resources.runtime} min)"
+        "Training the dual-backbone ArcFace model of {wildcards.dataset} ({params.mode}; gpu={resources.gpu}, mem_mb={resources.mem_mb}, runtime={resources.runtime} min)"
     shell:
         "python -m workflow.dual_backbone train --metadata {input.metadata:q} "
         "--backbones {params.backbones:q} --head {params.head:q} --augment {params.augment:q} "
         "--epochs {params.epochs:q} --training {params.training:q} "
         "--checkpoint-dir {params.checkpoint_dir:q} --model-out {output.model:q} --history {output.history:q} "
-        "--device {params.device:q} --threads {threads} --log {log:q}"
+        "--device {params.device:q} --threads {threads} --log {log:q} "
+        "--mode {params.mode:q} --frozen {params.frozen:q} --cache {params.cache:q}"
 
 
 rule dual_backbone:
@@ -41,6 +45,7 @@ rule dual_backbone:
         predictions="results/stages/dual_backbone/{dataset}/predictions.tsv",
         threshold="results/stages/dual_backbone/{dataset}/threshold.json",
         curve="results/stages/dual_backbone/{dataset}/threshold_curve.tsv",
+        pseudo="results/stages/dual_backbone/{dataset}/pseudo.parquet",
     log:
         "logs/dual_backbone/{dataset}.log",
     conda:
@@ -60,10 +65,65 @@ rule dual_backbone:
             "dual_backbone", "training", "batch_size", default=16
         ),
         device=job_device,
+        cache=config_provider("cache", "embeddings"),
     message:
         "Dual-backbone ArcFace retrieval and open-set threshold of {wildcards.dataset} (gpu={resources.gpu}, mem_mb={resources.mem_mb}, runtime={resources.runtime} min)"
     shell:
         "python -m workflow.dual_backbone predict --metadata {input.metadata:q} --model {input.model:q} "
         "--dataset {wildcards.dataset:q} --threshold {params.threshold:q} --tuning {params.tuning:q} "
         "--k {params.k:q} --batch-size {params.batch_size:q} --device {params.device:q} --threads {threads} "
-        "--predictions {output.predictions:q} --threshold-out {output.threshold:q} --curve {output.curve:q} --log {log:q}"
+        "--predictions {output.predictions:q} --threshold-out {output.threshold:q} --curve {output.curve:q} --log {log:q} "
+        "--pseudo-out {output.pseudo:q} --cache {params.cache:q}"
+
+
+rule dual_backbone_embeddings:
+    input:
+        metadata="results/data/{dataset}.tsv",
+        model="results/dual_backbone/{dataset}/{key}/model.pt",
+    output:
+        embeddings="results/dual_backbone/{dataset}/{key}/embeddings.npz",
+    log:
+        "logs/dual_backbone_embeddings/{dataset}/{key}.log",
+    conda:
+        CONDA_ENV
+    threads: compute("dual_backbone_train", "threads", 2)
+    resources:
+        gpu=compute("dual_backbone_train", "gpu", 0),
+        mem_mb=compute("dual_backbone_train", "mem_mb", 4000),
+        runtime=compute("dual_backbone_train", "runtime", 60),
+    params:
+        cache=config_provider("cache", "embeddings"),
+        device=job_device,
+    message:
+        "Embedding every {wildcards.dataset} image with its trained dual-backbone model (shortlist backbone trained)"
+    shell:
+        "python -m workflow.dual_backbone_frozen embed --model {input.model:q} --metadata {input.metadata:q} "
+        "--cache {params.cache:q} --device {params.device:q} --threads {threads} --out {output.embeddings:q} "
+        "--log {log:q}"
+
+
+rule dual_backbone_pairs:
+    input:
+        metadata="results/data/{dataset}.tsv",
+        model=trained_pairs_model,
+        shortlist=shortlist_input,
+    output:
+        scores="results/trained_pairs/{dataset}/trained/{key}.parquet",
+    log:
+        "logs/dual_backbone_pairs/{dataset}/{key}.log",
+    conda:
+        CONDA_ENV
+    threads: compute("dual_backbone_train", "threads", 2)
+    resources:
+        gpu=compute("dual_backbone_train", "gpu", 0),
+        mem_mb=compute("dual_backbone_train", "mem_mb", 4000),
+        runtime=compute("dual_backbone_train", "runtime", 60),
+    params:
+        cache=config_provider("cache", "embeddings"),
+        device=job_device,
+    message:
+        "Held-out dual-backbone similarity of the {wildcards.dataset} shortlist pairs (fusion source trained)"
+    shell:
+        "python -m workflow.dual_backbone_frozen pairs --model {input.model:q} --metadata {input.metadata:q} "
+        "--shortlist {input.shortlist:q} --cache {params.cache:q} --device {params.device:q} "
+        "--threads {threads} --out {output.scores:q} --log {log:q}"

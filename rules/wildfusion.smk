@@ -120,7 +120,7 @@ rule wildfusion:
     conda:
         CONDA_ENV
     params:
-        matchers=config_provider("wildfusion", "matchers"),
+        matchers=fusion_sources,
         weights=as_json(config_provider("wildfusion", "weights")),
         threshold=as_json(config_provider("thresholds", "wildfusion")),
         tuning=as_json(config_provider("threshold_tuning")),

@@ -39,7 +39,7 @@ def test_schema_fills_defaults():
     config = {"data_root": "x", "backbones": {"b": {"source": "efficientnet-lite0"}}, "baseline": {"backbone": "b"}}
     validate(config, str(REPO / "config/schema.yaml"))
     assert config["threshold_tuning"]["repeats"] == 10
-    assert config["wildfusion"] == {"matchers": [], "shards": 1, "weights": {}}
+    assert config["wildfusion"] == {"matchers": [], "shards": 1, "weights": {}, "trained": False}
 
 
 def test_paper_settings():
@@ -85,6 +85,8 @@ def test_paper_cascade_and_dual_backbone():
     assert config["submission"]["stage"] == "cascade" and config["stages"][-2:] == ["dual_backbone", "cascade"]
     db = config["dual_backbone"]
     assert db["backbones"] == ["megadescriptor", "miewid"]
+    assert db["mode"] == "finetune"  # the paper fine-tunes; the shipped default (config/config.yaml) is frozen
+    assert merged("config/config.yaml")["dual_backbone"]["mode"] == "frozen"
     assert db["head"]["LynxID2025"] == {"s": 64, "m": 0.5} and db["head"]["SeaTurtleID2022"] == {"s": 64, "m": 0.5}
     assert db["head"]["SalamanderID2025"] == {"s": 30, "m": 0.35}
     assert config["compute"]["dual_backbone_train"]["gpu"] == 1

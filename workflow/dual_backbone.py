@@ -67,6 +67,7 @@ from workflow._entry import (
     read_tsv,
     set_threads,
     setup_logging,
+    write_parquet,
     write_stage_outputs,
     write_tsv,
 )
@@ -759,6 +760,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--checkpoint-dir", required=True)
     p.add_argument("--model-out", required=True)
     p.add_argument("--history", required=True)
+    p.add_argument("--mode", choices=["finetune", "frozen"], default="finetune", help="see dual_backbone_frozen")
+    p.add_argument("--frozen", default="{}", help="JSON of workflow.dual_backbone_frozen.DEFAULT_FROZEN overrides")
     p = sub.add_parser("predict", help="embed gallery and queries, retrieve, threshold")
     p.add_argument("--model", required=True)
     p.add_argument("--dataset", required=True)
@@ -770,7 +773,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threshold-out", required=True)
     p.add_argument("--curve", required=True)
     p.add_argument("--embeddings-out")
+    p.add_argument("--pseudo-out", help="per-split held-out pseudo-query predictions (.parquet)")
     for p in sub.choices.values():
+        p.add_argument("--cache", default="resources/cache/embeddings", help="view cache of the frozen mode")
         p.add_argument("--metadata", required=True)
         p.add_argument("--device", default="auto")
         p.add_argument("--threads", type=int)
@@ -780,7 +785,12 @@ def main(argv: list[str] | None = None) -> None:
     set_threads(args.threads)
     meta = read_tsv(args.metadata)
     gal = meta[meta["split"] == "database"].reset_index(drop=True)
+    from workflow import dual_backbone_frozen as frozen  # the frozen mode (CPU) lives in its own module
 
+    if args.command == "train" and args.mode == "frozen":
+        return frozen.train_main(args, meta)
+    if args.command == "predict" and frozen.is_frozen_model(args.model):
+        return frozen.predict_main(args, meta)
     if args.command == "train":
         augment, training = json.loads(args.augment), {**DEFAULT_TRAINING, **json.loads(args.training)}
         training["num_workers"] = workers_for_threads(training["num_workers"], args.threads)
@@ -819,6 +829,9 @@ def main(argv: list[str] | None = None) -> None:
                                  resolve_device(args.device))  # fmt: skip
     if args.embeddings_out:
         save_embeddings(args.embeddings_out, meta["image_id"].to_numpy(), emb)
+    if args.pseudo_out:  # judged on its own training images, the fine-tuned model abstains from `auto` choices
+        write_parquet(frozen.abstaining_pseudo(gal["identity"].to_numpy(), gal["image_id"].to_numpy(),
+                                               json.loads(args.tuning)), args.pseudo_out)  # fmt: skip
     write_stage_outputs(args.dataset, preds, info, curve, args.predictions, args.threshold_out, args.curve)
 
 

@@ -1,0 +1,642 @@
+"""Frozen-backbone mode of the dual-backbone stage: gallery-trained features that learn on CPU in minutes.
+
+Fine-tuning whole networks (:mod:`workflow.dual_backbone`, ``dual_backbone.mode: finetune``, the paper's
+setting for GPUs) does not converge in the few epochs a CPU affords. This mode keeps the pretrained
+backbones frozen and trains only what sits on top of them, on cached vectors:
+
+1. **Cached views** (:func:`cached_views`): every image is embedded once per branch and per view; view 0 is
+   the deterministic embedding transform (the global-embedding stage's own vector and cache entry when no
+   rotation or background removal applies), views ``1 .. V-1`` are random training augmentations
+   (:func:`workflow.dual_backbone.build_train_transform`, seeded by the image's content hash and the view
+   index, so every branch sees the same crop of the same view). Vectors are cached under
+   ``<cache>/<key>/<sha1[:2]>/<sha1>_v<view>.npy`` with ``key`` a hash of the branch's configuration and
+   the augmentation settings: the image content, backbone, augmentation and view index determine an entry.
+2. **Head** (:class:`FrozenHead`): a ``BatchNorm1d`` per branch, concatenation (``[B x sum(D)]``) and a linear
+   projection to ``proj_dim`` (``[B x P]``), trained with the same :class:`~workflow.dual_backbone.ArcFaceHead`
+   and per-dataset ``(s, m)`` as the paper mode, on every cached view of the training images (AdamW, cosine
+   learning-rate decay, ``epochs`` passes over the vectors: seconds on 2 cores). The validation split is
+   :func:`~workflow.dual_backbone.stratified_split` with the same ``val_fraction`` and ``seed``. The history
+   starts with an ``epoch 0`` row: the accuracy of the untrained starting point (nearest class mean of the
+   frozen features of view 0), then the ArcFace argmax accuracy on view 0 of the validation images per epoch.
+3. **Retrieval** as in the paper mode: L2-normalised projections of view 0, faiss top-``k``, ``(cos + 1) / 2``.
+
+Held-out use of a similarity trained on the gallery:
+
+* ``pseudo.parquet`` (:func:`pseudo_runs`): for each simulated open-set split of the gallery
+  (:func:`workflow.thresholds.simulate_open_set_split`, the splits of ``threshold_tuning``) a head is trained on
+  that split's pseudo-gallery only and scores its pseudo-queries; the ``auto`` threshold of the stage is tuned
+  on the same per-split models, so no source is judged on images it was trained on.
+* ``pairs`` (:func:`heldout_pair_scores`): a raw score for each shortlist pair, a WildFusion source named
+  ``trained``. Query pairs are scored by the stage's model; each gallery pair (``a``, ``b``) is scored by a
+  fold model trained without the individuals of ``a``'s fold (``folds`` folds of the gallery individuals), so
+  the isotonic calibrator fitted on gallery pairs sees the similarity of an individual the head never saw
+  (conservative for known queries, exact for new ones) instead of the optimistic similarity of training pairs.
+
+Entry point ``python -m workflow.dual_backbone_frozen embed|pairs`` (``train`` and ``predict`` are reached through
+:mod:`workflow.dual_backbone`, which dispatches on ``--mode frozen`` and on the model file):
+
+``embed``  model + ``results/data/<dataset>.tsv`` -> ``.npz`` of L2-normalised embeddings of every image (the
+           shortlist's ``trained`` backbone).
+``pairs``  model + shortlist + metadata -> ``.parquet`` with ``query, candidate, score``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from workflow._entry import atomic_path, read_tsv, set_threads, setup_logging, write_parquet
+from workflow.backbones import create_backbone, preprocess, resolve_device
+from workflow.dual_backbone import (
+    ArcFaceHead,
+    build_eval_transform,
+    build_train_transform,
+    resolve_augment,
+    stratified_split,
+)
+from workflow.embed import EmbeddingCache, backbone_key, l2_normalise, save_embeddings
+from workflow.images import load_image
+from workflow.shortlist import topk_inner_product
+from workflow.thresholds import simulate_open_set_split
+
+logger = logging.getLogger(__name__)
+
+MODES = ("finetune", "frozen")
+HISTORY_COLUMNS = ["epoch", "loss", "val_accuracy", "val_ncm", "seconds"]
+PSEUDO_COLUMNS = ["split", "image_id", "identity", "score", "truth", "is_new"]
+
+DEFAULT_FROZEN: dict[str, Any] = {
+    "views": 2,  # cached views per gallery image: view 0 = embedding transform, 1.. = training augmentations
+    "proj_dim": 512,  # width of the linear projection after the per-branch BatchNorms (0: no projection)
+    "epochs": 10,  # passes over the cached vectors (the best validation epoch is kept)
+    "batch_size": 256,
+    "lr": 2e-3,  # AdamW, cosine-decayed to 0
+    "weight_decay": 1e-4,
+    "folds": 5,  # folds of gallery individuals for the held-out pair scores (WildFusion source "trained")
+}
+
+
+def resolve_frozen(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+    """:data:`DEFAULT_FROZEN` updated with ``cfg``; unknown keys and bad values raise ``ValueError``."""
+    cfg = dict(cfg or {})
+    unknown = sorted(set(cfg) - set(DEFAULT_FROZEN))
+    if unknown:
+        raise ValueError(f"unknown dual_backbone.frozen key(s) {unknown}; known: {sorted(DEFAULT_FROZEN)}")
+    out = {**DEFAULT_FROZEN, **cfg}
+    for key, low in (("views", 1), ("proj_dim", 0), ("epochs", 1), ("batch_size", 2), ("folds", 2)):
+        if isinstance(out[key], bool) or not isinstance(out[key], int) or out[key] < low:
+            raise ValueError(f"dual_backbone.frozen.{key} must be an integer >= {low}, got {out[key]!r}")
+    for key in ("lr", "weight_decay"):
+        if not float(out[key]) >= 0:
+            raise ValueError(f"dual_backbone.frozen.{key} must be >= 0, got {out[key]!r}")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ view cache
+
+
+def views_key(backbone_cfg: Mapping[str, Any], augment: Mapping[str, Any] | None) -> str:
+    """Cache key of one branch's views: its configuration (without runtime keys) and the resolved augmentations."""
+    conf = {k: v for k, v in sorted(backbone_cfg.items()) if k not in ("batch_size", "device", "threads")}
+    blob = json.dumps(["views-v1", conf, resolve_augment(augment)], sort_keys=True, default=str)
+    return "views-" + hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def _view_seed(sha1: str, view: int) -> int:
+    return int(hashlib.sha1(f"{sha1}:{view}".encode()).hexdigest()[:8], 16)
+
+
+def _plain_view0(augment: Mapping[str, Any] | None) -> bool:
+    """View 0 is the embedding stage's own vector when no deterministic step (rotation, background) applies."""
+    cfg = resolve_augment(augment)
+    return cfg["background"] == "none" and not any(float(v) for v in cfg["rotate_by_orientation"].values())
+
+
+def cached_views(
+    paths: Sequence[str],
+    sha1s: Sequence[str],
+    orientations: Sequence[str],
+    backbone_cfgs: Sequence[Mapping[str, Any]],
+    augment: Mapping[str, Any] | None,
+    views: int,
+    cache_root: str | Path,
+    device: str = "cpu",
+    batch_size: int = 32,
+) -> tuple[np.ndarray, list[int]]:
+    """Frozen features ``[N x V x sum(D)]`` float32 (each branch's block L2-normalised) and ``[D1, D2, ..]``.
+
+    Without rotation or background removal, view 0 is exactly the global-embedding stage's vector
+    (:mod:`workflow.embed`: same preprocessing, same cache entry ``<cache>/<backbone key>/..../<sha1>.npy``), so
+    the baseline's embeddings are reused and this stage's are reused by it. Missing entries are computed (a
+    branch is only built when something is missing) and cached as they are computed.
+    """
+    n = len(paths)
+    if not (len(sha1s) == len(orientations) == n):
+        raise ValueError(f"paths, sha1s and orientations differ in length: {n}, {len(sha1s)}, {len(orientations)}")
+    blocks, dims = [], []
+    plain = _plain_view0(augment)
+    device = resolve_device(device)
+    for cfg in backbone_cfgs:
+        caches = [EmbeddingCache(cache_root, views_key(cfg, augment))] * views
+        if plain:
+            caches[0] = EmbeddingCache(cache_root, backbone_key(dict(cfg)))
+        names = [[s if (v == 0 and plain) else f"{s}_v{v}" for v in range(views)] for s in sha1s]
+        entries = [[caches[v].get(names[i][v]) if sha1s[i] else None for v in range(views)] for i in range(n)]
+        todo = [(i, v) for v in range(views) for i in range(n) if entries[i][v] is None]
+        logger.info("branch %s: %d/%d views cached, %d to compute", cfg.get("source", cfg), n * views - len(todo),
+                    n * views, len(todo))  # fmt: skip
+        if todo:
+            branch = create_backbone(dict(cfg)).to(device).eval()
+            computed = _compute_views(branch, todo, paths, sha1s, orientations, augment, plain, device, batch_size)
+            for (i, v), vec in computed:
+                entries[i][v] = vec
+                if sha1s[i]:
+                    caches[v].put(names[i][v], vec)
+        if not n:
+            dim = create_backbone({**dict(cfg), "pretrained": False}).embed_dim
+            blocks.append(np.zeros((0, views, dim), np.float32))
+        else:
+            block = np.stack([np.stack(row) for row in entries]).astype(np.float32)
+            blocks.append(block / np.maximum(np.linalg.norm(block, axis=2, keepdims=True), 1e-12))
+        dims.append(int(blocks[-1].shape[2]))
+    return np.concatenate(blocks, axis=2).astype(np.float32), dims
+
+
+def _compute_views(branch, todo, paths, sha1s, orientations, augment, plain, device, batch_size):
+    """Yield ``((row, view), vector)`` for every ``(row, view)`` of ``todo`` (L2-normalised vectors)."""
+    size = int(branch.spec.input_size)
+    eval_tf, train_tf = build_eval_transform(augment, size), build_train_transform(augment, size)
+    mean = torch.tensor(branch.spec.mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(branch.spec.std, dtype=torch.float32).view(1, 3, 1, 1)
+    start, done = time.perf_counter(), 0
+    for lo in range(0, len(todo), batch_size):
+        chunk = todo[lo : lo + batch_size]
+        images = [load_image(paths[i]) for i, _ in chunk]
+        if plain and all(v == 0 for _, v in chunk):  # the embedding stage's preprocessing, exactly
+            x = preprocess(images, branch.spec)
+        else:
+            tensors = []
+            for (i, v), img in zip(chunk, images):
+                if v == 0:
+                    tensors.append(eval_tf(img, orientations[i]))
+                else:
+                    torch.manual_seed(_view_seed(sha1s[i], v))
+                    tensors.append(train_tf(img, orientations[i]))
+            x = (torch.stack(tensors) - mean) / std
+        with torch.inference_mode():
+            out = F.normalize(branch(x.to(device)).float(), dim=1).cpu().numpy()
+        yield from zip(chunk, out)
+        done += len(chunk)
+        if (lo // batch_size) % 10 == 0 or done == len(todo):
+            logger.info("computed %d/%d views (%.1f views/s)", done, len(todo), done / (time.perf_counter() - start))
+
+
+# ------------------------------------------------------------------------------------------------------ model
+
+
+class FrozenHead(nn.Module):
+    """Per-branch ``BatchNorm1d``, concatenation and a linear projection: ``[B x sum(D)] -> [B x P]``."""
+
+    def __init__(self, dims: Sequence[int], proj_dim: int = 512):
+        super().__init__()
+        if len(dims) < 1 or min(dims) < 1:
+            raise ValueError(f"FrozenHead needs one positive dimension per branch, got {list(dims)}")
+        self.dims = [int(d) for d in dims]
+        self.norms = nn.ModuleList(nn.BatchNorm1d(d) for d in self.dims)
+        self.proj = nn.Linear(sum(self.dims), proj_dim) if proj_dim else nn.Identity()
+        self.out_dim = int(proj_dim) if proj_dim else sum(self.dims)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 2 or x.shape[1] != sum(self.dims):
+            raise ValueError(f"FrozenHead expects x: [B x {sum(self.dims)}], got {tuple(x.shape)}")
+        parts = torch.split(x, self.dims, dim=1)
+        return self.proj(torch.cat([norm(p) for norm, p in zip(self.norms, parts)], dim=1))
+
+
+def class_mean_accuracy(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray) -> float:
+    """Accuracy of the nearest class mean (cosine) of ``val_x: [M x D]`` among the classes of ``train_x: [N x D]``."""
+    if not len(val_y):
+        return float("nan")
+    train_x, val_x = l2_normalise(train_x), l2_normalise(val_x)
+    classes = np.unique(train_y)
+    means = l2_normalise(np.stack([train_x[train_y == c].mean(0) for c in classes]))
+    return float((classes[(val_x @ means.T).argmax(1)] == val_y).mean())
+
+
+def _branch_normalised(x: np.ndarray, dims: Sequence[int]) -> np.ndarray:
+    """Each branch's block of ``x: [N x sum(D)]`` L2-normalised (the untrained starting point's features)."""
+    parts = np.split(x, np.cumsum(dims)[:-1], axis=1)
+    return np.concatenate([l2_normalise(p) for p in parts], axis=1)
+
+
+def train_head(
+    features: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    dims: Sequence[int],
+    cfg: Mapping[str, Any],
+    head_cfg: Mapping[str, Any] | None = None,
+    val: tuple[np.ndarray, np.ndarray] | None = None,
+    seed: int = 0,
+) -> tuple[FrozenHead, ArcFaceHead, pd.DataFrame]:
+    """Train a :class:`FrozenHead` and an ArcFace head on cached views.
+
+    ``features: [N x V x sum(D)]`` (every view of the training images), ``labels: [N]`` in ``0 .. n_classes-1``;
+    ``val``: ``(features [M x sum(D)] of view 0, labels [M])``. Returns the eval-mode modules and the history
+    (``epoch, loss, val_accuracy, val_ncm, seconds``): ``val_accuracy`` is the ArcFace argmax (the paper mode's
+    validation), ``val_ncm`` the nearest class mean (cosine, view 0 of the training images) in the trained
+    embedding, i.e. the retrieval the stage does; epoch 0 is the untrained starting point, the nearest class mean
+    of the frozen features. With a validation set the returned weights are those of the epoch of best ``val_ncm``
+    (epochs chosen on the gallery's own validation split).
+    """
+    cfg = resolve_frozen(cfg)
+    torch.manual_seed(seed)
+    n, views, width = features.shape
+    x = torch.from_numpy(np.ascontiguousarray(features.reshape(n * views, width), np.float32))
+    y = torch.from_numpy(np.repeat(np.asarray(labels, np.int64), views))
+    model = FrozenHead(dims, int(cfg["proj_dim"]))
+    head = ArcFaceHead(model.out_dim, n_classes, **dict(head_cfg or {}))
+    params = [*model.parameters(), *head.parameters()]
+    opt = torch.optim.AdamW(params, lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
+    epochs, bs = int(cfg["epochs"]), int(cfg["batch_size"])
+    steps = epochs * max(1, math.ceil(len(x) / bs))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps)))
+    history = []
+    best: tuple[float, int, dict, dict] | None = None
+    has_val = val is not None and len(val[1]) > 0
+    if has_val:
+        start = _branch_normalised(features[:, 0], dims)
+        ncm0 = class_mean_accuracy(start, np.asarray(labels), _branch_normalised(val[0], dims), np.asarray(val[1]))
+        history.append({"epoch": 0, "loss": float("nan"), "val_accuracy": float("nan"), "val_ncm": ncm0,
+                        "seconds": 0.0})  # fmt: skip
+    gen = torch.Generator().manual_seed(seed)
+    criterion = nn.CrossEntropyLoss()
+    for epoch in range(1, epochs + 1):
+        t0 = time.perf_counter()
+        model.train(), head.train()
+        order = torch.randperm(len(x), generator=gen)
+        total = 0.0
+        for lo in range(0, len(order), bs):
+            idx = order[lo : lo + bs]
+            if len(idx) < 2:  # BatchNorm needs two rows
+                continue
+            loss = criterion(head(model(x[idx]), y[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(idx)
+        row = {"epoch": epoch, "loss": total / len(x), "val_accuracy": float("nan"), "val_ncm": float("nan")}
+        if has_val:
+            row["val_accuracy"] = head_accuracy(model, head, val[0], val[1])
+            row["val_ncm"] = class_mean_accuracy(project(model, features[:, 0]), np.asarray(labels),
+                                                 project(model, val[0]), np.asarray(val[1]))  # fmt: skip
+            if best is None or row["val_ncm"] > best[0]:
+                best = (row["val_ncm"], epoch, copy.deepcopy(model.state_dict()), copy.deepcopy(head.state_dict()))
+        row["seconds"] = time.perf_counter() - t0
+        history.append(row)
+    if best is not None and best[1] != epochs:
+        logger.info("keeping epoch %d of %d (best validation nearest-class-mean accuracy %.3f)", best[1], epochs,
+                    best[0])  # fmt: skip
+        model.load_state_dict(best[2]), head.load_state_dict(best[3])
+    model.eval(), head.eval()
+    return model, head, pd.DataFrame(history, columns=HISTORY_COLUMNS)
+
+
+def head_accuracy(model: FrozenHead, head: ArcFaceHead, x: np.ndarray, y: np.ndarray) -> float:
+    """Closed-set accuracy of the ArcFace argmax on ``x: [M x sum(D)]`` (as the paper mode's validation)."""
+    was = model.training, head.training
+    model.eval(), head.eval()
+    with torch.inference_mode():
+        pred = head(model(torch.from_numpy(np.asarray(x, np.float32)))).argmax(1).numpy()
+    model.train(was[0]), head.train(was[1])
+    return float((pred == np.asarray(y)).mean())
+
+
+def project(model: FrozenHead, x: np.ndarray) -> np.ndarray:
+    """L2-normalised embeddings ``[N x P]`` of frozen features ``x: [N x sum(D)]``."""
+    if not len(x):
+        return np.zeros((0, model.out_dim), np.float32)
+    with torch.inference_mode():
+        return l2_normalise(model.eval()(torch.from_numpy(np.asarray(x, np.float32))).numpy())
+
+
+def fit_on_rows(
+    views: np.ndarray, identities: np.ndarray, rows: np.ndarray, dims, cfg, head_cfg, seed: int = 0
+) -> FrozenHead:
+    """A projection trained (no validation) on the gallery ``rows`` of ``views: [N x V x sum(D)]``."""
+    ids = np.asarray(identities, dtype=object)[rows].astype(str)
+    classes = sorted(set(ids))
+    labels = pd.Categorical(ids, classes).codes.astype(np.int64)
+    model, _, _ = train_head(views[rows], labels, len(classes), dims, cfg, head_cfg, None, seed)
+    return model
+
+
+# ------------------------------------------------------------------------------------------- held-out scoring
+
+
+def pseudo_runs(
+    views: np.ndarray, identities: np.ndarray, image_ids: np.ndarray, dims, cfg, head_cfg, tuning: Mapping[str, Any]
+) -> pd.DataFrame:
+    """``pseudo.parquet`` rows of the gallery (``views: [N x V x sum(D)]``): one retrained head per open-set split.
+
+    The splits are ``simulate_open_set_split(identities, new_fraction, query_fraction, rng)`` drawn
+    ``repeats`` times from ``np.random.default_rng(seed)`` (``tuning`` = config ``threshold_tuning``), exactly as
+    :func:`workflow.thresholds.tune_threshold` draws them. Each head is trained on the split's pseudo-gallery only;
+    a pseudo-query's ``identity`` is its nearest pseudo-gallery image's and ``score`` is ``(cos + 1) / 2``.
+    """
+    identities = np.asarray(identities, dtype=object)
+    rng = np.random.default_rng(int(tuning.get("seed", 0)))
+    frames = []
+    for r in range(int(tuning.get("repeats", 5))):
+        split = simulate_open_set_split(
+            identities, float(tuning.get("new_fraction", 0.33)), float(tuning.get("query_fraction", 0.3)), rng
+        )
+        t0 = time.perf_counter()
+        model = fit_on_rows(views, identities, split.gallery, dims, cfg, head_cfg, seed=r)
+        q, g = project(model, views[split.query, 0]), project(model, views[split.gallery, 0])
+        idx, cos = topk_inner_product(q, g, 1)
+        found = idx.shape[1] > 0
+        frames.append(
+            pd.DataFrame(
+                {
+                    "split": r,
+                    "image_id": np.asarray(image_ids, dtype=object)[split.query].astype(str),
+                    "identity": identities[split.gallery][idx[:, 0]].astype(str) if found else "",
+                    "score": (np.clip(cos[:, 0], -1, 1) + 1) / 2 if found else -np.inf,
+                    "truth": identities[split.query].astype(str),
+                    "is_new": split.is_new,
+                }
+            )
+        )
+        logger.info("pseudo split %d: head trained on %d pseudo-gallery images in %.1f s", r, len(split.gallery),
+                    time.perf_counter() - t0)  # fmt: skip
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=PSEUDO_COLUMNS)
+    return out.astype({"split": int, "image_id": str, "identity": str, "score": float, "truth": str, "is_new": bool})
+
+
+def pseudo_scorer(pseudo: pd.DataFrame, image_ids: np.ndarray):
+    """A :data:`workflow.thresholds.Scorer` that replays :func:`pseudo_runs` (called in the same split order)."""
+    pos = {str(i): n for n, i in enumerate(image_ids)}
+    runs = [g for _, g in pseudo.groupby("split", sort=True)]
+    calls = iter(range(len(runs)))
+
+    def scorer(query_idx: np.ndarray, gallery_idx: np.ndarray):
+        run = runs[next(calls)]
+        if [pos[i] for i in run["image_id"]] != list(np.asarray(query_idx)):
+            raise RuntimeError("pseudo_scorer: the tuning splits differ from the pseudo splits (seed or repeats)")
+        return run["identity"].to_numpy(dtype=object), run["score"].to_numpy(float)
+
+    return scorer
+
+
+def abstaining_pseudo(identities: np.ndarray, image_ids: np.ndarray, tuning: Mapping[str, Any]) -> pd.DataFrame:
+    """``pseudo.parquet`` of a source that cannot be judged without its training images (the fine-tuned model):
+    the same splits, ``identity`` ``""`` and ``score`` ``-inf`` for every pseudo-query."""
+    identities = np.asarray(identities, dtype=object)
+    rng = np.random.default_rng(int(tuning.get("seed", 0)))
+    frames = []
+    for r in range(int(tuning.get("repeats", 5))):
+        s = simulate_open_set_split(
+            identities, float(tuning.get("new_fraction", 0.33)), float(tuning.get("query_fraction", 0.3)), rng
+        )
+        frames.append(pd.DataFrame({"split": r, "image_id": np.asarray(image_ids, dtype=object)[s.query].astype(str),
+                                    "identity": "", "score": -np.inf, "truth": identities[s.query].astype(str),
+                                    "is_new": s.is_new}))  # fmt: skip
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=PSEUDO_COLUMNS)
+    return out.astype({"split": int, "image_id": str, "identity": str, "score": float, "truth": str, "is_new": bool})
+
+
+def fold_of_individuals(identities: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
+    """Fold ``0 .. folds-1`` of each row, the same for every image of an individual (individuals shuffled)."""
+    individuals = np.array(sorted(set(np.asarray(identities, dtype=object))), dtype=object)
+    order = np.random.default_rng(seed).permutation(len(individuals))
+    fold = {individuals[j]: n % folds for n, j in enumerate(order)}
+    return np.array([fold[i] for i in identities], np.int64)
+
+
+def heldout_pair_scores(
+    pairs: pd.DataFrame,
+    image_ids: np.ndarray,
+    embeddings: np.ndarray,
+    gallery_rows: np.ndarray,
+    gallery_views: np.ndarray,
+    gallery_identities: np.ndarray,
+    dims,
+    cfg,
+    head_cfg,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Raw ``trained`` score (cosine) of every shortlist pair: ``query, candidate, score``.
+
+    ``embeddings: [N x P]`` are the stage model's (rows of ``image_ids``) and score the query pairs.
+    ``gallery_views: [G x V x sum(D)]`` are the gallery's cached views (rows ``gallery_rows`` of ``image_ids``):
+    gallery pair ``(a, b)`` is scored by the fold model trained without ``a``'s fold of individuals (see the
+    module docstring), which is what the calibrator is fitted on.
+    """
+    cfg = resolve_frozen(cfg)
+    row = {str(i): n for n, i in enumerate(image_ids)}
+    q = pairs["query"].astype(str).map(row).to_numpy()
+    c = pairs["candidate"].astype(str).map(row).to_numpy()
+    if np.isnan(q.astype(float)).any() or np.isnan(c.astype(float)).any():
+        raise ValueError("shortlist pairs name images that are not in the metadata table")
+    score = np.einsum("ij,ij->i", embeddings[q.astype(int)], embeddings[c.astype(int)]).astype(np.float64)
+    is_gal = (pairs["kind"] == "gallery").to_numpy()
+    gpos = {int(r): n for n, r in enumerate(gallery_rows)}
+    folds = fold_of_individuals(gallery_identities, int(cfg["folds"]), seed)
+    qg = np.array([gpos[int(v)] for v in q[is_gal]], np.int64)
+    cg = np.array([gpos[int(v)] for v in c[is_gal]], np.int64)
+    gscore = np.full(len(qg), np.nan)
+    for f in range(int(cfg["folds"])):
+        held = folds == f
+        t0 = time.perf_counter()
+        model = fit_on_rows(gallery_views, gallery_identities, np.flatnonzero(~held), dims, cfg, head_cfg, seed + f)
+        emb = project(model, gallery_views[:, 0])
+        sel = held[qg]
+        gscore[sel] = np.einsum("ij,ij->i", emb[qg[sel]], emb[cg[sel]])
+        logger.info("fold %d: %d held-out gallery images, %d pairs scored, %.1f s", f, int(held.sum()),
+                    int(sel.sum()), time.perf_counter() - t0)  # fmt: skip
+    score[is_gal] = gscore
+    return pd.DataFrame({"query": pairs["query"].astype(str), "candidate": pairs["candidate"].astype(str),
+                         "score": score})  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------ model file
+
+
+def save_frozen_model(path, model: FrozenHead, head: ArcFaceHead, classes, settings: Mapping[str, Any]) -> None:
+    """The frozen-mode model file: ``mode: frozen``, the settings (backbones, augment, frozen, head, training)
+    needed to rebuild features and retrain per split, the class names and the weights."""
+    state = {"mode": "frozen", "settings": dict(settings), "dims": model.dims, "proj_dim": model.out_dim
+             if not isinstance(model.proj, nn.Identity) else 0, "classes": list(classes),
+             "head": {"s": head.s, "m": head.m, "easy_margin": head.easy_margin},
+             "model_state": model.state_dict(), "head_state": head.state_dict()}  # fmt: skip
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def is_frozen_model(path) -> bool:
+    """True for a file written by :func:`save_frozen_model` (memory-mapped: a fine-tuned model is not read whole)."""
+    state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    return isinstance(state, dict) and state.get("mode") == "frozen"
+
+
+def load_frozen_model(path) -> tuple[FrozenHead, ArcFaceHead, list[str], dict]:
+    """``(projection, ArcFace head, classes, settings)`` of a file written by :func:`save_frozen_model`."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(state, dict) or state.get("mode") != "frozen":
+        raise ValueError(f"{path} is not a frozen-mode dual-backbone model (mode: frozen)")
+    model = FrozenHead(state["dims"], state["proj_dim"])
+    model.load_state_dict(state["model_state"])
+    head = ArcFaceHead(model.out_dim, len(state["classes"]), **state["head"])
+    head.load_state_dict(state["head_state"])
+    return model.eval(), head.eval(), list(state["classes"]), dict(state["settings"])
+
+
+# ----------------------------------------------------------------------------------------------- entry points
+
+
+def _orientations(meta: pd.DataFrame) -> list[str]:
+    if "orientation" not in meta:
+        return [""] * len(meta)
+    return meta["orientation"].fillna("").astype(str).tolist()
+
+
+def table_views(meta: pd.DataFrame, settings: Mapping[str, Any], views: int, cache: str, device: str) -> np.ndarray:
+    """Cached views ``[N x views x sum(D)]`` of every row of a metadata table."""
+    return _table_views(meta, settings, views, cache, device)[0]
+
+
+def _table_views(meta, settings, views, cache, device) -> tuple[np.ndarray, list[int]]:
+    return cached_views(meta["abspath"].tolist(), meta["sha1"].fillna("").astype(str).tolist(), _orientations(meta),
+                        settings["backbones"], settings["augment"], views, cache, device)  # fmt: skip
+
+
+def train_main(args: argparse.Namespace, meta: pd.DataFrame) -> None:
+    """``dual_backbone train --mode frozen``: cache the gallery's views, train, write the model and history."""
+    from workflow._entry import write_tsv
+
+    gal = meta[meta["split"] == "database"].reset_index(drop=True)
+    frozen = resolve_frozen(json.loads(args.frozen))
+    training = json.loads(args.training)
+    settings = {"backbones": json.loads(args.backbones), "augment": resolve_augment(json.loads(args.augment)),
+                "frozen": frozen, "head": json.loads(args.head), "training": training}  # fmt: skip
+    t0 = time.perf_counter()
+    views, dims = _table_views(gal, settings, frozen["views"], args.cache, args.device)
+    t_cache = time.perf_counter() - t0
+    classes = sorted(set(gal["identity"].astype(str)))
+    labels = pd.Categorical(gal["identity"].astype(str), classes).codes.astype(np.int64)
+    seed = int(training.get("seed", 0))
+    tr, va = stratified_split(gal["identity"].to_numpy(), float(training.get("val_fraction", 0.1)), seed)
+    t0 = time.perf_counter()
+    model, head, history = train_head(views[tr], labels[tr], len(classes), dims, frozen, settings["head"],
+                                      (views[va, 0], labels[va]), seed)  # fmt: skip
+    t_train = time.perf_counter() - t0
+    logger.info("%d individuals, %d training and %d validation images, %s views each, features %s -> %d-d",
+                len(classes), len(tr), len(va), frozen["views"], dims, model.out_dim)  # fmt: skip
+    logger.info("views cached in %.1f s, head trained in %.1f s (%d epochs); validation nearest-class-mean "
+                "accuracy %.3f with the frozen features, %.3f at best in the trained embedding (ArcFace argmax %.3f)",
+                t_cache, t_train, frozen["epochs"], history["val_ncm"].iloc[0], history["val_ncm"].iloc[1:].max(),
+                history["val_accuracy"].iloc[1:].max())  # fmt: skip
+    save_frozen_model(args.model_out, model, head, classes, {**settings, "dims": dims})
+    write_tsv(history.assign(phase=np.where(history["epoch"] == 0, "untrained", "frozen")), args.history)
+
+
+def predict_main(args: argparse.Namespace, meta: pd.DataFrame) -> None:
+    """``dual_backbone predict`` on a frozen-mode model: retrieval, per-split pseudo runs, ``auto`` threshold."""
+    from workflow._entry import write_stage_outputs
+    from workflow.dual_backbone import retrieve
+    from workflow.thresholds import apply_threshold, choose_threshold
+
+    model, _, _, settings = load_frozen_model(args.model)
+    tuning = json.loads(args.tuning)
+    is_gal = (meta["split"] == "database").to_numpy()
+    gal = meta[is_gal].reset_index(drop=True)
+    qry = meta[meta["split"] == "query"].reset_index(drop=True)
+    frozen = settings["frozen"]
+    gviews = table_views(gal, settings, int(frozen["views"]), args.cache, args.device)
+    qviews = table_views(qry, settings, 1, args.cache, args.device)
+    pseudo = pseudo_runs(gviews, gal["identity"].to_numpy(dtype=object), gal["image_id"].to_numpy(dtype=object),
+                         settings["dims"], frozen, settings["head"], tuning)  # fmt: skip
+    scorer = pseudo_scorer(pseudo, gal["image_id"].astype(str).to_numpy())
+    g_emb, q_emb = project(model, gviews[:, 0]), project(model, qviews[:, 0])
+    idx, conf = retrieve(q_emb, g_emb, k=int(args.k))
+    threshold, info, curve = choose_threshold(json.loads(args.threshold), args.dataset, scorer,
+                                              gal["identity"].to_numpy(dtype=object), tuning)  # fmt: skip
+    top_identity = gal["identity"].to_numpy(dtype=object)[idx[:, 0]] if idx.shape[1] else np.full(len(qry), "", object)
+    top_score = conf[:, 0] if conf.shape[1] else np.full(len(qry), -np.inf, np.float32)
+    preds = pd.DataFrame({"image_id": qry["image_id"].to_numpy(dtype=object),
+                          "identity": apply_threshold(top_identity, top_score, threshold),
+                          "top_identity": top_identity, "top_score": top_score})  # fmt: skip
+    if args.pseudo_out:
+        write_parquet(pseudo, args.pseudo_out)
+    if args.embeddings_out:
+        emb = np.zeros((len(meta), model.out_dim), np.float32)
+        emb[is_gal], emb[~is_gal] = g_emb, q_emb
+        save_embeddings(args.embeddings_out, meta["image_id"].to_numpy(), emb)
+    write_stage_outputs(args.dataset, preds, info, curve, args.predictions, args.threshold_out, args.curve)
+
+
+def embed_table(model_path: str, meta: pd.DataFrame, cache: str, device: str = "cpu") -> np.ndarray:
+    """L2-normalised embeddings ``[N x P]`` of every row of ``meta`` (frozen or fine-tuned model file)."""
+    if not is_frozen_model(model_path):
+        from workflow.dual_backbone import embed, load_model
+
+        net, _, _, augment = load_model(model_path)
+        return embed(net, meta["abspath"].tolist(), _orientations(meta), augment, device=device)
+    model, _, _, settings = load_frozen_model(model_path)
+    return project(model, table_views(meta, settings, 1, cache, device)[:, 0])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("embed", help="embeddings of every image by the trained model (shortlist backbone 'trained')")
+    p.add_argument("--out", required=True)
+    p = sub.add_parser("pairs", help="held-out raw scores of the shortlist pairs (WildFusion source 'trained')")
+    p.add_argument("--shortlist", required=True)
+    p.add_argument("--out", required=True)
+    for p in sub.choices.values():
+        p.add_argument("--model", required=True)
+        p.add_argument("--metadata", required=True)
+        p.add_argument("--cache", required=True)
+        p.add_argument("--device", default="auto")
+        p.add_argument("--threads", type=int)
+        p.add_argument("--log")
+    args = parser.parse_args(argv)
+    setup_logging(args.log)
+    set_threads(args.threads)
+    meta = read_tsv(args.metadata)
+    if args.command == "embed":
+        save_embeddings(args.out, meta["image_id"].to_numpy(), embed_table(args.model, meta, args.cache, args.device))
+        return
+    if not is_frozen_model(args.model):
+        raise ValueError(f"{args.model}: the 'trained' fusion source needs dual_backbone.mode: frozen")
+    model, _, _, settings = load_frozen_model(args.model)
+    pairs = pd.read_parquet(args.shortlist)
+    emb = project(model, table_views(meta, settings, 1, args.cache, args.device)[:, 0])
+    is_gal = (meta["split"] == "database").to_numpy()
+    gal = meta[is_gal].reset_index(drop=True)
+    gviews = table_views(gal, settings, int(settings["frozen"]["views"]), args.cache, args.device)
+    scores = heldout_pair_scores(pairs, meta["image_id"].astype(str).to_numpy(), emb, np.flatnonzero(is_gal), gviews,
+                                 gal["identity"].to_numpy(dtype=object), settings["dims"], settings["frozen"],
+                                 settings["head"], int(settings["training"].get("seed", 0)))  # fmt: skip
+    write_parquet(scores, args.out)
+
+
+if __name__ == "__main__":
+    main()
