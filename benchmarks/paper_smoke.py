@@ -183,8 +183,9 @@ def write_matcher_weights(folder: Path) -> list[Path]:
     import torch
     from kornia.feature import ALIKED, DISK, LoFTR
 
-    from workflow.matchers import WEIGHTS, _random_init
-    from workflow.superpoint import SuperPoint
+    from workflow.matchers import WEIGHTS
+    from workflow.matchers.learned import _random_init
+    from workflow.matchers.superpoint import SuperPoint
 
     builders = {
         "superpoint": lambda: SuperPoint().state_dict(),
