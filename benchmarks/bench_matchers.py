@@ -43,8 +43,11 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: workflow/ and tests/fixtures.py
 
 PAPER_MATCHERS = ["superpoint-lightglue", "aliked-lightglue", "disk-lightglue", "sift-lightglue", "loftr"]
 DEFAULT_MATCHERS = [*PAPER_MATCHERS, "rootsift", "orb"]
@@ -88,7 +91,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def make_images(n: int, size: int, seed: int) -> list[np.ndarray]:
     """``n`` images [size x size x 3]: ``ceil(n / 2)`` textured individuals, each with a warped second view."""
-    from workflow.matchers import textured_image, warp_image
+    from tests.fixtures import textured_image, warp_image
 
     out = []
     for k in range(math.ceil(n / 2)):

@@ -73,7 +73,7 @@ CPU = {"threads": 2, "gpu": 0, "mem_mb": 16000, "runtime": 120}
 
 def demo_dataset(name: str, species: str, pattern: str, known: int, gallery: int, distribution: str,
                  orientations: list[str], date_range: list[int] | None) -> dict:  # fmt: skip
-    """One ``demo.datasets`` entry (workflow/demo.py): 2 new individuals and 6 query images."""
+    """One ``demo.datasets`` entry (workflow/demo/): 2 new individuals and 6 query images."""
     return {"name": name, "species": species, "pattern": pattern, "known_individuals": known, "new_individuals": 2,
             "gallery_images": gallery, "query_images": 6, "distribution": distribution,
             "orientations": orientations, "date_range": date_range}  # fmt: skip
@@ -183,8 +183,9 @@ def write_matcher_weights(folder: Path) -> list[Path]:
     import torch
     from kornia.feature import ALIKED, DISK, LoFTR
 
-    from workflow.matchers import WEIGHTS, _random_init
-    from workflow.superpoint import SuperPoint
+    from workflow.matchers import WEIGHTS
+    from workflow.matchers.learned import _random_init
+    from workflow.matchers.superpoint import SuperPoint
 
     builders = {
         "superpoint": lambda: SuperPoint().state_dict(),

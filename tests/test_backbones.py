@@ -15,7 +15,6 @@ from conftest import write_image
 from PIL import Image
 from timm.models import save_for_hf
 
-from workflow import backbones
 from workflow.backbones import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -30,6 +29,7 @@ from workflow.backbones import (
     match_state_dict,
     preprocess,
     register_backbone,
+    registry,
     resolve_device,
     resolve_spec,
 )
@@ -156,7 +156,7 @@ def test_exception_embed_dim_checked():
 
 
 def test_duplicate_registration_refused(monkeypatch):
-    monkeypatch.setattr(backbones, "_BACKBONES", dict(backbones._BACKBONES))
+    monkeypatch.setattr(registry, "_BACKBONES", dict(registry._BACKBONES))
 
     def efficientnet_lite0() -> BackboneSpec:
         return BackboneSpec(source="timm:resnet18")

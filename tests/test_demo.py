@@ -1,4 +1,4 @@
-"""Tests of the synthetic demo generator (workflow/demo.py) on a tiny three-species config."""
+"""Tests of the synthetic demo generator (workflow/demo/) on a tiny three-species config."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import yaml
 
 from workflow import demo
 from workflow.data import validate_dataset
+from workflow.demo import render
 from workflow.images import load_rgb
 
 SIZE = 96
@@ -248,9 +249,9 @@ def test_individuals_differ():
 def test_right_is_the_mirror_of_left():
     identity = demo.make_identity("spots", np.random.default_rng(0))
     canonical = demo.render_canonical(identity, 64)
-    view = dict(demo._VIEWS)
-    h_left = demo._homography(view["left"], np.random.default_rng(2), 64)
-    h_right = demo._homography(view["right"], np.random.default_rng(2), 64)
+    view = dict(render._VIEWS)
+    h_left = render._homography(view["left"], np.random.default_rng(2), 64)
+    h_right = render._homography(view["right"], np.random.default_rng(2), 64)
     centre = np.array([canonical.shape[1] / 2, canonical.shape[0] / 2, 1.0])
     head = np.array([canonical.shape[1] * 0.2, canonical.shape[0] / 2, 1.0])  # head side of the canvas
     for h, sign in ((h_left, -1), (h_right, 1)):

@@ -1,4 +1,4 @@
-"""Tests of the dual-backbone ArcFace model (workflow/dual_backbone.py) with tiny random-weight timm models."""
+"""Tests of the dual-backbone ArcFace model (workflow/dual_backbone/) with tiny random-weight timm models."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests of workflow.matchers and workflow.superpoint: every registry entry runs its real code path.
+"""Tests of workflow.matchers (with its SuperPoint network): every registry entry runs its real code path.
 
 Learned matchers run with random weights (``allow_random_weights=True``) on tiny synthetic images;
 no weights are ever downloaded (the hub cache is pointed at an empty temporary folder).
@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from fixtures import textured_image, warp_image  # noqa: E402
 
 from workflow import matchers as M  # noqa: E402
 
@@ -43,8 +45,8 @@ def _empty_hub(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def images() -> list[np.ndarray]:
     """A textured image, a warped copy of it and an unrelated textured image, [96 x 96 x 3] uint8."""
-    a = M.textured_image(SIZE, seed=1)
-    return [a, M.warp_image(a, seed=2, strength=0.05), M.textured_image(SIZE, seed=7)]
+    a = textured_image(SIZE, seed=1)
+    return [a, warp_image(a, seed=2, strength=0.05), textured_image(SIZE, seed=7)]
 
 
 def make(name: str, **conf) -> M.LocalMatcher:
@@ -252,7 +254,7 @@ def test_weights_load_from_hub_cache(tmp_path, images):
 def test_superpoint_official_key_names(tmp_path):
     import torch
 
-    from workflow.superpoint import SuperPoint, load_superpoint_weights
+    from workflow.matchers.superpoint import SuperPoint, load_superpoint_weights
 
     names = [f"conv{i}{j}" for i in "1234" for j in "ab"] + ["convPa", "convPb", "convDa", "convDb"]
     expected = {f"{n}.{p}" for n in names for p in ("weight", "bias")}
@@ -314,9 +316,10 @@ def test_empty_features_lightglue(images):
 
 def test_classical_matchers_do_not_import_torch():
     code = (
-        "import sys, workflow.matchers as m;"
-        "f = m.create_matcher('rootsift').extract([m.textured_image(64)]);"
-        "m.create_matcher('orb').extract([m.textured_image(64)]);"
+        f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r});"
+        "import workflow.matchers as m; from fixtures import textured_image;"
+        "f = m.create_matcher('rootsift').extract([textured_image(64)]);"
+        "m.create_matcher('orb').extract([textured_image(64)]);"
         "assert 'torch' not in sys.modules and 'kornia' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})

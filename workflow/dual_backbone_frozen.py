@@ -69,8 +69,9 @@ from workflow.dual_backbone import (
     stratified_split,
 )
 from workflow.embed import EmbeddingCache, backbone_key, l2_normalise, save_embeddings
+from workflow.faiss_search import topk_inner_product
 from workflow.images import load_image
-from workflow.shortlist import topk_inner_product
+from workflow.safe_files import safe_load
 from workflow.thresholds import simulate_open_set_split
 
 logger = logging.getLogger(__name__)
@@ -491,13 +492,13 @@ def save_frozen_model(path, model: FrozenHead, head: ArcFaceHead, classes, setti
 
 def is_frozen_model(path) -> bool:
     """True for a file written by :func:`save_frozen_model` (memory-mapped: a fine-tuned model is not read whole)."""
-    state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     return isinstance(state, dict) and state.get("mode") == "frozen"
 
 
 def load_frozen_model(path) -> tuple[FrozenHead, ArcFaceHead, list[str], dict]:
     """``(projection, ArcFace head, classes, settings)`` of a file written by :func:`save_frozen_model`."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = safe_load(path, map_location="cpu", what="frozen dual-backbone model (delete it to retrain)")
     if not isinstance(state, dict) or state.get("mode") != "frozen":
         raise ValueError(f"{path} is not a frozen-mode dual-backbone model (mode: frozen)")
     model = FrozenHead(state["dims"], state["proj_dim"])

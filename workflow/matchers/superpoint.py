@@ -31,12 +31,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from workflow.matchers.weights import WEIGHTS
+
 logger = logging.getLogger(__name__)
 
 #: File name of the official checkpoint, as published by Magic Leap and mirrored by cvg/LightGlue.
-SUPERPOINT_WEIGHTS_FILE = "superpoint_v1.pth"
-SUPERPOINT_WEIGHTS_URL = "https://github.com/magicleap/SuperPointPretrainedNetwork/raw/master/superpoint_v1.pth"
-SUPERPOINT_LICENCE = "Magic Leap SuperPoint licence: non-commercial research use only"
+SUPERPOINT_WEIGHTS_FILE = WEIGHTS["superpoint"].file_names[0]
+SUPERPOINT_WEIGHTS_URL = WEIGHTS["superpoint"].url
+SUPERPOINT_LICENCE = WEIGHTS["superpoint"].licence
 
 
 def nms_keep_mask(scores: torch.Tensor, radius: int) -> torch.Tensor:

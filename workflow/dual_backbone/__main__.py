@@ -1,0 +1,5 @@
+"""``python -m workflow.dual_backbone train|predict``: see :mod:`workflow.dual_backbone.cli`."""
+
+from workflow.dual_backbone.cli import main
+
+main()
