@@ -70,36 +70,6 @@ def own_data(tmp_path_factory):
     return work, data
 
 
-def test_adding_or_editing_the_solution_reruns_only_scoring(own_data):
-    work, data = own_data
-    before = snapshot(work)
-    shutil.copy(data.parent / "solution.csv", data / "solution.csv")
-    try:
-        jobs = plan(work, data)
-        assert set(jobs) <= SCORING and {"validate_solution", "score_stage", "shortlist_recall"} <= set(jobs), jobs
-        run(work, data)
-        after = snapshot(work)
-        expensive = [p for p in before if not any(part in str(p) for part in ("/stages/", "/plots/", "scores"))]
-        assert all(after[p] == before[p] for p in expensive), "an expensive output was rewritten"
-        assert json.loads(next((work / "results/shortlist").rglob("*.recall.json")).read_text())["known_queries"] > 0
-        # edit the answer key (one known query marked new): only the scoring jobs again
-        sol = pd.read_csv(data / "solution.csv", dtype=str, keep_default_na=False)
-        sol.loc[sol["new"] == "False", "new"] = ["True"] + ["False"] * (int((sol["new"] == "False").sum()) - 1)
-        sol.to_csv(data / "solution.csv", index=False)
-        jobs = plan(work, data)
-        assert set(jobs) <= SCORING and {"validate_solution", "score_stage"} <= set(jobs), jobs
-        # a broken answer key fails in its own small job; nothing expensive waits for it
-        sol.drop(index=0).to_csv(data / "solution.csv", index=False)
-        proc = run(work, data, check=False)
-        assert proc.returncode != 0
-        assert "is not in the solution" in (work / "logs/validate_solution.log").read_text()
-        assert all(p.is_file() for p in expensive)
-    finally:
-        (data / "solution.csv").unlink()
-        run(work, data)
-    assert plan(work, data) == {}
-
-
 def test_a_metadata_typo_stops_the_run_and_its_fix_reruns_nothing(own_data):
     work, data = own_data
     meta_file = data / "metadata.csv"
@@ -153,3 +123,29 @@ def test_an_image_replaced_in_place_reruns_exactly_its_dataset(own_data):
     # back to the original photo: the table's content is again what every result was computed from
     assert plan(work, data) == {}
     assert all(snapshot(work)[p] == t for p, t in before.items() if p.name != "LynxTiny.tsv")
+
+
+def test_adding_or_editing_the_solution_reruns_only_scoring(own_data):
+    """Last in this module: it leaves the data with a broken solution.csv."""
+    work, data = own_data
+    before = snapshot(work)
+    shutil.copy(data.parent / "solution.csv", data / "solution.csv")
+    jobs = plan(work, data)
+    assert set(jobs) <= SCORING and {"validate_solution", "score_stage", "shortlist_recall"} <= set(jobs), jobs
+    run(work, data)
+    after = snapshot(work)
+    expensive = [p for p in before if not any(part in str(p) for part in ("/stages/", "/plots/", "scores"))]
+    assert all(after[p] == before[p] for p in expensive), "an expensive output was rewritten"
+    assert json.loads(next((work / "results/shortlist").rglob("*.recall.json")).read_text())["known_queries"] > 0
+    # edit the answer key (one known query marked new): only the scoring jobs again
+    sol = pd.read_csv(data / "solution.csv", dtype=str, keep_default_na=False)
+    sol.loc[sol["new"] == "False", "new"] = ["True"] + ["False"] * (int((sol["new"] == "False").sum()) - 1)
+    sol.to_csv(data / "solution.csv", index=False)
+    jobs = plan(work, data)
+    assert set(jobs) <= SCORING and {"validate_solution", "score_stage"} <= set(jobs), jobs
+    # a broken answer key fails in its own small job; nothing expensive waits for it
+    sol.drop(index=0).to_csv(data / "solution.csv", index=False)
+    proc = run(work, data, check=False)
+    assert proc.returncode != 0
+    assert "is not in the solution" in (work / "logs/validate_solution.log").read_text()
+    assert all(p.is_file() for p in expensive)

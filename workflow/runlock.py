@@ -10,22 +10,26 @@ This module lets the workflow tell them apart: every main Snakemake process of t
 however it ends. A start that finds lock files *and* can take that flock exclusively knows that no Snakemake
 process of this workflow is alive in the directory: the locks are stale, so it removes them and says so.
 Where the file system offers no ``flock`` (some parallel file systems), nothing is removed and Snakemake's
-own message (run ``--unlock``) stands.
+own message (run ``--unlock``) stands. A flock may be visible only on the host that took it (Lustre's
+``localflock``), so a lock is removed only on the host whose start last judged the directory
+(``.snakemake/workflow.host``): a start on another login node leaves it to ``--unlock``.
 
-Inputs: the working directory's ``.snakemake/``. Outputs: ``.snakemake/workflow.alive`` (empty);
-``.snakemake/locks/*.lock`` removed when stale.
+Inputs: the working directory's ``.snakemake/``. Outputs: ``.snakemake/workflow.alive`` (empty),
+``.snakemake/workflow.host``; ``.snakemake/locks/*.lock`` removed when stale.
 """
 
 from __future__ import annotations
 
 import fcntl
 import logging
+import socket
 from pathlib import Path
 from typing import IO
 
 logger = logging.getLogger(__name__)
 
 ALIVE = "workflow.alive"
+HOST = "workflow.host"
 # the open file whose flock marks this process as alive: it must stay open until the process ends
 _held: IO | None = None
 
@@ -48,9 +52,16 @@ def release_stale_locks(workdir: str | Path = ".") -> list[Path]:
         handle.close()
         return removed
     else:
-        for lock in sorted((meta / "locks").glob("*.lock")):
-            lock.unlink(missing_ok=True)
-            removed.append(lock)
+        locks = sorted((meta / "locks").glob("*.lock"))
+        host_file = meta / HOST
+        last_host = host_file.read_text().strip() if host_file.is_file() else None
+        if not locks or last_host == socket.gethostname():
+            for lock in locks:
+                lock.unlink(missing_ok=True)
+                removed.append(lock)
+            host_file.write_text(socket.gethostname() + "\n")
+        else:
+            logger.debug("locks taken on host %s: left to --unlock", last_host)
     fcntl.flock(handle, fcntl.LOCK_SH)  # alive (shared with the other live processes) until exit
     _held = handle
     return removed
