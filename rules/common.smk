@@ -1,9 +1,11 @@
 # Input functions and config providers only; no logic that belongs in a stage module.
 import json
 import sys
+import os
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 
 from workflow.config_check import check_config
 from workflow.keys import param_key
@@ -67,6 +69,56 @@ check_config(
 HAS_SOLUTION = IS_DEMO or (DATA_ROOT / "solution.csv").is_file()
 # Stages with per-query predictions; discovery (clusters, rules/discovery.smk) is listed in stages but scored apart.
 STAGES = [stage for stage in config["stages"] if stage != "discovery"]
+# Per-dataset tables (metadata rows + the sha1 of each image): the only view of the data that jobs have.
+TABLES_DIR = Path("results/data")
+
+
+def _start_run():
+    """What a start of the workflow does before any job (main process only, also in a dry-run).
+
+    Removes the directory lock of a Snakemake that died (workflow/runlock.py), then validates the data and
+    brings the existing tables up to date, rewriting a table only when its content changes (a replaced or
+    truncated image changes its sha1). Bad data stops here: no job starts, nothing is deleted.
+    Returns whether rule validate_data is needed (a table is missing, or the demo's data is generated).
+    """
+    if not workflow.is_main_process:
+        return True
+    from workflow.data import DataValidationError
+    from workflow.runlock import release_stale_locks
+    from workflow.tables import sync_tables
+
+    removed = release_stale_locks()
+    if removed:
+        logger.warning(
+            f"Removed the directory lock left by a Snakemake run that is no longer alive ({len(removed)} "
+            "lock file(s) in .snakemake/locks); resuming."
+        )
+    if not (DATA_ROOT / "metadata.csv").is_file():  # the demo, before it is generated
+        return True
+    present = [d for d in DATASETS if (TABLES_DIR / f"{d}.tsv").is_file()]
+    try:
+        changed = sync_tables(
+            DATA_ROOT,
+            TABLES_DIR,
+            present,
+            config.get("data", {}).get("extra_required_columns", []),
+            threads=min(8, os.cpu_count() or 1),
+            allow_external_symlinks=config["data"].get(
+                "allow_external_symlinks", False
+            ),
+        )
+    except DataValidationError as err:
+        raise WorkflowError(
+            f"{err}\nFix these and start again: no job was started and nothing was deleted."
+        ) from None
+    if changed:
+        logger.info(
+            f"Data changed: rewrote {', '.join(f'{TABLES_DIR}/{d}.tsv' for d in changed)}"
+        )
+    return IS_DEMO or len(present) < len(DATASETS)
+
+
+TABLE_RULE = _start_run()
 
 
 def config_provider(*keys, default=None):
@@ -512,12 +564,21 @@ def compute(rule_name, key, default):
 
 
 def metadata_input():
-    """The dataset's metadata (and, for the demo, the rule that generates it)."""
-    return DATA_ROOT / "metadata.csv"
+    """The data's metadata.csv: for the demo, the output of rule demo_data (regenerating the demo rebuilds the
+    tables); otherwise ancient, since the tables follow the data's content, not its modification times.
+    """
+    path = str(DATA_ROOT / "metadata.csv")
+    return path if IS_DEMO else ancient(path)
 
 
 def solution_input():
+    """solution.csv where the data has one: only scoring, plots and the shortlist's recall read it."""
     return [str(DATA_ROOT / "solution.csv")] if HAS_SOLUTION else []
+
+
+def solution_check():
+    """The summary that rule validate_solution writes once solution.csv is valid (with solution_input())."""
+    return ["results/data/solution.json"] if HAS_SOLUTION else []
 
 
 def dataset_tables(wildcards=None):
@@ -546,6 +607,10 @@ def final_outputs():
             dataset=DATASETS if HAS_SOLUTION else [],
         ),
         *discovery_outputs(),
+        *[
+            shortlist_path(dataset, ".recall.json")
+            for dataset in (DATASETS if HAS_SOLUTION and "wildfusion" in STAGES else [])
+        ],
     ]
 
 

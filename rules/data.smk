@@ -1,26 +1,48 @@
-rule validate_data:
+# The per-dataset tables are brought up to date when the workflow starts (_start_run() in rules/common.smk,
+# content-stable); this rule builds a table only where none exists yet (first run, or the demo's data).
+if TABLE_RULE:
+
+    rule validate_data:
+        input:
+            metadata=metadata_input(),
+        output:
+            table="results/data/{dataset}.tsv",
+        log:
+            "logs/validate_data/{dataset}.log",
+        conda:
+            CONDA_ENV
+        threads: 2
+        params:
+            root=lambda wildcards, input: Path(input.metadata).parent,
+            extra=config_provider("data", "extra_required_columns", default=[]),
+            symlinks=lambda wildcards: (
+                ["--allow-external-symlinks"]
+                if config["data"].get("allow_external_symlinks")
+                else []
+            ),
+        message:
+            "Validating {input.metadata} and every {wildcards.dataset} image it names"
+        shell:
+            "python -m workflow.tables write --root {params.root:q} --out-dir results/data "
+            "--datasets {wildcards.dataset:q} --extra-columns {params.extra:q} "
+            "{params.symlinks:q} --threads {threads} --log {log:q}"
+
+
+# Only scoring, the plots and the shortlist's recall depend on the answer key (and so on this check).
+rule validate_solution:
     input:
-        metadata=metadata_input(),
         solution=solution_input(),
+        tables=dataset_tables(),
     output:
-        tables=expand("results/data/{dataset}.tsv", dataset=DATASETS),
+        summary="results/data/solution.json",
     log:
-        "logs/validate_data.log",
+        "logs/validate_solution.log",
     conda:
         CONDA_ENV
-    threads: 2
     params:
-        root=lambda wildcards, input: Path(input.metadata).parent,
-        datasets=DATASETS,
-        extra=config_provider("data", "extra_required_columns", default=[]),
-        symlinks=lambda wildcards: (
-            ["--allow-external-symlinks"]
-            if config.get("data", {}).get("allow_external_symlinks")
-            else []
-        ),
+        root=lambda wildcards, input: Path(input.solution[0]).parent,
     message:
-        "Validating {input.metadata} and every image it names"
+        "Validating {input.solution} against the query images of every dataset"
     shell:
-        "python -m workflow.data --root {params.root:q} --out-dir results/data "
-        "--datasets {params.datasets:q} --extra-columns {params.extra:q} "
-        "{params.symlinks:q} --threads {threads} --log {log:q}"
+        "python -m workflow.tables solution --root {params.root:q} --tables {input.tables:q} "
+        "--out {output.summary:q} --log {log:q}"

@@ -3,6 +3,7 @@ rule score_stage:
         predictions=stage_predictions,
         metadata=dataset_tables(),
         solution=solution_input(),
+        solution_check=solution_check(),
     output:
         scores="results/stages/{stage}/scores.tsv",
     log:

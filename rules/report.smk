@@ -10,6 +10,7 @@ rule plot_new_share:
             dataset=wc.dataset,
         ),
         solution=solution_input(),
+        solution_check=solution_check(),
     output:
         plot=report(
             "results/plots/new_share/{dataset}.png",
@@ -35,6 +36,7 @@ rule plot_matches:
         pairs="results/stages/wildfusion/{dataset}/pairs.parquet",
         metadata="results/data/{dataset}.tsv",
         solution=solution_input(),
+        solution_check=solution_check(),
     output:
         plot=report(
             "results/plots/matches/{dataset}.png",

@@ -2,10 +2,8 @@ rule shortlist:
     input:
         metadata="results/data/{dataset}.tsv",
         embeddings=shortlist_embeddings,
-        solution=solution_input(),
     output:
         pairs="results/shortlist/{dataset}/{key}.parquet",
-        recall="results/shortlist/{dataset}/{key}.recall.json",
     log:
         "logs/shortlist/{dataset}/{key}.log",
     conda:
@@ -23,9 +21,29 @@ rule shortlist:
         "Shortlisting the top-{params.k_query} gallery candidates of each {wildcards.dataset} image (gpu={resources.gpu})"
     shell:
         "python -m workflow.shortlist --metadata {input.metadata:q} --embeddings {input.embeddings:q} "
-        "--k-query {params.k_query:q} --k-gallery {params.k_gallery:q} --solution {input.solution:q} "
+        "--k-query {params.k_query:q} --k-gallery {params.k_gallery:q} "
         "--device {params.device:q} --threads {threads} "
-        "--out {output.pairs:q} --recall {output.recall:q} --log {log:q}"
+        "--out {output.pairs:q} --log {log:q}"
+
+
+# The shortlist's recall over the known queries: the only shortlist output that reads the answer key.
+rule shortlist_recall:
+    input:
+        pairs="results/shortlist/{dataset}/{key}.parquet",
+        metadata="results/data/{dataset}.tsv",
+        solution=solution_input(),
+        solution_check=solution_check(),
+    output:
+        recall="results/shortlist/{dataset}/{key}.recall.json",
+    log:
+        "logs/shortlist_recall/{dataset}/{key}.log",
+    conda:
+        CONDA_ENV
+    message:
+        "Recall of the {wildcards.dataset} query shortlist over the known queries of the solution"
+    shell:
+        "python -m workflow.shortlist_recall --pairs {input.pairs:q} --metadata {input.metadata:q} "
+        "--solution {input.solution:q} --out {output.recall:q} --log {log:q}"
 
 
 rule extract_features:

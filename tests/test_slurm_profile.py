@@ -15,7 +15,7 @@ from workflow_helpers import make_workdir, snakemake
 sys.path.insert(0, str(REPO / "benchmarks"))
 from make_paper_metadata import PAPER_SIZES, write_paper_metadata  # noqa: E402
 
-PROFILES = ["slurm", "slurm-local"]
+PROFILES = ["slurm", "slurm-local", "default"]
 PAPER = REPO / "config" / "animalclef2025.yaml"
 
 

@@ -114,7 +114,7 @@ def test_tiny_demo_end_to_end(tiny_run):
     # the first step's auto threshold is the rerank stage's own
     rr_threshold = json.loads((work / "results/stages/rerank/LynxTiny/threshold.json").read_text())["threshold"]
     assert f'"new_below": {rr_threshold}' in (work / "logs/cascade/LynxTiny.log").read_text()
-    for log in ["logs/demo_data.log", "logs/validate_data.log", "logs/baseline/LynxTiny.log"]:
+    for log in ["logs/demo_data.log", "logs/validate_data/LynxTiny.log", "logs/baseline/LynxTiny.log"]:
         assert (work / log).stat().st_size > 0, log
     # nothing left to do on a rerun
     assert "Nothing to be done" in snakemake(work, "-n", "--configfile", TINY).stdout
@@ -146,14 +146,19 @@ def test_corrupt_image_fails_validation_and_keeps_results(tiny_run, tmp_path):
     shutil.copytree(tiny_run / ".snakemake", work / ".snakemake", symlinks=True)
     meta = pd.read_csv(work / "resources/demo/metadata.csv", dtype=str, keep_default_na=False)
     victim = work / "resources/demo" / meta["path"].iloc[3]
-    victim.write_bytes(victim.read_bytes()[:100])
-    before = sorted(p.relative_to(work) for p in (work / "results").rglob("*") if p.is_file())
-    proc = snakemake(work, "--cores", "1", "--configfile", TINY, "--forcerun", "validate_data", check=False)
+    good = victim.read_bytes()
+    victim.write_bytes(good[:100])
+    before = {p: p.stat().st_mtime_ns for p in (work / "results").rglob("*") if p.is_file()}
+    # the image changed: the start of the workflow reads it again, before any job
+    proc = snakemake(work, "--cores", "1", "--configfile", TINY, check=False)
     assert proc.returncode != 0
-    log = (work / "logs/validate_data.log").read_text()
-    assert f"metadata.csv:5: image '{meta['path'].iloc[3]}'" in log and "cannot decode" in log
-    after = sorted(p.relative_to(work) for p in (work / "results").rglob("*") if p.is_file())
-    assert set(before) - {Path("results/data") / f"{d}.tsv" for d in meta["dataset"].unique()} <= set(after)
+    out = proc.stdout + proc.stderr
+    assert f"metadata.csv:5: image '{meta['path'].iloc[3]}'" in out and "cannot decode" in out
+    assert "no job was started and nothing was deleted" in out
+    after = {p: p.stat().st_mtime_ns for p in (work / "results").rglob("*") if p.is_file()}
+    assert after == before  # nothing deleted, not even the tables
+    victim.write_bytes(good)
+    assert "Nothing to be done" in snakemake(work, "-n", "--configfile", TINY).stdout
 
 
 @pytest.mark.slow
@@ -215,11 +220,14 @@ def test_killed_matching_resumes_without_redoing_finished_shards(tiny_run, tmp_p
     assert 2 <= len(written) < len(shards), "the kill must land in the middle of matching"
     finished = written[:-1]  # the newest may have been killed between its write and Snakemake's bookkeeping
     stamps = {s: s.stat().st_mtime_ns for s in finished}
-    snakemake(work, "--unlock", "--configfile", TINY)  # a killed Snakemake leaves its lock behind
-    plan = snakemake(work, "-n", "--quiet", "rules", "--rerun-incomplete", "--configfile", TINY).stdout
-    planned = next(int(line.split()[1]) for line in plan.splitlines() if line.startswith("match_shard"))
+    assert list((work / ".snakemake/locks").glob("*.lock")), "a killed Snakemake leaves its lock behind"
+    # resuming is the command that started the run (profiles/default sets rerun-incomplete; the dead run's
+    # lock is removed at the start): no --unlock, no extra flag
+    dry = snakemake(work, "-n", "--quiet", "rules", "--configfile", TINY)
+    assert "Removed the directory lock left by a Snakemake run that is no longer alive" in dry.stdout + dry.stderr
+    planned = next(int(line.split()[1]) for line in dry.stdout.splitlines() if line.startswith("match_shard"))
     assert planned in (len(shards) - len(written), len(shards) - len(written) + 1)
-    snakemake(work, "--cores", "2", "--rerun-incomplete", "--configfile", TINY)
+    snakemake(work, "--cores", "2", "--configfile", TINY)
     assert all(s.stat().st_mtime_ns == stamps[s] for s in finished)
     resumed = (work / "results/submission.csv").read_text()
     assert resumed == (tiny_run / "results/submission.csv").read_text()

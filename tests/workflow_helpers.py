@@ -21,8 +21,13 @@ def make_workdir(path: Path) -> Path:
     return path
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+# seconds per Snakemake command; WORKFLOW_TEST_TIMEOUT raises it on a loaded machine
+TIMEOUT = int(os.environ.get("WORKFLOW_TEST_TIMEOUT", "600"))
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int | None = None) -> subprocess.CompletedProcess:
     """``snakemake ARGS`` in ``workdir`` with the project environment first on PATH."""
+    timeout = timeout or TIMEOUT
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     cmd = [str(Path(sys.executable).parent / "snakemake"), *args]

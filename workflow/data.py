@@ -321,8 +321,11 @@ def validate_dataset(
     check_files: bool = True,
     threads: int = 2,
     allow_external_symlinks: bool = False,
+    with_solution: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Validate ``root`` and return (metadata with ``abspath``/``sha1``, solution or None).
+
+    ``with_solution=False`` leaves ``solution.csv`` unread (the workflow checks it in its own job).
 
     Raises :class:`DataValidationError` listing every problem found.
     """
@@ -342,7 +345,7 @@ def validate_dataset(
         problems += image_problems
     solution = None
     sol_file = root / "solution.csv"
-    if sol_file.is_file():
+    if with_solution and sol_file.is_file():
         try:
             solution = read_table(sol_file)
             problems += check_solution(solution, df, str(sol_file))

@@ -2,14 +2,14 @@
 job's GPU when it has one: workflow/faiss_search.py).
 
 Inputs
-    ``results/data/<dataset>.tsv`` and ``results/embeddings/<dataset>/<backbone>/<key>.npz``; optionally the
-    data's ``solution.csv`` (only to report the shortlist's recall).
+    ``results/data/<dataset>.tsv`` and ``results/embeddings/<dataset>/<backbone>/<key>.npz`` (never the
+    solution: its recall is reported by workflow/shortlist_recall.py, so the answer key reruns no shortlist).
 Outputs
     ``results/shortlist/<dataset>/<key>.parquet`` with one row per pair: ``query, candidate, rank, cosine, kind``,
     where ``kind`` is ``query`` (a query image and its top ``k_query`` gallery candidates) or ``gallery``
     (a gallery image and its top ``k_gallery`` *other* gallery images: the labelled pairs for calibration,
-    threshold tuning and re-ranking). ``recall.json``: recall@K of the query shortlist (the share of known
-    queries whose individual appears among the candidates), which bounds every later stage.
+    threshold tuning and re-ranking). :func:`shortlist_recall`: recall@K of the query shortlist (the share of
+    known queries whose individual appears among the candidates), which bounds every later stage.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from workflow._entry import read_tsv, setup_logging, write_json, write_parquet
-from workflow.data import read_table
+from workflow._entry import read_tsv, setup_logging, write_parquet
 from workflow.embed import load_embeddings
 from workflow.faiss_search import topk_inner_product
 
@@ -80,11 +79,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--embeddings", required=True)
     parser.add_argument("--k-query", type=int, required=True)
     parser.add_argument("--k-gallery", type=int, required=True)
-    parser.add_argument("--solution", default="", nargs="?", const="", help="solution.csv (absent: not scored)")
     parser.add_argument("--device", default="cpu", help="cpu, auto or cuda: faiss's GPU index where it has GPU support")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--recall", required=True)
     parser.add_argument("--log")
     args = parser.parse_args(argv)
     setup_logging(args.log)
@@ -95,17 +92,10 @@ def main(argv: list[str] | None = None) -> None:
     meta = read_tsv(args.metadata)
     image_ids, emb = load_embeddings(args.embeddings)
     pairs = build_shortlist(meta, image_ids, emb, args.k_query, args.k_gallery, args.device)
-    recall = {"k": args.k_query, "known_queries": 0, "recall": None}
-    if args.solution:
-        recall = shortlist_recall(pairs, meta, read_table(args.solution))
-        logger.info(
-            "shortlist recall@%d over %d known queries: %.3f", recall["k"], recall["known_queries"], recall["recall"]
-        )
     logger.info(
         "%d query pairs, %d gallery pairs", (pairs["kind"] == "query").sum(), (pairs["kind"] == "gallery").sum()
     )
     write_parquet(pairs, args.out)
-    write_json(recall, args.recall)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,240 @@
+"""Content-stable per-dataset tables: the workflow's view of the input data, and the solution check.
+
+Inputs
+    ``<root>/metadata.csv`` and the images it names; ``<root>/solution.csv`` (``solution`` command only).
+Outputs
+    ``<out_dir>/<dataset>.tsv`` per dataset: the metadata rows plus ``abspath`` (the image's path as jobs
+    open it: absolute where ``data_root`` is) and ``sha1`` (content hash of the image file, the key of every
+    per-image cache). A table is rewritten only when its content
+    changes, so its modification time (what Snakemake compares) moves exactly when the data of its
+    dataset changes: a replaced or truncated image changes its ``sha1`` and reruns that dataset's
+    dependants, a metadata edit that changes nothing (or a fixed typo) reruns nothing.
+    ``.snakemake/image-stats/<dataset>.tsv``: the stat cache (``path, size, mtime_ns, ctime_ns, inode, sha1``) of
+    every image of the dataset that hashed and decoded, so that a later start reads only the images whose
+    file changed (a file rewritten in place changes its ``ctime_ns`` even if its size and mtime are kept).
+    ``solution`` command: a small JSON summary of ``solution.csv`` once it is valid against the tables.
+
+``sync_tables`` runs when the workflow starts (rules/common.smk), so bad metadata or a corrupt image
+stops the run before any job starts, and nothing already computed is deleted or rewritten.
+
+    python -m workflow.tables write --root R --out-dir D --datasets A B [--extra-columns C] [--threads N]
+    python -m workflow.tables solution --root R --tables D/A.tsv D/B.tsv --out S.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from workflow._entry import atomic_path, read_tsv, setup_logging
+from workflow.data import (
+    DataValidationError,
+    Problem,
+    check_images,
+    check_solution,
+    read_table,
+    validate_dataset,
+)
+
+logger = logging.getLogger(__name__)
+
+STATS_DIR = Path(".snakemake") / "image-stats"
+STAT_COLUMNS = ["path", "size", "mtime_ns", "ctime_ns", "inode", "sha1"]
+
+
+def _stat_row(path: Path) -> tuple[int, int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+
+
+def read_stat_cache(path: Path) -> dict[str, tuple[tuple[int, int, int, int], str]]:
+    """``{abspath: ((size, mtime_ns, ctime_ns, inode), sha1)}``; empty if absent or unreadable."""
+    if not path.is_file():
+        return {}
+    try:
+        df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+        return {
+            row.path: ((int(row.size), int(row.mtime_ns), int(row.ctime_ns), int(row.inode)), row.sha1)
+            for row in df.itertuples(index=False)
+        }
+    except (ValueError, AttributeError, pd.errors.ParserError):
+        logger.warning("ignoring unreadable stat cache %s", path)
+        return {}
+
+
+def write_stat_cache(path: Path, cache: dict[str, tuple[tuple[int, int, int, int], str]]) -> None:
+    rows = [(p, *stat, sha) for p, (stat, sha) in sorted(cache.items())]
+    write_if_changed(pd.DataFrame(rows, columns=STAT_COLUMNS), path)
+
+
+def hash_and_check(
+    df: pd.DataFrame,
+    root: Path,
+    file: str,
+    cache_path: Path,
+    threads: int = 2,
+    allow_external_symlinks: bool = False,
+) -> tuple[list[Problem], list[str]]:
+    """The ``sha1`` of every row's image; only images whose file changed since the last call are read.
+
+    A changed (or never seen) image is hashed and fully decoded; the problems name ``file`` and the row.
+    """
+    cache = read_stat_cache(cache_path)
+    paths = [str((root / p).resolve()) for p in df["path"]]
+    stats = [_stat_row(Path(p)) for p in paths]
+    shas = [""] * len(df)
+    todo = []
+    for i, (path, stat) in enumerate(zip(paths, stats)):
+        hit = cache.get(path)
+        if stat is not None and hit is not None and hit[0] == stat:
+            shas[i] = hit[1]
+        else:
+            todo.append(i)
+    problems: list[Problem] = []
+    if todo:
+        logger.info("reading %d new or changed image(s) of %s", len(todo), file)
+        problems, found = check_images(df.iloc[todo], root, file, threads, allow_external_symlinks)
+        for i, sha in zip(todo, found):
+            shas[i] = sha
+            if sha and stats[i] is not None:
+                cache[paths[i]] = (stats[i], sha)
+        write_stat_cache(cache_path, cache)
+    return problems, shas
+
+
+def table_bytes(df: pd.DataFrame) -> bytes:
+    buffer = io.StringIO()
+    df.to_csv(buffer, sep="\t", index=False)
+    return buffer.getvalue().encode()
+
+
+def write_if_changed(df: pd.DataFrame, path: str | Path) -> bool:
+    """Write ``df`` as TSV to ``path`` unless the file already holds exactly that; True if written."""
+    path = Path(path)
+    data = table_bytes(df)
+    if path.is_file() and path.read_bytes() == data:
+        return False
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return True
+
+
+def build_tables(
+    root: str | Path,
+    datasets: list[str],
+    extra_columns: list[str] | None = None,
+    threads: int = 2,
+    stats_dir: str | Path = STATS_DIR,
+    allow_external_symlinks: bool = False,
+) -> dict[str, pd.DataFrame]:
+    """Validate the metadata and the images it names; return the table of each of ``datasets``.
+
+    Raises :class:`DataValidationError` listing every problem (the solution is not read here).
+    """
+    root = Path(root)
+    meta_file = str(root / "metadata.csv")
+    df, _ = validate_dataset(root, extra_columns, check_files=False, with_solution=False)
+    # the path as jobs open it (they run in the working directory): a copy of the working directory with its
+    # relative data_root (the demo) keeps its tables, and so its results
+    df = df.assign(abspath=[os.path.normpath(root / p) for p in df["path"]])
+    found = sorted(df["dataset"].unique())
+    absent = [d for d in datasets if d not in found]
+    problems = []
+    if absent:
+        problems.append(
+            Problem(meta_file, None, f"dataset(s) {absent} expected by the workflow are absent; found {found}")
+        )
+    tables = {}
+    for dataset in datasets:
+        rows = df[df["dataset"] == dataset]
+        found_problems, shas = hash_and_check(
+            rows, root, meta_file, Path(stats_dir) / f"{dataset}.tsv", threads, allow_external_symlinks
+        )
+        problems += found_problems
+        tables[dataset] = rows.assign(sha1=shas).reset_index(drop=True)
+    if problems:
+        raise DataValidationError(problems)
+    return tables
+
+
+def sync_tables(
+    root: str | Path,
+    out_dir: str | Path,
+    datasets: list[str],
+    extra_columns: list[str] | None = None,
+    threads: int = 2,
+    stats_dir: str | Path = STATS_DIR,
+    allow_external_symlinks: bool = False,
+) -> list[str]:
+    """Bring ``<out_dir>/<dataset>.tsv`` up to date with the data; return the datasets whose table changed."""
+    tables = build_tables(root, datasets, extra_columns, threads, stats_dir, allow_external_symlinks)
+    return [d for d, table in tables.items() if write_if_changed(table, Path(out_dir) / f"{d}.tsv")]
+
+
+def check_solution_file(root: str | Path, tables: list[str | Path]) -> dict:
+    """Validate ``<root>/solution.csv`` against the query rows of the tables; return a summary."""
+    sol_file = Path(root) / "solution.csv"
+    if not sol_file.is_file():
+        raise DataValidationError([Problem(str(sol_file), None, "file does not exist")])
+    solution = read_table(sol_file)
+    meta = pd.concat([read_tsv(t).astype(str) for t in tables], ignore_index=True)
+    problems = check_solution(solution, meta, str(sol_file))
+    if problems:
+        raise DataValidationError(problems)
+    new = solution["new"].str.lower().isin(["true", "1"])
+    return {"queries": int(len(solution)), "new": int(new.sum()), "known": int((~new).sum())}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    w = sub.add_parser("write", help="validate the data and write the per-dataset tables (content-stable)")
+    w.add_argument("--root", required=True, help="dataset folder with metadata.csv")
+    w.add_argument("--out-dir", required=True, help="where <dataset>.tsv files go")
+    w.add_argument("--datasets", nargs="+", required=True)
+    w.add_argument("--extra-columns", nargs="*", default=[])
+    w.add_argument("--threads", type=int, default=2)
+    w.add_argument(
+        "--allow-external-symlinks", action="store_true", help="accept images linked from outside the data folder"
+    )
+    w.add_argument("--log")
+    s = sub.add_parser("solution", help="validate solution.csv against the tables")
+    s.add_argument("--root", required=True)
+    s.add_argument("--tables", nargs="+", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--log")
+    args = parser.parse_args(argv)
+    setup_logging(args.log)
+    try:
+        if args.command == "write":
+            logger.info("validating %s", args.root)
+            changed = sync_tables(
+                args.root,
+                args.out_dir,
+                args.datasets,
+                args.extra_columns,
+                args.threads,
+                allow_external_symlinks=args.allow_external_symlinks,
+            )
+            logger.info("tables written: %s (unchanged: the others)", changed or "none")
+        else:
+            summary = check_solution_file(args.root, args.tables)
+            with atomic_path(args.out) as tmp:
+                tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+            logger.info("solution.csv is valid: %s", summary)
+    except DataValidationError as err:
+        logger.error("%s", err)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()
