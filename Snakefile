@@ -5,7 +5,16 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
+from pathlib import Path
+
+
 configfile: "config/config.yaml"
+
+
+# The demo's own settings apply only when data_root is the demo (--config/--configfile values still win).
+if Path(config["data_root"]).resolve() == Path(config["demo"]["root"]).resolve():
+
+    configfile: "config/demo.yaml"
 
 
 validate(config, "config/schema.yaml")

@@ -6,6 +6,7 @@ rule baseline:
         predictions="results/stages/baseline/{dataset}/predictions.tsv",
         threshold="results/stages/baseline/{dataset}/threshold.json",
         curve="results/stages/baseline/{dataset}/threshold_curve.tsv",
+        pseudo="results/stages/baseline/{dataset}/pseudo.parquet",
     log:
         "logs/baseline/{dataset}.log",
     conda:
@@ -19,4 +20,4 @@ rule baseline:
         "python -m workflow.baseline --metadata {input.metadata} --embeddings {input.embeddings} "
         "--dataset {wildcards.dataset} --threshold '{params.threshold}' --tuning '{params.tuning}' "
         "--predictions {output.predictions} --threshold-out {output.threshold} "
-        "--curve {output.curve} --log {log}"
+        "--curve {output.curve} --pseudo {output.pseudo} --log {log}"

@@ -364,10 +364,16 @@ def dual_backbone_model(wildcards):
     return f"results/dual_backbone/{wildcards.dataset}/{dual_backbone_key(wildcards.dataset)}/model.pt"
 
 
-def cascade_steps(wildcards):
-    """The dataset's cascade steps: ``cascade.<dataset>``, else ``cascade.default``, else a clear error.
+# Source stages that write pseudo.parquet (their predictions on the simulated open-set splits of the gallery),
+# the candidates of ``cascade: auto``.
+PSEUDO_SOURCES = ("baseline", "wildfusion", "rerank", "xgboost")
 
-    A ``null`` entry counts as absent (``default: null`` in an overlay removes the shipped default).
+
+def cascade_steps(wildcards):
+    """The dataset's cascade: ``cascade.<dataset>``, else ``cascade.default``, else a clear error.
+
+    A list of steps, or ``auto`` (chosen on the gallery by workflow/cascade_auto.py). A ``null`` entry counts
+    as absent (``default: null`` in an overlay removes the shipped default).
     """
     steps = {
         name: value
@@ -379,20 +385,36 @@ def cascade_steps(wildcards):
     if "default" in steps:
         return steps["default"]
     raise WorkflowError(
-        f"stage cascade: no steps for dataset {wildcards.dataset!r}: add a list of steps under "
+        f"stage cascade: no steps for dataset {wildcards.dataset!r}: add a list of steps (or auto) under "
         f"cascade.{wildcards.dataset} (or cascade.default) to the config; configured: {sorted(steps)}"
     )
 
 
+def cascade_is_auto(wildcards):
+    return cascade_steps(wildcards) == "auto"
+
+
 def cascade_sources(wildcards):
+    """Sources of the dataset's cascade: those its steps name, or for auto every stage run that writes pseudo.parquet."""
+    if cascade_is_auto(wildcards):
+        sources = [s for s in PSEUDO_SOURCES if s in STAGES]
+        if not sources:
+            raise WorkflowError(
+                f"cascade: auto needs at least one of the stages {list(PSEUDO_SOURCES)} in stages; got {STAGES}"
+            )
+        return sources
     return sorted({step["source"] for step in cascade_steps(wildcards)})
 
 
 def cascade_inputs(wildcards):
-    """Predictions and threshold.json of every source stage of the dataset's cascade."""
+    """Predictions and threshold.json (auto: pseudo.parquet) of every source stage of the dataset's cascade."""
+    names = (
+        "predictions.tsv",
+        "pseudo.parquet" if cascade_is_auto(wildcards) else "threshold.json",
+    )
     files = {}
     for source in cascade_sources(wildcards):
-        for name in ("predictions.tsv", "threshold.json"):
+        for name in names:
             files[f"{source}_{name.split('.')[0]}"] = (
                 f"results/stages/{source}/{wildcards.dataset}/{name}"
             )
@@ -400,13 +422,14 @@ def cascade_inputs(wildcards):
 
 
 def cascade_source_args(kind):
-    """``NAME=PATH`` arguments of the cascade entry point (kind: predictions or threshold)."""
+    """``NAME=PATH`` arguments of the cascade entry point (kind: predictions, threshold or pseudo)."""
 
     def inner(wildcards, input):
-        return " ".join(
+        return [
             f"{source}={input[f'{source}_{kind}']}"
             for source in cascade_sources(wildcards)
-        )
+            if f"{source}_{kind}" in input.keys()
+        ]
 
     return inner
 

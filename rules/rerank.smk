@@ -8,6 +8,7 @@ rule rerank:
         curve="results/stages/rerank/{dataset}/threshold_curve.tsv",
         pairs="results/stages/rerank/{dataset}/pairs.parquet",
         cost="results/stages/rerank/{dataset}/cost.json",
+        pseudo="results/stages/rerank/{dataset}/pseudo.parquet",
     log:
         "logs/rerank/{dataset}.log",
     conda:
@@ -23,4 +24,4 @@ rule rerank:
         "--dataset {wildcards.dataset} --conf '{params.conf}' "
         "--threshold '{params.threshold}' --tuning '{params.tuning}' "
         "--predictions {output.predictions} --threshold-out {output.threshold} --curve {output.curve} "
-        "--pairs-out {output.pairs} --cost {output.cost} --log {log}"
+        "--pairs-out {output.pairs} --cost {output.cost} --pseudo {output.pseudo} --log {log}"

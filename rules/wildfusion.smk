@@ -108,6 +108,7 @@ rule wildfusion:
         threshold="results/stages/wildfusion/{dataset}/threshold.json",
         curve="results/stages/wildfusion/{dataset}/threshold_curve.tsv",
         pairs="results/stages/wildfusion/{dataset}/pairs.parquet",
+        pseudo="results/stages/wildfusion/{dataset}/pseudo.parquet",
     log:
         "logs/wildfusion/{dataset}.log",
     conda:
@@ -125,4 +126,4 @@ rule wildfusion:
         "--metadata {input.metadata} --shortlist {input.shortlist} "
         "--threshold '{params.threshold}' --tuning '{params.tuning}' "
         "--predictions {output.predictions} --threshold-out {output.threshold} --curve {output.curve} "
-        "--pairs-out {output.pairs} --log {log}"
+        "--pairs-out {output.pairs} --pseudo {output.pseudo} --log {log}"

@@ -65,3 +65,33 @@ rule xgboost:
         "--score-column {params.score_column} --dataset {wildcards.dataset} "
         "--threshold '{params.threshold}' --tuning '{params.tuning}' "
         "--predictions {output.predictions} --threshold-out {output.threshold} --curve {output.curve} --log {log}"
+
+
+rule xgboost_pseudo:
+    input:
+        metadata="results/data/{dataset}.tsv",
+        embeddings=xgboost_embeddings,
+    output:
+        pseudo="results/stages/xgboost/{dataset}/pseudo.parquet",
+    log:
+        "logs/xgboost_pseudo/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/xgboost_pseudo/{dataset}.tsv"
+    conda:
+        CONDA_ENV
+    threads: compute("xgboost_train", "threads", 2)
+    resources:
+        gpu=compute("xgboost_train", "gpu", 0),
+        mem_mb=compute("xgboost_train", "mem_mb", 4000),
+        runtime=compute("xgboost_train", "runtime", 60),
+    params:
+        backbones=xgboost_backbones,
+        conf=as_json(xgboost_train_conf),
+        tuning=as_json(config_provider("threshold_tuning")),
+        repeats=config_provider("threshold_tuning", "trained_repeats", default=1),
+    message:
+        "XGBoost auxiliary models on {params.repeats} simulated open-set split(s) of the {wildcards.dataset} gallery"
+    shell:
+        "python -m workflow.xgb pseudo --metadata {input.metadata:q} --embeddings {input.embeddings:q} "
+        "--backbones {params.backbones:q} --conf {params.conf:q} --threads {threads} "
+        "--tuning {params.tuning:q} --repeats {params.repeats} --pseudo {output.pseudo:q} --log {log:q}"
