@@ -132,3 +132,49 @@ def test_rerank_auto_applies_only_when_it_helps_on_the_gallery(reranked_better):
     applied, choice = choose_rerank(meta, pairs, fused, reranked, {**TUNING, "grid_size": 21})
     assert applied is reranked_better
     assert (choice["rerank_score"] > choice["wildfusion_score"]) is reranked_better
+
+
+@pytest.mark.slow
+def test_auto_choices_never_read_the_query_truth(tmp_path):
+    """The same data with a shuffled solution.csv gives the same submission and the same auto choices."""
+    import json
+    import shutil
+
+    import yaml
+    from conftest import REPO
+    from workflow_helpers import make_workdir, snakemake
+
+    tiny = str(REPO / "tests" / "configs" / "tiny.yaml")
+    gen = make_workdir(tmp_path / "gen")
+    snakemake(gen, "resources/demo/metadata.csv", "--cores", "1", "--configfile", tiny)
+    overlay = tmp_path / "auto.yaml"
+    overlay.write_text(yaml.safe_dump({
+        "stages": ["baseline", "wildfusion", "rerank", "xgboost", "cascade"],
+        "rerank": {"datasets": "auto"}, "cascade": {"default": "auto"},
+        "threshold_tuning": {"trained_repeats": 1}, "cascade_auto": {"grid_size": 5},
+    }))  # fmt: skip
+    outputs = {}
+    for variant in ("truth", "shuffled"):
+        data = tmp_path / f"data_{variant}"
+        shutil.copytree(gen / "resources" / "demo", data)
+        if variant == "shuffled":
+            sol = pd.read_csv(data / "solution.csv", dtype=str, keep_default_na=False)
+            rng = np.random.default_rng(1)
+            for column in ("identity", "new"):
+                sol[column] = sol[column].to_numpy()[rng.permutation(len(sol))]
+            sol.to_csv(data / "solution.csv", index=False)
+        work = make_workdir(tmp_path / f"work_{variant}")
+        snakemake(work, "results/submission.csv", "--cores", "2", "--configfile", tiny, str(overlay),
+                  "--config", f"data_root={data}")  # fmt: skip
+        choices = {p.parent.name: json.loads(p.read_text()) for p in work.glob("results/stages/cascade/*/choice.json")}
+        reranks = {
+            p.parent.name: json.loads(p.read_text())["applied"] for p in work.glob("results/stages/rerank/*/cost.json")
+        }
+        outputs[variant] = ((work / "results" / "submission.csv").read_text(), choices, reranks)
+    assert outputs["truth"] == outputs["shuffled"]
+    submission, choices, reranks = outputs["truth"]
+    assert len(choices) == 3 and all(c["mode"] == "auto" and c["steps"] for c in choices.values())
+    for choice in choices.values():
+        best = max(r["score"] for r in choice["single_stages"].values())
+        assert choice["simulated"]["score"] >= best - 1e-9
+    assert set(choice["single_stages"]) == {"baseline", "wildfusion", "rerank", "xgboost"}
