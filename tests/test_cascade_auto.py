@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from workflow.cascade import run_cascade
-from workflow.cascade_auto import align, apply_steps, choose_cascade, evaluate
+from workflow.cascade_auto import align, apply_steps, choose_cascade, evaluate, held_out_check, subset
 from workflow.metrics import score_predictions
 from workflow.rerank import choose_rerank
 from workflow.thresholds import PSEUDO_COLUMNS, pseudo_splits, pseudo_table, tune_threshold
@@ -97,6 +97,21 @@ def test_auto_cascade_is_not_below_a_clearly_better_stage():
     # the chosen steps reproduce the reported score
     data = align(tables)
     assert evaluate(data, apply_steps(data, steps))["score"] == pytest.approx(report["simulated"]["score"], abs=1e-6)
+
+
+def test_held_out_check_scores_the_other_half():
+    image_ids, ids = gallery()
+    tables = {"wildfusion": noisy_source(ids, image_ids, 0.9, 2), "rerank": noisy_source(ids, image_ids, 0.4, 3)}
+    data = align(tables)
+    steps = [{"source": "wildfusion", "new_below": 0.7}]
+    odd = subset(data, np.array([1, 3]))
+    per_split = [evaluate(subset(data, np.array([i])), apply_steps(subset(data, np.array([i])), steps))["score"]
+                 for i in (1, 3)]  # fmt: skip
+    assert odd.n_splits == 2 and evaluate(odd, apply_steps(odd, steps))["score"] == pytest.approx(np.mean(per_split))
+    check = held_out_check(data, 11, 0.002, 3)
+    assert check["single_stage"] == "wildfusion" and 0 < check["held_out_score"] <= 1
+    _, report = choose_cascade(tables, grid_size=11)
+    assert report["held_out_check"] == check
 
 
 def test_auto_cascade_uses_the_splits_every_source_holds():

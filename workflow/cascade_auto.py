@@ -19,7 +19,9 @@ The search, on the splits that every source holds (scores are means of ``sqrt(BA
 
 A cascade with more steps is kept only when it beats the best one with fewer steps by more than ``min_gain``, so
 the choice is, by construction, at least as good on the simulated splits as the best single stage (which is
-always a candidate).
+always a candidate). Against thresholds fitted to noise, a held-out check (:func:`held_out_check`) repeats the
+search on the even splits and allows a multi-step cascade only when that one beats the best single stage on the
+odd splits; else the best single stage is chosen.
 """
 
 from __future__ import annotations
@@ -209,11 +211,19 @@ def _extend(data: PseudoData, prefixes: list[list[dict]], source: str, size: int
     return best
 
 
-def choose_cascade(
-    tables: Mapping[str, pd.DataFrame], *, grid_size: int = 21, min_gain: float = 0.002, max_steps: int = 3
-) -> tuple[list[dict], dict]:
-    """The cascade of best mean simulated score (see the module docstring) and a JSON-ready report."""
-    data = align(tables)
+def subset(data: PseudoData, splits: np.ndarray) -> PseudoData:
+    """The pseudo-queries of ``splits`` (indices ``0..S-1`` of ``data``), splits renumbered."""
+    keep = np.isin(data.split, splits)
+    codes = np.full(data.n_splits, -1)
+    codes[np.sort(splits)] = np.arange(len(splits))
+    sel = np.sort(splits)
+    return PseudoData(data.sources, codes[data.split[keep]], data.score[:, keep], data.has[:, keep],
+                      data.correct[:, keep], data.known_weight[keep], data.new_weight[keep], data.has_known[sel],
+                      data.has_new[sel], len(splits))  # fmt: skip
+
+
+def search(data: PseudoData, grid_size: int, min_gain: float, max_steps: int):
+    """``(best, singles, evaluated)``: the best cascade ``(score, steps, result)`` and each single stage's."""
     singles = {name: single_stage(data, name, 4 * grid_size + 1) for name in data.sources}
     best_name = max(data.sources, key=lambda n: (singles[n][0], -data.sources.index(n)))
     best = singles[best_name]
@@ -236,6 +246,41 @@ def choose_cascade(
         if more[0] <= best[0] + min_gain:
             break
         best = more
+    return best, singles, best_name, evaluated
+
+
+def held_out_check(data: PseudoData, grid_size: int, min_gain: float, max_steps: int) -> dict | None:
+    """Search on the even splits, score the choice and the best single stage on the odd ones (None if < 2 splits).
+
+    A multi-step cascade that does not beat the single stage on the held-out splits was fitted to noise.
+    """
+    if data.n_splits < 2:
+        return None
+    fit, held = subset(data, np.arange(0, data.n_splits, 2)), subset(data, np.arange(1, data.n_splits, 2))
+    best, singles, best_name, _ = search(fit, grid_size, min_gain, max_steps)
+    chosen = evaluate(held, apply_steps(held, best[1]))["score"]
+    single = evaluate(held, apply_steps(held, singles[best_name][1]))["score"]
+    return {"steps": best[1], "held_out_score": round(chosen, 6), "single_stage": best_name,
+            "single_stage_held_out_score": round(single, 6), "multi_step_holds": bool(chosen > single)}  # fmt: skip
+
+
+def choose_cascade(
+    tables: Mapping[str, pd.DataFrame],
+    *,
+    grid_size: int = 21,
+    min_gain: float = 0.002,
+    max_steps: int = 3,
+    held_out: bool = True,
+) -> tuple[list[dict], dict]:
+    """The cascade of best mean simulated score (see the module docstring) and a JSON-ready report.
+
+    With ``held_out``, a multi-step cascade is allowed only when the one searched on half of the splits also
+    beats the best single stage on the other half (:func:`held_out_check`); else the best single stage is chosen.
+    """
+    data = align(tables)
+    check = held_out_check(data, grid_size, min_gain, max_steps) if held_out and max_steps >= 2 else None
+    limit = 1 if check is not None and len(check["steps"]) > 1 and not check["multi_step_holds"] else max_steps
+    best, singles, best_name, evaluated = search(data, grid_size, min_gain, limit)
     score, steps, result = best
     report = {
         "steps": steps,
@@ -244,12 +289,13 @@ def choose_cascade(
             n: {"steps": singles[n][1], **{k: round(v, 6) for k, v in singles[n][2].items()}} for n in data.sources
         },  # fmt: skip
         "best_single_stage": best_name,
+        "held_out_check": check,
         "splits": data.n_splits,
         "pseudo_queries": int(len(data.split)),
         "candidates_evaluated": int(evaluated),
-        "search": {"grid_size": grid_size, "min_gain": min_gain, "max_steps": max_steps},
+        "search": {"grid_size": grid_size, "min_gain": min_gain, "max_steps": max_steps, "held_out": held_out},
     }
     logger.info("cascade auto: %s, simulated score %.4f (BAKS %.4f, BAUS %.4f) over %d split(s); best single stage "
-                "%s %.4f; %d candidates", steps, result["score"], result["BAKS"], result["BAUS"], data.n_splits,
-                best_name, singles[best_name][0], evaluated)  # fmt: skip
+                "%s %.4f; %d candidates; held-out check %s", steps, result["score"], result["BAKS"], result["BAUS"],
+                data.n_splits, best_name, singles[best_name][0], evaluated, check)  # fmt: skip
     return steps, report
