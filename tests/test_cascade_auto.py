@@ -161,7 +161,7 @@ def test_auto_choices_never_read_the_query_truth(tmp_path):
 
     tiny = str(REPO / "tests" / "configs" / "tiny.yaml")
     gen = make_workdir(tmp_path / "gen")
-    snakemake(gen, "resources/demo/metadata.csv", "--cores", "1", "--configfile", tiny)
+    snakemake(gen, "resources/demo/metadata.csv", "--cores", "1", "--configfile", tiny, timeout=1200)
     overlay = tmp_path / "auto.yaml"
     overlay.write_text(yaml.safe_dump({
         "stages": ["baseline", "wildfusion", "rerank", "xgboost", "cascade"],
@@ -180,7 +180,7 @@ def test_auto_choices_never_read_the_query_truth(tmp_path):
             sol.to_csv(data / "solution.csv", index=False)
         work = make_workdir(tmp_path / f"work_{variant}")
         snakemake(work, "results/submission.csv", "--cores", "2", "--configfile", tiny, str(overlay),
-                  "--config", f"data_root={data}")  # fmt: skip
+                  "--config", f"data_root={data}", timeout=2400)  # fmt: skip
         choices = {p.parent.name: json.loads(p.read_text()) for p in work.glob("results/stages/cascade/*/choice.json")}
         reranks = {
             p.parent.name: json.loads(p.read_text())["applied"] for p in work.glob("results/stages/rerank/*/cost.json")
