@@ -12,6 +12,12 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+# The demo's own settings apply only when data_root is the demo (--config/--configfile values still win).
+if Path(config["data_root"]).resolve() == Path(config["demo"]["root"]).resolve():
+
+    configfile: "config/demo.yaml"
+
+
 # Every config mistake fails here, before any job, naming the key and the fix (workflow/config_check.py);
 # validate() then fills the schema's defaults. The checks that need the data run in rules/common.smk.
 check_config(config, Path(workflow.basedir) / "config" / "schema.yaml")

@@ -6,6 +6,7 @@ rule baseline:
         predictions="results/stages/baseline/{dataset}/predictions.tsv",
         threshold="results/stages/baseline/{dataset}/threshold.json",
         curve="results/stages/baseline/{dataset}/threshold_curve.tsv",
+        pseudo="results/stages/baseline/{dataset}/pseudo.parquet",
     log:
         "logs/baseline/{dataset}.log",
     conda:
@@ -19,4 +20,4 @@ rule baseline:
         "python -m workflow.baseline --metadata {input.metadata:q} --embeddings {input.embeddings:q} "
         "--dataset {wildcards.dataset:q} --threshold {params.threshold:q} --tuning {params.tuning:q} "
         "--predictions {output.predictions:q} --threshold-out {output.threshold:q} "
-        "--curve {output.curve:q} --log {log:q}"
+        "--curve {output.curve:q} --pseudo {output.pseudo:q} --log {log:q}"

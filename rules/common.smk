@@ -493,10 +493,16 @@ def dual_backbone_model(wildcards):
     return dual_backbone_file(wildcards.dataset, "model.pt")
 
 
-def cascade_steps(wildcards):
-    """The dataset's cascade steps: ``cascade.<dataset>``, else ``cascade.default``, else a clear error.
+# Source stages that write pseudo.parquet (their predictions on the simulated open-set splits of the gallery),
+# the candidates of ``cascade: auto``.
+PSEUDO_SOURCES = ("baseline", "wildfusion", "rerank", "xgboost", "dual_backbone")
 
-    A ``null`` entry counts as absent (``default: null`` in an overlay removes the shipped default).
+
+def cascade_steps(wildcards):
+    """The dataset's cascade: ``cascade.<dataset>``, else ``cascade.default``, else a clear error.
+
+    A list of steps, or ``auto`` (chosen on the gallery by workflow/cascade_auto.py). A ``null`` entry counts
+    as absent (``default: null`` in an overlay removes the shipped default).
     """
     steps = {
         name: value
@@ -508,20 +514,36 @@ def cascade_steps(wildcards):
     if "default" in steps:
         return steps["default"]
     raise WorkflowError(
-        f"stage cascade: no steps for dataset {wildcards.dataset!r}: add a list of steps under "
+        f"stage cascade: no steps for dataset {wildcards.dataset!r}: add a list of steps (or auto) under "
         f"cascade.{wildcards.dataset} (or cascade.default) to the config; configured: {sorted(steps)}"
     )
 
 
+def cascade_is_auto(wildcards):
+    return cascade_steps(wildcards) == "auto"
+
+
 def cascade_sources(wildcards):
+    """Sources of the dataset's cascade: those its steps name, or for auto every stage run that writes pseudo.parquet."""
+    if cascade_is_auto(wildcards):
+        sources = [s for s in PSEUDO_SOURCES if s in STAGES]
+        if not sources:
+            raise WorkflowError(
+                f"cascade: auto needs at least one of the stages {list(PSEUDO_SOURCES)} in stages; got {STAGES}"
+            )
+        return sources
     return sorted({step["source"] for step in cascade_steps(wildcards)})
 
 
 def cascade_inputs(wildcards):
-    """Predictions and threshold.json of every source stage of the dataset's cascade."""
+    """Predictions and threshold.json (auto: pseudo.parquet) of every source stage of the dataset's cascade."""
+    names = (
+        "predictions.tsv",
+        "pseudo.parquet" if cascade_is_auto(wildcards) else "threshold.json",
+    )
     files = {}
     for source in cascade_sources(wildcards):
-        for name in ("predictions.tsv", "threshold.json"):
+        for name in names:
             files[f"{source}_{name.split('.')[0]}"] = (
                 f"results/stages/{source}/{wildcards.dataset}/{name}"
             )
@@ -529,13 +551,14 @@ def cascade_inputs(wildcards):
 
 
 def cascade_source_args(kind):
-    """``NAME=PATH`` arguments of the cascade entry point (kind: predictions or threshold), one list item each
+    """``NAME=PATH`` arguments of the cascade entry point (kind: predictions, threshold or pseudo), one list item each
     so that the rule's ``:q`` quotes every item."""
 
     def inner(wildcards, input):
         return [
             f"{source}={input[f'{source}_{kind}']}"
             for source in cascade_sources(wildcards)
+            if f"{source}_{kind}" in input.keys()
         ]
 
     return inner

@@ -8,6 +8,7 @@ rule rerank:
         curve="results/stages/rerank/{dataset}/threshold_curve.tsv",
         pairs="results/stages/rerank/{dataset}/pairs.parquet",
         cost="results/stages/rerank/{dataset}/cost.json",
+        pseudo="results/stages/rerank/{dataset}/pseudo.parquet",
     log:
         "logs/rerank/{dataset}.log",
     conda:
@@ -23,4 +24,4 @@ rule rerank:
         "--dataset {wildcards.dataset:q} --conf {params.conf:q} "
         "--threshold {params.threshold:q} --tuning {params.tuning:q} "
         "--predictions {output.predictions:q} --threshold-out {output.threshold:q} --curve {output.curve:q} "
-        "--pairs-out {output.pairs:q} --cost {output.cost:q} --log {log:q}"
+        "--pairs-out {output.pairs:q} --cost {output.cost:q} --pseudo {output.pseudo:q} --log {log:q}"

@@ -133,6 +133,7 @@ rule wildfusion:
         threshold="results/stages/wildfusion/{dataset}/threshold.json",
         curve="results/stages/wildfusion/{dataset}/threshold_curve.tsv",
         pairs="results/stages/wildfusion/{dataset}/pairs.parquet",
+        pseudo="results/stages/wildfusion/{dataset}/pseudo.parquet",
     log:
         "logs/wildfusion/{dataset}.log",
     conda:
@@ -150,4 +151,4 @@ rule wildfusion:
         "--metadata {input.metadata:q} --shortlist {input.shortlist:q} "
         "--threshold {params.threshold:q} --tuning {params.tuning:q} "
         "--predictions {output.predictions:q} --threshold-out {output.threshold:q} --curve {output.curve:q} "
-        "--pairs-out {output.pairs:q} --log {log:q}"
+        "--pairs-out {output.pairs:q} --pseudo {output.pseudo:q} --log {log:q}"

@@ -67,3 +67,34 @@ rule xgboost:
         "--score-column {params.score_column:q} --dataset {wildcards.dataset:q} "
         "--threshold {params.threshold:q} --tuning {params.tuning:q} "
         "--predictions {output.predictions:q} --threshold-out {output.threshold:q} --curve {output.curve:q} --log {log:q}"
+
+
+rule xgboost_pseudo:
+    input:
+        metadata="results/data/{dataset}.tsv",
+        embeddings=xgboost_embeddings,
+    output:
+        pseudo="results/stages/xgboost/{dataset}/pseudo.parquet",
+    log:
+        "logs/xgboost_pseudo/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/xgboost_pseudo/{dataset}.tsv"
+    conda:
+        CONDA_ENV
+    threads: compute("xgboost_train", "threads", 2)
+    resources:
+        gpu=compute("xgboost_train", "gpu", 0),
+        mem_mb=compute("xgboost_train", "mem_mb", 4000),
+        runtime=compute("xgboost_train", "runtime", 60),
+    params:
+        backbones=xgboost_backbones,
+        conf=as_json(xgboost_train_conf),
+        tuning=as_json(config_provider("threshold_tuning")),
+        repeats=config_provider("threshold_tuning", "trained_repeats", default=1),
+        device=job_device,
+    message:
+        "XGBoost auxiliary models on {params.repeats} simulated open-set split(s) of the {wildcards.dataset} gallery"
+    shell:
+        "python -m workflow.xgb pseudo --metadata {input.metadata:q} --embeddings {input.embeddings:q} "
+        "--backbones {params.backbones:q} --conf {params.conf:q} --device {params.device:q} --threads {threads} "
+        "--tuning {params.tuning:q} --repeats {params.repeats:q} --pseudo {output.pseudo:q} --log {log:q}"

@@ -18,14 +18,20 @@ def load(name):
     return yaml.safe_load((REPO / name).read_text())
 
 
-def merged(overlay):
+def merged(overlay, demo=None):
+    """config/config.yaml, then config/demo.yaml where data_root is the demo (as the Snakefile), then ``overlay``."""
     config = load("config/config.yaml")
-    update_config(config, load(overlay) if isinstance(overlay, str) else overlay)
+    overlay = load(overlay) if isinstance(overlay, str) else overlay
+    root = overlay.get("data_root", config["data_root"])
+    if demo if demo is not None else root == config["demo"]["root"]:
+        update_config(config, load("config/demo.yaml"))
+    update_config(config, overlay)
     validate(config, str(REPO / "config/schema.yaml"))
     return config
 
 
-@pytest.mark.parametrize("name", ["config/config.yaml", "config/animalclef2025.yaml", "tests/configs/tiny.yaml"])
+@pytest.mark.parametrize("name", ["config/config.yaml", "config/demo.yaml", "config/animalclef2025.yaml",
+                                  "tests/configs/tiny.yaml"])  # fmt: skip
 def test_configs_validate(name):
     config = merged(name)
     for backbone in config["backbones"].values():
@@ -77,7 +83,8 @@ def test_schema_rejects_bad_values(edit):
 
 def test_paper_cascade_and_dual_backbone():
     config = merged("config/animalclef2025.yaml")
-    # (merged over config/config.yaml, as Snakemake does: the demo datasets' cascades stay, unused)
+    # (merged over config/config.yaml, as Snakemake does)
+    assert config["rerank"]["datasets"] == ["LynxID2025"]
     assert {name: config["cascade"][name] for name in PAPER_CASCADE} == PAPER_CASCADE
     jsonschema.validate(config["cascade"], CASCADE_SCHEMA)
     for name in PAPER_CASCADE:
@@ -90,6 +97,43 @@ def test_paper_cascade_and_dual_backbone():
     assert db["head"]["LynxID2025"] == {"s": 64, "m": 0.5} and db["head"]["SeaTurtleID2022"] == {"s": 64, "m": 0.5}
     assert db["head"]["SalamanderID2025"] == {"s": 30, "m": 0.35}
     assert config["compute"]["dual_backbone_train"]["gpu"] == 1
+
+
+def dataset_names():
+    demo = load("config/config.yaml")["demo"]["datasets"]
+    tiny = load("tests/configs/tiny.yaml")["demo"]["datasets"]
+    return {d["name"] for d in demo + tiny} | set(PAPER_CASCADE)
+
+
+def leaves_and_keys(value, path=()):
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            yield path, key
+            yield from leaves_and_keys(inner, (*path, key))
+    elif isinstance(value, list):
+        for inner in value:
+            yield from leaves_and_keys(inner, path)
+    else:
+        yield path, value
+
+
+def test_no_default_names_a_dataset():
+    """config/config.yaml (the defaults for any data_root) names no dataset outside the demo generator's section;
+    every per-dataset decision is auto. The demo's own names live in config/demo.yaml only."""
+    config = load("config/config.yaml")
+    names = dataset_names()
+    found = [(path, item) for path, item in leaves_and_keys({k: v for k, v in config.items() if k != "demo"})
+             if item in names]  # fmt: skip
+    assert not found, found
+    assert config["rerank"]["datasets"] == "auto" and config["cascade"] == {"default": "auto"}
+    assert all(v == {"default": "auto"} for v in config["thresholds"].values())
+    real = merged({"data_root": "/any/real/data"})
+    assert real["matchers"]["rootsift"]["max_side"] >= 512 and real["shortlist"]["k_query"] >= 20
+    demo = merged("config/demo.yaml")  # the demo keeps its light settings and the paper-style cascade
+    assert demo["matchers"]["rootsift"] == {"resize": 224, "max_side": None, "max_keypoints": 512}
+    assert demo["shortlist"]["k_query"] == 20 and demo["rerank"]["datasets"] == ["LynxDemo"]
+    assert [step["source"] for step in demo["cascade"]["default"]] == ["rerank", "xgboost", "dual_backbone"]
+    assert "xgboost" in demo["stages"]
 
 
 @pytest.mark.parametrize("name", ["config/config.yaml", "tests/configs/tiny.yaml"])
@@ -128,7 +172,9 @@ def test_a_dataset_no_config_names_plans_every_stage(tmp_path, configfile):
     work = make_workdir(tmp_path / "work")
     extra = ["--configfile", str(REPO / configfile)] if configfile else []
     proc = snakemake(work, "-n", "--cores", "1", *extra, "--config", f"data_root={data}")
-    for rule in ["baseline", "wildfusion", "rerank", "xgboost", "dual_backbone_train", "dual_backbone", "cascade"]:
+    stages = merged(configfile or {}, demo=False)["stages"]
+    rules = {"xgboost": ["xgboost_train", "xgboost"], "dual_backbone": ["dual_backbone_train", "dual_backbone"]}
+    for rule in [r for stage in stages for r in rules.get(stage, [stage])]:
         assert re.search(rf"^{rule}\s+1$", proc.stdout, re.M), f"{rule} not planned:\n{proc.stdout[-3000:]}"
 
 

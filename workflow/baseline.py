@@ -3,6 +3,8 @@
 Inputs
     ``results/data/<dataset>.tsv`` (validated metadata) and ``results/embeddings/<dataset>/<backbone>/<key>.npz``.
 Outputs
+    ``pseudo.parquet`` (``--pseudo``): cosine 1-NN on the simulated open-set splits of the gallery
+    (:func:`workflow.thresholds.pseudo_table`, read by the ``auto`` cascade);
     ``predictions.tsv``: ``image_id, identity, top_identity, top_score`` for every query image;
     ``threshold.json``: the threshold used and how it was chosen; ``threshold_curve.tsv``: the simulated
     open-set score versus threshold when the threshold is ``auto`` (empty table otherwise).
@@ -17,9 +19,9 @@ import logging
 import numpy as np
 import pandas as pd
 
-from workflow._entry import read_tsv, setup_logging, write_stage_outputs
+from workflow._entry import read_tsv, setup_logging, write_parquet, write_stage_outputs
 from workflow.embed import load_embeddings
-from workflow.thresholds import apply_threshold, choose_threshold
+from workflow.thresholds import apply_threshold, choose_threshold, scorer_pseudo_table
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +76,17 @@ def predict(
     return preds, info, curve
 
 
+def pseudo_cosine_table(
+    meta: pd.DataFrame, image_ids: np.ndarray, embeddings: np.ndarray, tuning: dict
+) -> pd.DataFrame:
+    """The baseline's ``pseudo.parquet``: cosine 1-NN on the simulated open-set splits of the gallery."""
+    row_of = {image_id: i for i, image_id in enumerate(image_ids)}
+    gal = meta[meta["split"] == "database"]
+    g_ids = gal["identity"].to_numpy(dtype=object)
+    g_emb = embeddings[[row_of[i] for i in gal["image_id"]]]
+    return scorer_pseudo_table(cosine_scorer(g_emb, g_ids), gal["image_id"].to_numpy(dtype=object), g_ids, tuning)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--metadata", required=True)
@@ -84,6 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--predictions", required=True)
     parser.add_argument("--threshold-out", required=True)
     parser.add_argument("--curve", required=True)
+    parser.add_argument("--pseudo", help="pseudo.parquet: the stage on the simulated open-set splits of the gallery")
     parser.add_argument("--log")
     args = parser.parse_args(argv)
     setup_logging(args.log)
@@ -92,6 +106,8 @@ def main(argv: list[str] | None = None) -> None:
     preds, info, curve = predict(
         meta, image_ids, embeddings, json.loads(args.threshold), json.loads(args.tuning), args.dataset
     )
+    if args.pseudo:
+        write_parquet(pseudo_cosine_table(meta, image_ids, embeddings, json.loads(args.tuning)), args.pseudo)
     write_stage_outputs(args.dataset, preds, info, curve, args.predictions, args.threshold_out, args.curve)
 
 

@@ -27,10 +27,14 @@ A threshold may also be ``auto``: the source stage's own chosen threshold (``thr
 gate probability of xgboost, ``(cos + 1) / 2`` of dual_backbone and baseline). :func:`resolve_auto` replaces
 it before :func:`run_cascade`; no query label is ever read.
 
-Entry point (``python -m workflow.cascade``): ``--steps`` (JSON list), ``--source NAME=predictions.tsv`` and
-``--threshold NAME=threshold.json`` per source; writes ``predictions.tsv`` with ``image_id, identity,
-top_identity, top_score, decided_by``, where ``top_identity``/``top_score`` are those of the source that decided
-the label (``decided_by``), on that source's scale.
+The whole list may also be ``auto``: :mod:`workflow.cascade_auto` chooses the steps from the sources'
+``pseudo.parquet`` (simulated open-set splits of the gallery), never from query labels.
+
+Entry point (``python -m workflow.cascade``): ``--steps`` (JSON list or ``"auto"``), ``--source
+NAME=predictions.tsv`` and ``--threshold NAME=threshold.json`` (or, for ``auto``, ``--pseudo NAME=pseudo.parquet``)
+per source; writes ``choice.json`` (``--choice``: the steps used, and for ``auto`` their simulated scores) and
+``predictions.tsv`` with ``image_id, identity, top_identity, top_score, decided_by``, where
+``top_identity``/``top_score`` are those of the source that decided the label (``decided_by``), on that source's scale.
 """
 
 from __future__ import annotations
@@ -78,8 +82,10 @@ CASCADE_STEP_SCHEMA: dict[str, Any] = {
 
 CASCADE_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "description": "Per dataset, an ordered list of cascade steps; the first step defines the initial label.",
-    "additionalProperties": {"type": "array", "minItems": 1, "items": CASCADE_STEP_SCHEMA},
+    "description": "Per dataset, an ordered list of cascade steps (the first defines the initial label), or auto.",
+    "additionalProperties": {
+        "oneOf": [{"type": "array", "minItems": 1, "items": CASCADE_STEP_SCHEMA}, {"type": "string", "enum": [AUTO]}]
+    },
 }
 """JSON schema of the whole ``cascade`` config entry: ``{dataset: [step, ...]}``."""
 
@@ -229,10 +235,13 @@ def _pairs(items: Sequence[str], what: str) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from workflow._entry import read_json, read_tsv, setup_logging, write_tsv
+    from workflow._entry import read_json, read_tsv, setup_logging, write_json, write_tsv
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", required=True, help="JSON list of cascade steps")
+    parser.add_argument("--steps", required=True, help='JSON list of cascade steps, or "auto"')
+    parser.add_argument("--pseudo", nargs="*", default=[], help="NAME=pseudo.parquet of each source (for auto)")
+    parser.add_argument("--search", default="{}", help="JSON keyword arguments of cascade_auto.choose_cascade")
+    parser.add_argument("--choice", help="choice.json: the steps used and, for auto, their simulated scores")
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--source", nargs="+", required=True, help="NAME=predictions.tsv of each source")
     parser.add_argument("--threshold", nargs="*", default=[], help="NAME=threshold.json (for auto thresholds)")
@@ -241,11 +250,22 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     setup_logging(args.log)
     raw = json.loads(args.steps)
-    thresholds = {
-        name: float(read_json(path)["threshold"]) for name, path in _pairs(args.threshold, "threshold").items()
-    }
-    steps = validate_steps(resolve_auto(raw, thresholds))
+    if raw == AUTO:
+        from workflow.cascade_auto import choose_cascade
+
+        pseudo = {name: pd.read_parquet(path) for name, path in _pairs(args.pseudo, "pseudo").items()}
+        chosen, choice = choose_cascade(pseudo, **json.loads(args.search))
+        steps = validate_steps(chosen)
+        choice = {"dataset": args.dataset, "mode": AUTO, **choice}
+    else:
+        thresholds = {
+            name: float(read_json(path)["threshold"]) for name, path in _pairs(args.threshold, "threshold").items()
+        }
+        steps = validate_steps(resolve_auto(raw, thresholds))
+        choice = {"dataset": args.dataset, "mode": "config", "steps": steps}
     logger.info("%s: cascade %s", args.dataset, json.dumps(steps))
+    if args.choice:
+        write_json(choice, args.choice)
     sources = {name: read_tsv(path) for name, path in _pairs(args.source, "source").items()}
     out = run_cascade(steps, sources)
     tables = {name: _source_table(name, df).set_index("image_id") for name, df in sources.items()}

@@ -147,7 +147,8 @@ def _dataset_keys(config: Mapping) -> list[tuple[str, str]]:
             if section == "augment" and name in _AUGMENT_KEYS:
                 continue
             found.append((f"dual_backbone.{section}.{name}", name))
-    for i, name in enumerate((config.get("rerank") or {}).get("datasets") or []):
+    rerank_datasets = (config.get("rerank") or {}).get("datasets") or []
+    for i, name in enumerate([] if isinstance(rerank_datasets, str) else rerank_datasets):  # "auto": no names
         found.append((f"rerank.datasets[{i}]", name))
     return found
 

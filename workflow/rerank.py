@@ -21,7 +21,10 @@ The method, on sparse neighbour lists only (no dense ``N x N`` matrix):
 
 The gallery x gallery scores the method needs are the shortlist's own gallery pairs, already matched and
 fused by WildFusion: re-ranking matches no extra pair (the paper computed a full gallery x gallery matrix
-for the lynx, 38 GPU-hours). Datasets not listed in ``rerank.datasets`` keep the WildFusion scores.
+for the lynx, 38 GPU-hours). Datasets not listed in ``rerank.datasets`` keep the WildFusion scores. With
+``rerank.datasets: auto`` re-ranking applies to a dataset when it raises the simulated open-set score on the
+gallery (:func:`choose_rerank`; both scores are logged and written to ``cost.json``). With ``--pseudo`` the
+stage also writes ``pseudo.parquet`` (:func:`workflow.thresholds.pseudo_table`) of the scores it keeps.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ import numpy as np
 import pandas as pd
 
 from workflow._entry import read_tsv, setup_logging, write_json, write_parquet, write_stage_outputs
-from workflow.wildfusion import predict_stage
+from workflow.thresholds import pseudo_best_score
+from workflow.wildfusion import predict_stage, pseudo_pairs_table
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +123,22 @@ def rerank_scores(
     return (1 - lam) * score + lam * jac, jac
 
 
+def choose_rerank(
+    meta: pd.DataFrame, pairs: pd.DataFrame, fused: np.ndarray, reranked: np.ndarray, tuning: dict
+) -> tuple[bool, dict]:
+    """``rerank.datasets: auto``: re-rank when it beats WildFusion on the simulated open-set splits.
+
+    Both scores are judged at their own best threshold (:func:`workflow.thresholds.pseudo_best_score`) on the
+    same splits of the gallery (its gallery x gallery pairs only: no query truth is read). Returns whether
+    re-ranking applies and the two simulated scores.
+    """
+    grid = int(tuning.get("grid_size", 101))
+    wf_score, _ = pseudo_best_score(pseudo_pairs_table(meta, pairs, fused, tuning), grid)
+    rr_score, _ = pseudo_best_score(pseudo_pairs_table(meta, pairs, reranked, tuning), grid)
+    applied = bool(rr_score > wf_score)
+    return applied, {"wildfusion_score": round(wf_score, 6), "rerank_score": round(rr_score, 6), "auto": True}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--metadata", required=True)
@@ -132,6 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--curve", required=True)
     parser.add_argument("--pairs-out", required=True)
     parser.add_argument("--cost", required=True)
+    parser.add_argument("--pseudo", help="pseudo.parquet: the stage on the simulated open-set splits of the gallery")
     parser.add_argument("--log")
     args = parser.parse_args(argv)
     setup_logging(args.log)
@@ -139,13 +160,18 @@ def main(argv: list[str] | None = None) -> None:
     meta = read_tsv(args.metadata)
     pairs = pd.read_parquet(args.pairs)
     fused = pairs["fused"].to_numpy(np.float64)
-    applied = args.dataset in set(conf.get("datasets", []))
+    tuning = json.loads(args.tuning)
+    setting = conf.get("datasets", [])
+    k1, k2, lam = int(conf.get("k1", 20)), int(conf.get("k2", 6)), float(conf.get("lambda", 0.1))
     start = time.perf_counter()
-    if applied:
-        k1, k2, lam = int(conf.get("k1", 20)), int(conf.get("k2", 6)), float(conf.get("lambda", 0.1))
-        score, jac = rerank_scores(pairs, fused, k1, k2, lam)
+    choice: dict = {}
+    if setting == "auto":
+        reranked, jac = rerank_scores(pairs, fused, k1, k2, lam)
+        applied, choice = choose_rerank(meta, pairs, fused, reranked, tuning)
+        score, jac = (reranked, jac) if applied else (fused, np.zeros(len(pairs)))
     else:
-        score, jac = fused, np.zeros(len(pairs))
+        applied = args.dataset in set(setting)
+        score, jac = rerank_scores(pairs, fused, k1, k2, lam) if applied else (fused, np.zeros(len(pairs)))
     seconds = time.perf_counter() - start
     kind = pairs["kind"].to_numpy()
     cost = {
@@ -155,20 +181,28 @@ def main(argv: list[str] | None = None) -> None:
         "gallery_pairs": int((kind == "gallery").sum()),
         "extra_pairs_matched": 0,
         "seconds": round(seconds, 3),
+        "datasets": setting,
+        **choice,
     }
     if applied:
         cost.update(k1=k1, k2=k2, **{"lambda": lam}, mean_jaccard=float(jac.mean()) if len(jac) else 0.0)
         logger.info("%s: re-ranked %d query and %d gallery pairs (K1=%d, K2=%d, lambda=%.2f) in %.2f s; "
                     "0 extra pairs matched", args.dataset, cost["query_pairs"], cost["gallery_pairs"], k1, k2, lam,
                     seconds)  # fmt: skip
+    elif setting == "auto":
+        logger.info("%s: re-ranking does not improve the simulated open-set score (%.4f vs WildFusion %.4f): "
+                    "WildFusion scores pass through", args.dataset, choice["rerank_score"],
+                    choice["wildfusion_score"])  # fmt: skip
     else:
         logger.info("%s is not in rerank.datasets %s: WildFusion scores pass through", args.dataset,
-                    conf.get("datasets", []))  # fmt: skip
+                    setting)  # fmt: skip
     preds, info, curve = predict_stage(
         meta, pairs, score, json.loads(args.threshold), json.loads(args.tuning), args.dataset
     )
     table = pairs[["query", "candidate", "kind"]].assign(wildfusion=fused, jaccard=jac, rerank=score)
     write_parquet(table, args.pairs_out)
+    if args.pseudo:
+        write_parquet(pseudo_pairs_table(meta, pairs, score, tuning), args.pseudo)
     write_stage_outputs(args.dataset, preds, info, curve, args.predictions, args.threshold_out, args.curve)
     write_json(cost, args.cost)
 

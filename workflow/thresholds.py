@@ -6,6 +6,12 @@ become pseudo-known queries, and the rest is the pseudo-gallery. A stage's score
 identity and its score for each pseudo-query against the pseudo-gallery, and the threshold that
 maximises ``sqrt(BAKS * BAUS)`` averaged over several random splits is chosen. Every stage reuses this
 through :func:`tune_threshold` with its own scorer.
+
+The same splits (:func:`pseudo_splits`: ``threshold_tuning.repeats`` draws from one generator seeded with
+``threshold_tuning.seed``) also give every source stage's ``pseudo.parquet`` (:func:`pseudo_table`,
+:data:`PSEUDO_COLUMNS`): each pseudo-query's predicted top identity and top score on every split, which the
+``auto`` choices (re-ranking on or off, the cascade) compare without reading the query truth. Split ``i`` is
+the same split in every stage's table (and in :func:`tune_threshold`).
 """
 
 from __future__ import annotations
@@ -25,6 +31,10 @@ logger = logging.getLogger(__name__)
 # scorer(query_idx [Q], gallery_idx [G]) -> (predicted identity [Q], top score [Q])
 Scorer = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 CURVE_COLUMNS = ["threshold", "BAKS", "BAUS", "score", "new_share"]
+# One row per (split, pseudo-query): the stage's top identity ("" if none) and top score (-inf if none).
+PSEUDO_COLUMNS = ["split", "image_id", "identity", "score", "truth", "is_new"]
+# Keys of ``threshold_tuning`` that tune_threshold takes (trained_repeats only sizes trained sources' tables).
+TUNING_KEYS = ("new_fraction", "query_fraction", "repeats", "grid_size", "seed")
 
 
 @dataclass(frozen=True)
@@ -99,11 +109,10 @@ def tune_threshold(
     Returns the threshold and the curve (mean over repeats) of score, BAKS, BAUS and new share versus
     threshold, which the report plots.
     """
-    rng = np.random.default_rng(seed)
     identities = np.asarray(identities, dtype=object)
     runs = []
-    for _ in range(repeats):
-        split = simulate_open_set_split(identities, new_fraction, query_fraction, rng)
+    tuning = {"new_fraction": new_fraction, "query_fraction": query_fraction, "seed": seed}
+    for split in pseudo_splits(identities, tuning, repeats):
         top_id, top_score = scorer(split.query, split.gallery)
         runs.append((np.asarray(top_id, object), np.asarray(top_score, float), identities[split.query], split.is_new))
     pooled = np.concatenate([r[1] for r in runs])
@@ -187,5 +196,82 @@ def choose_threshold(
     setting = resolve_threshold(setting, dataset)
     if setting != "auto":
         return setting, {"threshold": setting, "source": "config"}, pd.DataFrame(columns=CURVE_COLUMNS)
-    threshold, curve = tune_threshold(scorer, identities, **tuning)
+    threshold, curve = tune_threshold(scorer, identities, **{k: v for k, v in tuning.items() if k in TUNING_KEYS})
     return threshold, {"threshold": threshold, "source": "auto", "tuning": tuning}, curve
+
+
+def pseudo_splits(identities: np.ndarray, tuning: dict, repeats: int | None = None) -> list[OpenSetSplit]:
+    """The simulated open-set splits of a gallery (``identities: [N]`` in table order) shared by every stage.
+
+    ``[simulate_open_set_split(identities, new_fraction, query_fraction, rng) for _ in range(n)]`` with
+    ``rng = np.random.default_rng(seed)`` and ``n = repeats`` (default ``tuning["repeats"]``): the first ``n``
+    splits are the same for any larger ``n``, so a trained source may write fewer splits than the others.
+    """
+    rng = np.random.default_rng(tuning.get("seed", 0))
+    n = int(tuning.get("repeats", 10) if repeats is None else repeats)
+    identities = np.asarray(identities, dtype=object)
+    nf, qf = tuning.get("new_fraction", 0.33), tuning.get("query_fraction", 0.3)
+    return [simulate_open_set_split(identities, nf, qf, rng) for _ in range(n)]
+
+
+def pseudo_table(
+    splits: list[OpenSetSplit],
+    image_ids: np.ndarray,
+    identities: np.ndarray,
+    predict: Callable[[int, OpenSetSplit], tuple[np.ndarray, np.ndarray]],
+) -> pd.DataFrame:
+    """A stage's ``pseudo.parquet`` table (:data:`PSEUDO_COLUMNS`) from ``predict(i, split) -> (identity, score)``.
+
+    ``image_ids``/``identities``: ``[N]`` gallery rows that the splits index. ``predict`` must only use the
+    split's pseudo-gallery (a trained source trains its auxiliary model there).
+    """
+    image_ids = np.asarray(image_ids, dtype=object)
+    identities = np.asarray(identities, dtype=object)
+    parts = []
+    for i, split in enumerate(splits):
+        top_id, top_score = predict(i, split)
+        top_id = np.asarray(top_id, dtype=object)
+        top_score = np.asarray(top_score, np.float64)
+        empty = pd.isna(top_id) | (top_id == "")
+        parts.append(pd.DataFrame({
+            "split": np.full(len(split.query), i, np.int64),
+            "image_id": image_ids[split.query].astype(str),
+            "identity": np.where(empty, "", top_id).astype(str),
+            "score": np.where(empty | ~np.isfinite(top_score), -np.inf, top_score),
+            "truth": identities[split.query].astype(str),
+            "is_new": split.is_new.astype(bool),
+        }))  # fmt: skip
+    if not parts:
+        return pd.DataFrame(
+            {c: pd.Series(dtype=t) for c, t in zip(PSEUDO_COLUMNS, [np.int64, str, str, float, str, bool])}
+        )
+    return pd.concat(parts, ignore_index=True)[PSEUDO_COLUMNS]
+
+
+def scorer_pseudo_table(
+    scorer: Scorer, image_ids: np.ndarray, identities: np.ndarray, tuning: dict, repeats: int | None = None
+) -> pd.DataFrame:
+    """:func:`pseudo_table` of a :data:`Scorer` over the gallery on :func:`pseudo_splits`."""
+    splits = pseudo_splits(identities, tuning, repeats)
+    return pseudo_table(splits, image_ids, identities, lambda i, s: scorer(s.query, s.gallery))
+
+
+def pseudo_best_score(table: pd.DataFrame, grid_size: int = 101) -> tuple[float, float]:
+    """Best mean simulated score of ``identity if score >= t else new`` over ``t`` on a pseudo table.
+
+    Returns ``(score, threshold)``: the same tuning as :func:`tune_threshold`, from the stored table.
+    """
+    pooled = table["score"].to_numpy(np.float64)
+    pooled = pooled[np.isfinite(pooled)]
+    if len(pooled) == 0:
+        return 0.0, float("inf")
+    grid = np.unique(np.quantile(pooled, np.linspace(0, 1, grid_size)))
+    grid = np.concatenate([grid, [np.nextafter(grid[-1], np.inf)]])
+    curves = [
+        threshold_curve(part["identity"].to_numpy(object), part["score"].to_numpy(float),
+                        part["truth"].to_numpy(object), part["is_new"].to_numpy(bool), grid)
+        for _, part in table.groupby("split", sort=True)
+    ]  # fmt: skip
+    curve = pd.concat(curves).groupby("threshold", as_index=False).mean(numeric_only=True)
+    threshold = pick_threshold(curve)
+    return float(curve.loc[curve["threshold"] == threshold, "score"].iloc[0]), threshold

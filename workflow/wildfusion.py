@@ -10,7 +10,8 @@ Subcommands (one rule each):
                of the sources that scored the pair, configurable weights), the prediction of each query (the
                identity of its best-scoring candidate, ``new_individual`` below the dataset's threshold,
                fixed or ``auto`` on the gallery pairs as in :mod:`workflow.thresholds`), and the fused pair
-               table reused by later stages.
+               table reused by later stages; with ``--pseudo`` also ``pseudo.parquet``: the fused scores on the
+               simulated open-set splits of the gallery (:func:`workflow.thresholds.pseudo_table`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from workflow._entry import read_tsv, setup_logging, write_parquet, write_stage_
 from workflow.calibration import IsotonicCalibrator, fuse_scores
 from workflow.match import read_shards
 from workflow.shortlist import read_pairs
-from workflow.thresholds import apply_threshold, choose_threshold, pair_scorer, top_per_source
+from workflow.thresholds import apply_threshold, choose_threshold, pair_scorer, scorer_pseudo_table, top_per_source
 
 logger = logging.getLogger(__name__)
 
@@ -78,20 +79,37 @@ def predict_queries(pairs: pd.DataFrame, score: np.ndarray, query_ids: np.ndarra
     return pd.DataFrame({"image_id": query_ids, "top_identity": top_identity, "top_score": best})
 
 
+def gallery_scorer(meta: pd.DataFrame, pairs: pd.DataFrame, score: np.ndarray):
+    """A :data:`workflow.thresholds.Scorer` over the gallery pairs of ``pairs`` scored by ``score: [P]``.
+
+    Returns ``(scorer, gallery image ids [G], gallery identities [G])`` in table order.
+    """
+    gal = meta[meta["split"] == "database"]
+    gal_ids = gal["image_id"].to_numpy(dtype=object)
+    gal_identities = gal["identity"].to_numpy(dtype=object)
+    gpos = {g: i for i, g in enumerate(gal_ids)}
+    is_g = (pairs["kind"] != "query").to_numpy()
+    gp = pairs[is_g]
+    scorer = pair_scorer(gp["query"].map(gpos).to_numpy(), gp["candidate"].map(gpos).to_numpy(),
+                         np.asarray(score, np.float64)[is_g], gal_identities)  # fmt: skip
+    return scorer, gal_ids, gal_identities
+
+
+def pseudo_pairs_table(meta: pd.DataFrame, pairs: pd.DataFrame, score: np.ndarray, tuning: dict) -> pd.DataFrame:
+    """The stage's ``pseudo.parquet`` (:func:`workflow.thresholds.scorer_pseudo_table`) from its pair scores."""
+    scorer, gal_ids, gal_identities = gallery_scorer(meta, pairs, score)
+    return scorer_pseudo_table(scorer, gal_ids, gal_identities, tuning)
+
+
 def predict_stage(
     meta: pd.DataFrame, pairs: pd.DataFrame, score: np.ndarray, threshold_setting, tuning: dict, dataset: str
 ) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
     """Predictions of a pair-scoring stage (WildFusion and the later stages that rescore its pairs)."""
     identity = dict(zip(meta["image_id"], meta["identity"]))
-    gal_ids = meta.loc[meta["split"] == "database", "image_id"].to_numpy(dtype=object)
     qry_ids = meta.loc[meta["split"] == "query", "image_id"].to_numpy(dtype=object)
     is_q = (pairs["kind"] == "query").to_numpy()
     preds = predict_queries(pairs[is_q], score[is_q], qry_ids, identity)
-    gpos = {g: i for i, g in enumerate(gal_ids)}
-    gal_identities = np.array([identity[g] for g in gal_ids], dtype=object)
-    gp = pairs[~is_q]
-    scorer = pair_scorer(gp["query"].map(gpos).to_numpy(), gp["candidate"].map(gpos).to_numpy(), score[~is_q],
-                         gal_identities)  # fmt: skip
+    scorer, _, gal_identities = gallery_scorer(meta, pairs, score)
     threshold, info, curve = choose_threshold(threshold_setting, dataset, scorer, gal_identities, tuning)
     preds.insert(
         1, "identity", apply_threshold(preds["top_identity"].to_numpy(), preds["top_score"].to_numpy(), threshold)
@@ -118,6 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threshold-out", required=True)
     p.add_argument("--curve", required=True)
     p.add_argument("--pairs-out", required=True)
+    p.add_argument("--pseudo", help="pseudo.parquet: the stage on the simulated open-set splits of the gallery")
     for p in sub.choices.values():
         p.add_argument("--metadata", required=True)
         p.add_argument("--shortlist", required=True)
@@ -153,6 +172,8 @@ def main(argv: list[str] | None = None) -> None:
     parts = [pairs[["query", "candidate", "kind"]], raw.add_prefix("raw_"), fused]
     table = pd.concat([part.reset_index(drop=True) for part in parts], axis=1)
     write_parquet(table, args.pairs_out)
+    if args.pseudo:
+        write_parquet(pseudo_pairs_table(meta, pairs, fused["fused"].to_numpy(), json.loads(args.tuning)), args.pseudo)
     write_stage_outputs(args.dataset, preds, info, curve, args.predictions, args.threshold_out, args.curve)
 
 

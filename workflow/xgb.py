@@ -12,6 +12,9 @@ Subcommands (one rule each):
 ``gate``   the model + the base stage's predictions (``wildfusion`` or ``rerank``) -> the ``xgboost`` stage's
            ``predictions.tsv``, ``threshold.json`` (the gate threshold) and ``threshold_curve.tsv``: where the
            model's top class probability exceeds the dataset's gate threshold its class replaces the base label.
+``pseudo``  -> ``results/stages/xgboost/<dataset>/pseudo.parquet`` (for ``cascade: auto``): auxiliary models
+           trained on each of the first ``--repeats`` simulated open-set splits of the gallery
+           (:func:`pseudo_xgb_table`), never judged on their own training images.
 
 Features of one image (:func:`feature_columns`; paper: 3688 + 10 + 10 + 7 + 3 = 3718 columns), in this order:
 
@@ -40,7 +43,15 @@ import numpy as np
 import pandas as pd
 
 from workflow import NEW_INDIVIDUAL
-from workflow._entry import atomic_path, read_json, read_tsv, setup_logging, write_json, write_stage_outputs
+from workflow._entry import (
+    atomic_path,
+    read_json,
+    read_tsv,
+    setup_logging,
+    write_json,
+    write_parquet,
+    write_stage_outputs,
+)
 from workflow.embed import l2_normalise, load_embeddings
 from workflow.metrics import score_predictions
 from workflow.shortlist import topk_inner_product
@@ -441,6 +452,43 @@ def tune_gate(
     return threshold, curve
 
 
+def pseudo_xgb_table(
+    meta: pd.DataFrame,
+    blocks: list[np.ndarray],
+    backbones: list[str],
+    params: dict,
+    k: int,
+    tuning: dict,
+    repeats: int,
+    threads: int | None = None,
+) -> pd.DataFrame:
+    """The stage's ``pseudo.parquet`` on the first ``repeats`` simulated open-set splits of the gallery.
+
+    A trained source is never judged on its own training images: on each split an auxiliary model is trained on
+    the pseudo-gallery only (early stopping on one held-out image per individual, as the real model) and
+    predicts the pseudo-queries (identity = its top class, score = that class's probability).
+    """
+    from workflow.thresholds import pseudo_splits, pseudo_table
+
+    gal = np.flatnonzero((meta["split"] == "database").to_numpy())
+    gmeta = meta.iloc[gal].reset_index(drop=True)
+    gblocks = [b[gal] for b in blocks]
+    identity = gmeta["identity"].to_numpy(dtype=object)
+    x = concat_embeddings(gblocks)
+
+    def predict(i: int, split) -> tuple[np.ndarray, np.ndarray]:
+        pool = np.sort(split.gallery)
+        inner_train, inner_val = holdout_one_per_individual(
+            identity[pool], np.random.default_rng(int(params.get("seed", 0)) + i)
+        )
+        model = fit_dataset(gmeta, gblocks, backbones, params, k, pool[inner_train], pool[inner_val], threads)
+        return model.predict(table_for(model.space, x, gmeta, split.query, pool))
+
+    return pseudo_table(
+        pseudo_splits(identity, tuning, repeats), gmeta["image_id"].to_numpy(dtype=object), identity, predict
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -460,6 +508,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--predictions", required=True)
     p.add_argument("--threshold-out", required=True)
     p.add_argument("--curve", required=True)
+    p = sub.add_parser("pseudo")
+    p.add_argument("--tuning", required=True, help="JSON: threshold_tuning (the splits)")
+    p.add_argument("--repeats", type=int, default=1, help="splits (one auxiliary model each)")
+    p.add_argument("--pseudo", required=True)
     for p in sub.choices.values():
         p.add_argument("--metadata", required=True)
         p.add_argument("--embeddings", nargs="+", required=True, help="one .npz per backbone, in --backbones order")
@@ -486,6 +538,11 @@ def main(argv: list[str] | None = None) -> None:
         model = fit_dataset(gmeta, [b[gal] for b in blocks], args.backbones, params, k, train_rows, val_rows,
                             args.threads)  # fmt: skip
         model.save(args.model, args.model_meta)
+        return
+    if args.command == "pseudo":
+        pseudo = pseudo_xgb_table(meta, blocks, args.backbones, params, k, json.loads(args.tuning), args.repeats,
+                                  args.threads)  # fmt: skip
+        write_parquet(pseudo, args.pseudo)
         return
 
     model = TrainedModel.load(args.model, args.model_meta)

@@ -33,6 +33,7 @@ class LocalMatcher:
     learned: ClassVar[bool] = False
     default_conf: ClassVar[dict[str, Any]] = {
         "resize": 512,  # resize every image to resize x resize px before extraction (paper: 512); None keeps it
+        "max_side": None,  # instead of resize: shrink (never enlarge) to this longer side, keeping the aspect ratio
         "confidence_threshold": 0.5,  # a match counts when its confidence is above this (WildFusion: 0.5)
         "score": "count",  # raw pair score: "count" (matches above the threshold) or "ransac_inliers"
         "ransac_model": "fundamental",  # "fundamental" or "homography", for score="ransac_inliers"
@@ -52,9 +53,9 @@ class LocalMatcher:
             raise ValueError(f"score must be one of {SCORE_MODES}, got {self.conf['score']!r}")
         if self.conf["ransac_model"] not in RANSAC_MODELS:
             raise ValueError(f"ransac_model must be one of {RANSAC_MODELS}, got {self.conf['ransac_model']!r}")
-        resize = self.conf["resize"]
-        if resize is not None and (not isinstance(resize, int) or resize < 16):
-            raise ValueError(f"resize must be an int >= 16 or None, got {resize!r}")
+        for key in ("resize", "max_side"):
+            if self.conf[key] is not None and (not isinstance(self.conf[key], int) or self.conf[key] < 16):
+                raise ValueError(f"{key} must be an int >= 16 or None, got {self.conf[key]!r}")
         for key in ("batch_size", "extract_batch_size"):
             if not isinstance(self.conf[key], int) or self.conf[key] < 1:
                 raise ValueError(f"{key} must be a positive int, got {self.conf[key]!r}")
@@ -66,9 +67,18 @@ class LocalMatcher:
     # -- extraction ------------------------------------------------------------------------------
 
     def preprocess(self, image: np.ndarray, grayscale: bool) -> np.ndarray:
-        """Resize a uint8 RGB ``[H x W x 3]`` image to the matcher's frame: ``[S x S x 3]`` or ``[S x S]``."""
-        resize = self.conf["resize"]
-        if resize is not None and image.shape[:2] != (resize, resize):
+        """Resize a uint8 RGB ``[H x W x 3]`` image to the matcher's frame: ``[S x S x 3]`` or ``[S x S]``.
+
+        With ``max_side`` set (it takes precedence over ``resize``) the frame keeps the aspect ratio and the
+        longer side becomes ``min(max_side, longer side)``: small images are never enlarged.
+        """
+        resize, max_side = self.conf["resize"], self.conf["max_side"]
+        if max_side is not None:
+            scale = max_side / max(image.shape[:2])
+            if scale < 1:
+                size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+                image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        elif resize is not None and image.shape[:2] != (resize, resize):
             shrink = resize < max(image.shape[:2])
             image = cv2.resize(image, (resize, resize), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
         if grayscale:

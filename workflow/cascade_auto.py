@@ -1,0 +1,307 @@
+"""``cascade: auto``: choose a dataset's cascade (stages, order, thresholds) on the gallery alone.
+
+Inputs
+    ``{source: pseudo.parquet table}`` (:data:`workflow.thresholds.PSEUDO_COLUMNS`): every source stage's top
+    identity and top score for the pseudo-queries of the simulated open-set splits of the gallery (split ``i`` is
+    the same split in every table; a trained source may hold fewer splits). No query truth is read.
+Outputs
+    :func:`choose_cascade` returns ``(steps, report)``: the chosen list of cascade steps (the format of
+    :mod:`workflow.cascade`, thresholds on each source's own ``top_score`` scale) and a JSON-ready report with the
+    simulated score of the choice and of every single stage, written to ``choice.json`` by the cascade rule.
+
+The search, on the splits that every source holds (scores are means of ``sqrt(BAKS * BAUS)`` over those splits):
+
+1. Every single stage at its best threshold (``new_below`` on a grid of quantiles of its scores).
+2. Every ordered pair ``A -> B``: ``A`` labels with ``new_below a``, then ``B`` overrides where its score is
+   ``>= b`` and sets new where it is ``< c`` (``c <= b``; either may be left out), with ``a, b, c`` searched
+   jointly on a grid of quantiles of each source's pseudo scores: the paper's step kinds.
+3. Greedily, further override steps of the remaining sources on top of the best cascade so far.
+
+A cascade with more steps is kept only when it beats the best one with fewer steps by more than ``min_gain``, so
+the choice is, by construction, at least as good on the simulated splits as the best single stage (which is
+always a candidate). Against thresholds fitted to noise, a held-out check (:func:`held_out_check`) repeats the
+search on the even splits and allows a multi-step cascade only when that one beats the best single stage on the
+odd splits; else the best single stage is chosen.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+NEW = -1  # state code: new_individual (a source index otherwise)
+
+
+@dataclass
+class PseudoData:
+    """Pseudo-queries of the common splits, aligned across sources (``Q`` rows, all splits concatenated)."""
+
+    sources: list[str]
+    split: np.ndarray  # [Q] split index 0..S-1 (renumbered)
+    score: np.ndarray  # [M x Q] each source's top score (-inf where none)
+    has: np.ndarray  # [M x Q] the source has a label (identity not empty and finite score)
+    correct: np.ndarray  # [M x Q] the source's identity is the truth (False for pseudo-new queries)
+    known_weight: np.ndarray  # [Q] weight of a known pseudo-query in its split's BAKS (0 for new ones)
+    new_weight: np.ndarray  # [Q] weight of a new pseudo-query in its split's BAUS (0 for known ones)
+    has_known: np.ndarray  # [S] the split has known pseudo-queries
+    has_new: np.ndarray  # [S] the split has new pseudo-queries
+    n_splits: int
+
+
+def align(tables: Mapping[str, pd.DataFrame]) -> PseudoData:
+    """Align the pseudo tables of ``tables`` on the splits they all hold (by ``split, image_id``)."""
+    if not tables:
+        raise ValueError("cascade auto needs at least one source's pseudo.parquet")
+    sources = sorted(tables)
+    common = set.intersection(*(set(t["split"].unique()) for t in tables.values()))
+    if not common:
+        raise ValueError(f"the pseudo tables of {sources} share no split; rerun their stages with the same "
+                         "threshold_tuning")  # fmt: skip
+    most = max(t["split"].nunique() for t in tables.values())
+    if len(common) < most:
+        fewest = min(sources, key=lambda n: tables[n]["split"].nunique())
+        logger.warning("the sources share %d of up to %d simulated splits (%s holds the fewest): every candidate is "
+                       "judged on those; raise threshold_tuning.trained_repeats for a steadier choice",
+                       len(common), most, fewest)  # fmt: skip
+    base = tables[sources[0]]
+    base = base[base["split"].isin(common)].sort_values(["split", "image_id"], kind="stable").reset_index(drop=True)
+    key = base[["split", "image_id"]]
+    truth = base["truth"].astype(str).to_numpy(object)
+    is_new = base["is_new"].to_numpy(bool)
+    score, has, correct = [], [], []
+    for name in sources:
+        t = tables[name]
+        if t.duplicated(["split", "image_id"]).any():
+            raise ValueError(f"pseudo table of {name!r} has duplicated (split, image_id) rows")
+        m = key.merge(t[["split", "image_id", "identity", "score", "truth"]], on=["split", "image_id"], how="left")
+        if m["truth"].isna().any() or (m["truth"].astype(str).to_numpy(object) != truth).any():
+            raise ValueError(f"pseudo table of {name!r} does not hold the same pseudo-queries as {sources[0]!r}: "
+                             "the stages were run with different threshold_tuning or data")  # fmt: skip
+        ident = m["identity"].fillna("").astype(str).to_numpy(object)
+        s = pd.to_numeric(m["score"], errors="coerce").to_numpy(np.float64)
+        ok = (ident != "") & np.isfinite(s)
+        score.append(np.where(ok, s, -np.inf))
+        has.append(ok)
+        correct.append(ok & (ident == truth) & ~is_new)
+    split_codes, split = np.unique(base["split"].to_numpy(np.int64), return_inverse=True)
+    n = len(split_codes)
+    known_w, new_w = np.zeros(len(base)), np.zeros(len(base))
+    has_known, has_new = np.zeros(n, bool), np.zeros(n, bool)
+    for s in range(n):
+        for mask, weight, flag in ((~is_new, known_w, has_known), (is_new, new_w, has_new)):
+            rows = np.flatnonzero((split == s) & mask)
+            if len(rows) == 0:
+                continue
+            flag[s] = True
+            ids, inverse, counts = np.unique(truth[rows], return_inverse=True, return_counts=True)
+            weight[rows] = 1.0 / (counts[inverse] * len(ids))
+    return PseudoData(sources, split, np.array(score), np.array(has), np.array(correct), known_w, new_w,
+                      has_known, has_new, n)  # fmt: skip
+
+
+def apply_steps(data: PseudoData, steps: Sequence[Mapping]) -> np.ndarray:
+    """The state ``[Q]`` (source index of the label, or :data:`NEW`) after ``steps``: :func:`run_cascade` rules."""
+    index = {name: i for i, name in enumerate(data.sources)}
+    first = steps[0]
+    j = index[first["source"]]
+    new = ~data.has[j]
+    if "new_below" in first:
+        new |= data.score[j] < first["new_below"]
+    state = np.where(new, NEW, j)
+    for step in steps[1:]:
+        j = index[step["source"]]
+        s = data.score[j]
+        override = np.zeros(len(state), bool)
+        if "override_above" in step:
+            override = data.has[j] & (s > step["override_above"])
+        elif "override_at_or_above" in step:
+            override = data.has[j] & (s >= step["override_at_or_above"])
+        state = np.where(override, j, state)
+        if "new_below" in step:
+            state = np.where(data.has[j] & ~override & (s < step["new_below"]), NEW, state)
+    return state
+
+
+def evaluate_many(data: PseudoData, states: np.ndarray) -> np.ndarray:
+    """``[K x 3]`` mean over splits of (score, BAKS, BAUS) of ``K`` states ``[K x Q]`` (NaN counts as 0)."""
+    states = np.atleast_2d(states)
+    rows = np.arange(states.shape[1])
+    labelled = states != NEW
+    correct = labelled & data.correct[np.where(labelled, states, 0), rows]
+    onehot = np.zeros((states.shape[1], data.n_splits))
+    onehot[rows, data.split] = 1.0
+    baks = (correct * data.known_weight) @ onehot  # [K x S]
+    baus = (~labelled * data.new_weight) @ onehot
+    score = np.where(data.has_known & data.has_new, np.sqrt(baks * baus), 0.0)
+    mean_k = baks[:, data.has_known].mean(axis=1) if data.has_known.any() else np.zeros(len(states))
+    mean_u = baus[:, data.has_new].mean(axis=1) if data.has_new.any() else np.zeros(len(states))
+    return np.stack([score.mean(axis=1), mean_k, mean_u], axis=1)
+
+
+def evaluate(data: PseudoData, state: np.ndarray) -> dict[str, float]:
+    """Mean over splits of BAKS, BAUS and ``sqrt(BAKS * BAUS)`` of one state ``[Q]``."""
+    score, baks, baus = evaluate_many(data, state[None])[0]
+    return {"score": float(score), "BAKS": float(baks), "BAUS": float(baus)}
+
+
+def grid(data: PseudoData, source: str, size: int) -> np.ndarray:
+    """Candidate thresholds of ``source``: quantiles of its finite pseudo scores."""
+    s = data.score[data.sources.index(source)]
+    s = s[np.isfinite(s)]
+    return np.unique(np.quantile(s, np.linspace(0, 1, size))) if len(s) else np.zeros(0)
+
+
+def _best(data: PseudoData, candidates) -> tuple[float, list[dict], dict]:
+    """The best of ``candidates`` (lists of steps), evaluated in blocks; the first one wins ties."""
+    candidates = list(candidates)
+    best: tuple[float, list[dict], dict] = (-1.0, [], {})
+    for start in range(0, len(candidates), 256):
+        block = candidates[start : start + 256]
+        result = evaluate_many(data, np.stack([apply_steps(data, steps) for steps in block]))
+        i = int(np.argmax(result[:, 0]))
+        if result[i, 0] > best[0] + 1e-12:
+            best = (float(result[i, 0]), block[i], dict(zip(("score", "BAKS", "BAUS"), map(float, result[i]))))
+    return best
+
+
+def single_stage(data: PseudoData, source: str, grid_size: int) -> tuple[float, list[dict], dict]:
+    """The best ``[{source, new_below}]`` (or no threshold) on the pseudo splits."""
+    cands = [
+        [{"source": source}],
+        *([{"source": source, "new_below": float(t)}] for t in grid(data, source, grid_size)),
+    ]
+    return _best(data, cands)
+
+
+def _later_steps(data: PseudoData, source: str, size: int) -> list[dict]:
+    """Later-step candidates of ``source``: override at or above ``b`` and/or new below ``c <= b``."""
+    g = [float(t) for t in grid(data, source, size)]
+    out = []
+    for b in [*g, None]:
+        for c in [None, *(t for t in g if b is None or t <= b)]:
+            step = {"source": source}
+            if b is not None:
+                step["override_at_or_above"] = b
+            if c is not None:
+                step["new_below"] = c
+            if len(step) > 1:
+                out.append(step)
+    return out
+
+
+def _extend(data: PseudoData, prefixes: list[list[dict]], source: str, size: int) -> tuple[float, list[dict], dict]:
+    """The best ``prefix + [later step of source]`` over every prefix and later-step candidate (vectorised)."""
+    base = np.stack([apply_steps(data, steps) for steps in prefixes])  # [P x Q]
+    j = data.sources.index(source)
+    s, has = data.score[j], data.has[j]
+    best: tuple[float, list[dict], dict] = (-1.0, [], {})
+    for step in _later_steps(data, source, size):
+        override = has & (s >= step.get("override_at_or_above", np.inf))
+        new = has & ~override & (s < step.get("new_below", -np.inf))
+        states = np.where(override, j, np.where(new, NEW, base))
+        result = evaluate_many(data, states)
+        i = int(np.argmax(result[:, 0]))
+        if result[i, 0] > best[0] + 1e-12:
+            best = (
+                float(result[i, 0]),
+                [*prefixes[i], step],
+                dict(zip(("score", "BAKS", "BAUS"), map(float, result[i]))),
+            )
+    return best
+
+
+def subset(data: PseudoData, splits: np.ndarray) -> PseudoData:
+    """The pseudo-queries of ``splits`` (indices ``0..S-1`` of ``data``), splits renumbered."""
+    keep = np.isin(data.split, splits)
+    codes = np.full(data.n_splits, -1)
+    codes[np.sort(splits)] = np.arange(len(splits))
+    sel = np.sort(splits)
+    return PseudoData(data.sources, codes[data.split[keep]], data.score[:, keep], data.has[:, keep],
+                      data.correct[:, keep], data.known_weight[keep], data.new_weight[keep], data.has_known[sel],
+                      data.has_new[sel], len(splits))  # fmt: skip
+
+
+def search(data: PseudoData, grid_size: int, min_gain: float, max_steps: int):
+    """``(best, singles, evaluated)``: the best cascade ``(score, steps, result)`` and each single stage's."""
+    singles = {name: single_stage(data, name, 4 * grid_size + 1) for name in data.sources}
+    best_name = max(data.sources, key=lambda n: (singles[n][0], -data.sources.index(n)))
+    best = singles[best_name]
+    evaluated = sum(len(grid(data, n, 4 * grid_size + 1)) + 1 for n in data.sources)
+    if max_steps >= 2:
+        for a, b in itertools.permutations(data.sources, 2):
+            firsts = [[{"source": a}], *([{"source": a, "new_below": float(t)}] for t in grid(data, a, grid_size))]
+            evaluated += len(firsts) * len(_later_steps(data, b, grid_size))
+            pair = _extend(data, firsts, b, grid_size)
+            if pair[0] > best[0] + min_gain:
+                best = pair
+    while 2 <= len(best[1]) < max_steps:
+        used = {step["source"] for step in best[1]}
+        more = (-1.0, [], {})
+        for name in (n for n in data.sources if n not in used):
+            evaluated += len(_later_steps(data, name, grid_size))
+            cand = _extend(data, [best[1]], name, grid_size)
+            if cand[0] > more[0]:
+                more = cand
+        if more[0] <= best[0] + min_gain:
+            break
+        best = more
+    return best, singles, best_name, evaluated
+
+
+def held_out_check(data: PseudoData, grid_size: int, min_gain: float, max_steps: int) -> dict | None:
+    """Search on the even splits, score the choice and the best single stage on the odd ones (None if < 2 splits).
+
+    A multi-step cascade that does not beat the single stage on the held-out splits was fitted to noise.
+    """
+    if data.n_splits < 2:
+        return None
+    fit, held = subset(data, np.arange(0, data.n_splits, 2)), subset(data, np.arange(1, data.n_splits, 2))
+    best, singles, best_name, _ = search(fit, grid_size, min_gain, max_steps)
+    chosen = evaluate(held, apply_steps(held, best[1]))["score"]
+    single = evaluate(held, apply_steps(held, singles[best_name][1]))["score"]
+    return {"steps": best[1], "held_out_score": round(chosen, 6), "single_stage": best_name,
+            "single_stage_held_out_score": round(single, 6), "multi_step_holds": bool(chosen > single)}  # fmt: skip
+
+
+def choose_cascade(
+    tables: Mapping[str, pd.DataFrame],
+    *,
+    grid_size: int = 21,
+    min_gain: float = 0.002,
+    max_steps: int = 3,
+    held_out: bool = True,
+) -> tuple[list[dict], dict]:
+    """The cascade of best mean simulated score (see the module docstring) and a JSON-ready report.
+
+    With ``held_out``, a multi-step cascade is allowed only when the one searched on half of the splits also
+    beats the best single stage on the other half (:func:`held_out_check`); else the best single stage is chosen.
+    """
+    data = align(tables)
+    check = held_out_check(data, grid_size, min_gain, max_steps) if held_out and max_steps >= 2 else None
+    limit = 1 if check is not None and len(check["steps"]) > 1 and not check["multi_step_holds"] else max_steps
+    best, singles, best_name, evaluated = search(data, grid_size, min_gain, limit)
+    score, steps, result = best
+    report = {
+        "steps": steps,
+        "simulated": {k: round(v, 6) for k, v in result.items()},
+        "single_stages": {
+            n: {"steps": singles[n][1], **{k: round(v, 6) for k, v in singles[n][2].items()}} for n in data.sources
+        },  # fmt: skip
+        "best_single_stage": best_name,
+        "held_out_check": check,
+        "splits": data.n_splits,
+        "pseudo_queries": int(len(data.split)),
+        "candidates_evaluated": int(evaluated),
+        "search": {"grid_size": grid_size, "min_gain": min_gain, "max_steps": max_steps, "held_out": held_out},
+    }
+    logger.info("cascade auto: %s, simulated score %.4f (BAKS %.4f, BAUS %.4f) over %d split(s); best single stage "
+                "%s %.4f; %d candidates; held-out check %s", steps, result["score"], result["BAKS"], result["BAUS"],
+                data.n_splits, best_name, singles[best_name][0], evaluated, check)  # fmt: skip
+    return steps, report
