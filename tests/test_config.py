@@ -226,7 +226,10 @@ def check(edit, datasets=DEMO_DATASETS, base="config/config.yaml"):
             r"cascade\.LynxDemo\[0\]\.new_below: -1\.5 is out of range: it must be in \[-1, 1\]",
         ),
         (
-            {"stages": ["baseline", "wildfusion", "cascade"]},
+            {
+                "stages": ["baseline", "wildfusion", "cascade"],
+                "cascade": {"default": [{"source": "wildfusion"}, {"source": "xgboost", "override_above": 0.9}]},
+            },
             r"cascade\.default\[1\]\.source: stage 'xgboost' is not in stages .*: add 'xgboost' to stages "
             r"or remove the step",
         ),
