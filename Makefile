@@ -25,7 +25,7 @@ test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/ruff check workflow tests benchmarks
+	$(BIN)/ruff check workflow tests benchmarks scripts
 	$(BIN)/snakefmt --check Snakefile rules
 	HF_HUB_OFFLINE=1 $(BIN)/snakemake --lint
 
