@@ -44,7 +44,7 @@ rule discovery_match_shard:
         n_shards=config_provider("discovery", "shards"),
         device=job_device,
     message:
-        "Matching query x query shard {wildcards.shard} of {wildcards.dataset} with {wildcards.matcher}"
+        "Matching query x query shard {wildcards.shard} of {wildcards.dataset} with {wildcards.matcher} (gpu={resources.gpu})"
     shell:
         "python -m workflow.match shard --matcher {wildcards.matcher:q} --conf {params.conf:q} "
         "--shortlist {input.shortlist:q} --features {input.features:q} --shard {wildcards.shard:q} "

@@ -27,7 +27,7 @@ rule dual_backbone_train:
         frozen=as_json(config_provider("dual_backbone", "frozen", default={})),
         cache=config_provider("cache", "embeddings"),
     message:
-        "Training the dual-backbone ArcFace model of {wildcards.dataset} ({params.mode}; gpu={resources.gpu}, mem_mb={resources.mem_mb}, runtime={resources.runtime} min)"
+        "Training the dual-backbone ArcFace model of {wildcards.dataset}, mode {params.mode} (gpu={resources.gpu}, mem_mb={resources.mem_mb}, runtime={resources.runtime} min)"
     shell:
         "python -m workflow.dual_backbone train --metadata {input.metadata:q} "
         "--backbones {params.backbones:q} --head {params.head:q} --augment {params.augment:q} "
@@ -95,7 +95,7 @@ rule dual_backbone_embeddings:
         cache=config_provider("cache", "embeddings"),
         device=job_device,
     message:
-        "Embedding every {wildcards.dataset} image with its trained dual-backbone model (shortlist backbone trained)"
+        "Embedding every {wildcards.dataset} image with its trained dual-backbone model, shortlist backbone trained (gpu={resources.gpu})"
     shell:
         "python -m workflow.dual_backbone_frozen embed --model {input.model:q} --metadata {input.metadata:q} "
         "--cache {params.cache:q} --device {params.device:q} --threads {threads} --out {output.embeddings:q} "
@@ -122,7 +122,7 @@ rule dual_backbone_pairs:
         cache=config_provider("cache", "embeddings"),
         device=job_device,
     message:
-        "Held-out dual-backbone similarity of the {wildcards.dataset} shortlist pairs (fusion source trained)"
+        "Held-out dual-backbone similarity of the {wildcards.dataset} shortlist pairs, fusion source trained (gpu={resources.gpu})"
     shell:
         "python -m workflow.dual_backbone_frozen pairs --model {input.model:q} --metadata {input.metadata:q} "
         "--shortlist {input.shortlist:q} --cache {params.cache:q} --device {params.device:q} "

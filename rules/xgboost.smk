@@ -93,7 +93,7 @@ rule xgboost_pseudo:
         repeats=config_provider("threshold_tuning", "trained_repeats", default=1),
         device=job_device,
     message:
-        "XGBoost auxiliary models on {params.repeats} simulated open-set split(s) of the {wildcards.dataset} gallery"
+        "XGBoost auxiliary models on {params.repeats} simulated open-set split(s) of the {wildcards.dataset} gallery (gpu={resources.gpu})"
     shell:
         "python -m workflow.xgb pseudo --metadata {input.metadata:q} --embeddings {input.embeddings:q} "
         "--backbones {params.backbones:q} --conf {params.conf:q} --device {params.device:q} --threads {threads} "
