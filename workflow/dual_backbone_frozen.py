@@ -629,7 +629,7 @@ def main(argv: list[str] | None = None) -> None:
         raise ValueError(f"{args.model}: the 'trained' fusion source needs dual_backbone.mode: frozen")
     model, _, _, settings = load_frozen_model(args.model)
     pairs = pd.read_parquet(args.shortlist)
-    emb = project(model, table_views(meta, settings, 1, args.cache, args.device)[:, 0])
+    emb = embed_table(args.model, meta, args.cache, args.device)
     is_gal = (meta["split"] == "database").to_numpy()
     gal = meta[is_gal].reset_index(drop=True)
     gviews = table_views(gal, settings, int(settings["frozen"]["views"]), args.cache, args.device)
