@@ -17,7 +17,8 @@ In scratch folders under ``--work`` (default: a new temporary folder):
 
 Prints (and writes to ``<work>/incremental.json``) per run: the wall time, the pairs requested, served from the
 pair cache and matched by the match shards that ran (their ``shard<i>.cost.json``), and for (b) the jobs
-Snakemake ran per rule.
+Snakemake ran per rule; then how many match shards and WildFusion outputs of (b) and (c) are byte-identical (the
+cache must not change a result).
 """
 
 from __future__ import annotations
@@ -110,6 +111,19 @@ def run(work: Path, data: Path, datasets: list[str], cores: int) -> dict:
     return {"wall_s": round(wall, 1), **counts, "shard_seconds": round(counts["shard_seconds"], 1), "jobs": jobs}
 
 
+def compare(one: Path, other: Path, datasets: list[str]) -> dict[str, str]:
+    """How many match shards and WildFusion outputs of two working folders are byte-identical."""
+    shards = sorted(p.relative_to(one) for p in (one / "results" / "matches").rglob("shard*.parquet"))
+    stages = [
+        Path(f"results/stages/wildfusion/{d}/{n}") for d in datasets for n in ("predictions.tsv", "pairs.parquet")
+    ]
+    out = {}
+    for name, files in (("match shards", shards), ("wildfusion outputs", stages)):
+        same = sum((other / f).is_file() and (one / f).read_bytes() == (other / f).read_bytes() for f in files)
+        out[name] = f"{same}/{len(files)}"
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", type=Path, help="scratch folder (default: a new temporary folder)")
@@ -132,6 +146,8 @@ def main(argv: list[str] | None = None) -> None:
     shutil.copytree(data, scratch / "data")
     results["c_scratch"] = run(scratch, scratch / "data", args.datasets, args.cores)
     print("(c) full rerun on the grown data:", json.dumps(results["c_scratch"]), flush=True)
+    results["identical_to_scratch"] = compare(first, scratch, args.datasets)
+    print("(b) vs (c), files byte-identical:", json.dumps(results["identical_to_scratch"]), flush=True)
     b, c = results["b_incremental"], results["c_scratch"]
     results["b_over_c_pairs_matched"] = round(b["pairs_matched"] / max(c["pairs_matched"], 1), 4)
     results["b_over_c_wall"] = round(b["wall_s"] / max(c["wall_s"], 1e-9), 4)

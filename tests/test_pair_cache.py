@@ -38,6 +38,8 @@ def test_hit_and_miss(tmp_path):
     assert not PairCache(tmp_path, "rootsift", "k2").lookup(a, b)[1].any()
     with pytest.raises(ValueError, match="aligned"):
         cache.add(a, b[:1], np.ones(2))
+    with pytest.raises(ValueError, match="not a hex content hash: 'id7'"):
+        cache.lookup(["id7"], [_sha(0)])
 
 
 def test_key_changes_with_settings_not_with_speed():
@@ -93,7 +95,6 @@ def _job(args):
         # every job writes its own pairs and one pair that all jobs share (same score: a deterministic matcher)
         ids = [job * 1000 + step, -1]
         cache.lookup([_sha(i) for i in ids], [_sha(i + 1) for i in ids])
-        cache._table = None  # read the index again, as the next shard job would
         cache.add([_sha(i) for i in ids], [_sha(i + 1) for i in ids], [float(ids[0]), -1.0])
     return job
 
