@@ -136,16 +136,16 @@ def _pairs(n: int) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["query", "candidate", "rank"])
 
 
-def _shard(tmp_path, tag, meta, pairs, cache_root=None, shard=0, n_shards=1):
-    manifest = match.extract_dataset(meta, "rootsift", CONF, tmp_path / "features")
+def _shard(tmp_path, tag, meta, pairs, cache_root=None, shard=0, n_shards=1, name="rootsift", conf=CONF, extra=()):
+    manifest = match.extract_dataset(meta, name, conf, tmp_path / "features")
     manifest_path = tmp_path / f"{tag}.manifest.tsv"
     match.write_tsv(manifest, manifest_path)
     pairs_path = tmp_path / f"{tag}.pairs.parquet"
     pairs.to_parquet(pairs_path, index=False)
     out, cost = tmp_path / f"{tag}.parquet", tmp_path / f"{tag}.cost.json"
-    argv = ["shard", "--matcher", "rootsift", "--conf", json.dumps(CONF), "--shortlist", str(pairs_path),
+    argv = ["shard", "--matcher", name, "--conf", json.dumps(conf), "--shortlist", str(pairs_path),
             "--features", str(manifest_path), "--shard", str(shard), "--n-shards", str(n_shards),
-            "--out", str(out), "--cost", str(cost)]  # fmt: skip
+            "--out", str(out), "--cost", str(cost), *extra]  # fmt: skip
     match.main(argv + (["--pair-cache", str(cache_root)] if cache_root else []))
     return out.read_bytes(), json.loads(cost.read_text())
 
@@ -183,3 +183,18 @@ def test_warm_and_grown_shards_equal_cold_byte_for_byte(tmp_path):
     assert changed == cold_changed
     scores = pd.read_parquet(tmp_path / "changed.parquet")
     assert scores[["query", "candidate"]].equals(pd.read_parquet(tmp_path / "cold.parquet")[["query", "candidate"]])
+
+
+def test_learned_matchers_are_cached_only_when_asked(tmp_path, monkeypatch):
+    pytest.importorskip("kornia")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))  # no weights: random ones (seeded)
+    conf = {"resize": 96, "max_keypoints": 64, "allow_random_weights": True, "filter_threshold": 0.0,
+            "confidence_threshold": 0.0, "device": "cpu"}  # fmt: skip
+    meta, pairs, cache = _dataset(tmp_path / "img", 4), _pairs(4), tmp_path / "pairs"
+    kw = {"name": "superpoint-lightglue", "conf": conf}
+    _, cost = _shard(tmp_path, "off", meta, pairs, cache, **kw)
+    assert cost["pair_cache"] == "" and cost["pairs_matched"] == 12 and not cache.exists()
+    first, cost = _shard(tmp_path, "on", meta, pairs, cache, extra=("--learned-pairs", "True"), **kw)
+    assert cost["pairs_matched"] == 12 and cost["pair_cache"].startswith(str(cache / "superpoint-lightglue"))
+    again, cost = _shard(tmp_path, "again", meta, pairs, cache, extra=("--learned-pairs", "true"), **kw)
+    assert cost["pairs_from_cache"] == 12 and cost["pairs_matched"] == 0 and again == first
