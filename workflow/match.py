@@ -192,6 +192,9 @@ def score_shard_cached(
     if cache is not None and len(pairs):
         if sha1 is None:
             raise ValueError("a pair cache needs the sha1 of every image (the features manifest)")
+        missing = sorted({i for i in (*query, *candidate) if i not in sha1})
+        if missing:
+            raise KeyError(f"no sha1 for {len(missing)} image(s) of the pairs, e.g. {missing[:5]}; extract them first")
         a = np.array([sha1[i] for i in query], dtype=object)
         b = np.array([sha1[i] for i in candidate], dtype=object)
         scores, hit = cache.lookup(a, b)
