@@ -28,6 +28,7 @@ rule discovery_match_shard:
         features=discovery_match_features,
     output:
         scores="results/discovery/{dataset}/matches/{matcher}/{key}/shard{shard}.parquet",
+        cost="results/discovery/{dataset}/matches/{matcher}/{key}/shard{shard}.cost.json",
     log:
         "logs/discovery_match_shard/{dataset}/{matcher}/{key}/shard{shard}.log",
     benchmark:
@@ -43,13 +44,16 @@ rule discovery_match_shard:
         conf=matcher_json,
         n_shards=config_provider("discovery", "shards"),
         device=job_device,
+        pair_cache=config_provider("cache", "pairs"),
+        learned_pairs=config_provider("cache", "learned_pairs"),
     message:
         "Matching query x query shard {wildcards.shard} of {wildcards.dataset} with {wildcards.matcher} (gpu={resources.gpu})"
     shell:
         "python -m workflow.match shard --matcher {wildcards.matcher:q} --conf {params.conf:q} "
         "--shortlist {input.shortlist:q} --features {input.features:q} --shard {wildcards.shard:q} "
         "--n-shards {params.n_shards:q} --device {params.device:q} --threads {threads} "
-        "--out {output.scores:q} --log {log:q}"
+        "--pair-cache {params.pair_cache:q} --learned-pairs {params.learned_pairs:q} "
+        "--out {output.scores:q} --cost {output.cost:q} --log {log:q}"
 
 
 rule discovery:

@@ -80,6 +80,7 @@ rule match_shard:
         features=match_features,
     output:
         scores="results/matches/{dataset}/{matcher}/{key}/shard{shard}.parquet",
+        cost="results/matches/{dataset}/{matcher}/{key}/shard{shard}.cost.json",
     log:
         "logs/match_shard/{dataset}/{matcher}/{key}/shard{shard}.log",
     benchmark:
@@ -95,13 +96,16 @@ rule match_shard:
         conf=matcher_json,
         n_shards=config_provider("wildfusion", "shards"),
         device=job_device,
+        pair_cache=config_provider("cache", "pairs"),
+        learned_pairs=config_provider("cache", "learned_pairs"),
     message:
         "Matching shard {wildcards.shard} of {wildcards.dataset} with {wildcards.matcher} (gpu={resources.gpu}, mem_mb={resources.mem_mb}, runtime={resources.runtime} min)"
     shell:
         "python -m workflow.match shard --matcher {wildcards.matcher:q} --conf {params.conf:q} "
         "--shortlist {input.shortlist:q} --features {input.features:q} --shard {wildcards.shard:q} "
         "--n-shards {params.n_shards:q} --device {params.device:q} --threads {threads} "
-        "--out {output.scores:q} --log {log:q}"
+        "--pair-cache {params.pair_cache:q} --learned-pairs {params.learned_pairs:q} "
+        "--out {output.scores:q} --cost {output.cost:q} --log {log:q}"
 
 
 rule calibrate:

@@ -11,7 +11,11 @@ Subcommands (one rule each):
 ``shard``    the shortlist's pairs of one shard of source images -> ``results/matches/<dataset>/<matcher>/<key>/
              shard<shard>.parquet`` (``query, candidate, score``). Shard ``i`` of ``n`` takes every ``n``-th source
              image in sorted order (query and gallery sources alike). Written atomically: a killed shard
-             leaves nothing that looks finished, and a rerun redoes only unfinished shards.
+             leaves nothing that looks finished, and a rerun redoes only unfinished shards. With
+             ``--pair-cache`` a shard looks its pairs up in the pair-level score cache (workflow/pair_cache.py,
+             keyed by both images' content hashes and the matcher's settings and weights), matches only the
+             missing ones and adds them; ``--cost`` writes ``shard<shard>.cost.json`` (``pairs_requested,
+             pairs_from_cache, pairs_matched, seconds, pair_cache``). The table is the same with or without it.
 
 Features are loaded lazily through a bounded LRU store, so a shard never holds more than ``cache_images``
 images' features plus one batch of pairs, never a query x gallery x matcher tensor.
@@ -24,14 +28,15 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from workflow._entry import atomic_path, read_tsv, set_threads, setup_logging, write_tsv
+from workflow._entry import atomic_path, read_tsv, set_threads, setup_logging, write_json, write_tsv
 from workflow.keys import file_identity, param_key
+from workflow.pair_cache import PairCache, cache_enabled, pair_cache_key
 from workflow.shortlist import read_pairs
 
 logger = logging.getLogger(__name__)
@@ -159,22 +164,55 @@ def shard_sources(pairs: pd.DataFrame, shard: int, n_shards: int) -> np.ndarray:
 
 def score_shard(pairs: pd.DataFrame, matcher, features: Mapping, batch_size: int | None = None) -> pd.DataFrame:
     """Raw scores of ``pairs`` (``query, candidate``) -> table ``query, candidate, score``."""
+    table, _ = score_shard_cached(pairs, lambda: matcher, features, batch_size=batch_size)
+    return table
+
+
+def score_shard_cached(
+    pairs: pd.DataFrame,
+    make_matcher: Callable[[], object],
+    features: Mapping,
+    cache: PairCache | None = None,
+    sha1: Mapping[str, str] | None = None,
+    batch_size: int | None = None,
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Raw scores of ``pairs``, matching only the pairs the pair ``cache`` lacks (keys: ``sha1[image_id]``).
+
+    ``make_matcher`` is called only when some pair must be matched. The table is the same with or without the
+    cache (for batch-invariant matchers, byte for byte); the counts are ``pairs_requested``,
+    ``pairs_from_cache`` and ``pairs_matched``.
+    """
     from workflow.matchers import score_pairs
 
     pairs = pairs.sort_values(["query", "rank"] if "rank" in pairs else ["query"], kind="stable")
-    out = []
+    query = pairs["query"].to_numpy()
+    candidate = pairs["candidate"].to_numpy()
+    scores = np.zeros(len(pairs), dtype=np.float32)
+    hit = np.zeros(len(pairs), dtype=bool)
+    if cache is not None and len(pairs):
+        if sha1 is None:
+            raise ValueError("a pair cache needs the sha1 of every image (the features manifest)")
+        missing = sorted({i for i in (*query, *candidate) if i not in sha1})
+        if missing:
+            raise KeyError(f"no sha1 for {len(missing)} image(s) of the pairs, e.g. {missing[:5]}; extract them first")
+        a = np.array([sha1[i] for i in query], dtype=object)
+        b = np.array([sha1[i] for i in candidate], dtype=object)
+        scores, hit = cache.lookup(a, b)
+    todo = np.flatnonzero(~hit)
+    logger.info("%d pairs: %d from the pair cache, %d to match", len(pairs), int(hit.sum()), len(todo))
     chunk = 2048  # pairs per progress step; score_pairs batches inside
     start_time = time.perf_counter()
-    for start in range(0, len(pairs), chunk):
-        part = pairs.iloc[start : start + chunk]
-        scores = score_pairs(matcher, features, list(zip(part["query"], part["candidate"])), batch_size)
-        out.append(pd.DataFrame({"query": part["query"].to_numpy(), "candidate": part["candidate"].to_numpy(),
-                                 "score": scores}))  # fmt: skip
-        done = min(start + chunk, len(pairs))
-        logger.info("%d/%d pairs (%.1f pairs/s)", done, len(pairs), done / max(time.perf_counter() - start_time, 1e-9))
-    if not out:
-        return pd.DataFrame({"query": [], "candidate": [], "score": np.zeros(0, np.float32)})
-    return pd.concat(out, ignore_index=True)
+    matcher = make_matcher() if len(todo) else None
+    for start in range(0, len(todo), chunk):
+        rows = todo[start : start + chunk]
+        scores[rows] = score_pairs(matcher, features, list(zip(query[rows], candidate[rows])), batch_size)
+        done = min(start + chunk, len(todo))
+        logger.info("%d/%d pairs (%.1f pairs/s)", done, len(todo), done / max(time.perf_counter() - start_time, 1e-9))
+    if cache is not None and len(todo):
+        cache.add(a[todo], b[todo], scores[todo])
+    table = pd.DataFrame({"query": query, "candidate": candidate, "score": scores})
+    counts = {"pairs_requested": len(pairs), "pairs_from_cache": int(hit.sum()), "pairs_matched": len(todo)}
+    return table, counts
 
 
 def read_shards(paths: list[str]) -> pd.DataFrame:
@@ -194,6 +232,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--shard", type=int, required=True, help="0-based shard index")
     p.add_argument("--n-shards", type=int, required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--pair-cache", default="", help="root of the pair-level score cache; empty: no cache")
+    p.add_argument("--learned-pairs", type=str.lower, choices=["true", "false"], default="false",
+                   help="cache the scores of learned (batch-dependent) matchers too")  # fmt: skip
+    p.add_argument("--cost", help="JSON: pairs requested, served from the pair cache, matched; seconds")
     for p in sub.choices.values():
         p.add_argument("--matcher", required=True)
         p.add_argument("--conf", default="{}", help="JSON matcher options")
@@ -214,11 +256,28 @@ def main(argv: list[str] | None = None) -> None:
     sources = set(shard_sources(pairs, args.shard, args.n_shards))
     mine = pairs[pairs["query"].isin(sources)]
     logger.info("shard %d/%d: %d source images, %d pairs", args.shard + 1, args.n_shards, len(sources), len(mine))
-    store = FeatureStore(read_tsv(args.features))
-    table = score_shard(mine, create_matcher(args.matcher, **conf), store)
-    logger.info("feature files read: %d", store.loads)
+    manifest = read_tsv(args.features)
+    store = FeatureStore(manifest)
+    cache = None
+    if args.pair_cache and cache_enabled(args.matcher, args.learned_pairs == "true"):
+        cache = PairCache(args.pair_cache, args.matcher, pair_cache_key(args.matcher, conf))
+    elif args.pair_cache:
+        logger.info("%s: learned matcher, its scores are not cached (cache.learned_pairs: false)", args.matcher)
+    start = time.perf_counter()
+    table, counts = score_shard_cached(
+        mine,
+        lambda: create_matcher(args.matcher, **conf),
+        store,
+        cache,
+        dict(zip(manifest["image_id"], manifest["sha1"])),
+    )
+    counts["seconds"] = round(time.perf_counter() - start, 3)
+    counts["pair_cache"] = str(cache.folder) if cache is not None else ""
+    logger.info("feature files read: %d; %s", store.loads, json.dumps(counts, sort_keys=True))
     with atomic_path(args.out) as tmp:
         table.to_parquet(tmp, index=False)
+    if args.cost:
+        write_json(counts, args.cost)
 
 
 if __name__ == "__main__":

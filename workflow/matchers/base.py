@@ -31,6 +31,8 @@ class LocalMatcher:
 
     name: ClassVar[str] = ""
     learned: ClassVar[bool] = False
+    # True when a pair's score does not depend on the other pairs of its batch (the pair cache is then exact)
+    batch_invariant: ClassVar[bool] = False
     default_conf: ClassVar[dict[str, Any]] = {
         "resize": 512,  # resize every image to resize x resize px before extraction (paper: 512); None keeps it
         "max_side": None,  # instead of resize: shrink (never enlarge) to this longer side, keeping the aspect ratio

@@ -81,6 +81,7 @@ class _NearestNeighbourMatcher(LocalMatcher):
     """OpenCV detector + descriptor, brute-force nearest neighbours with ratio test and mutual check."""
 
     binary: ClassVar[bool] = False
+    batch_invariant: ClassVar[bool] = True  # pairs are matched one by one on the CPU
     default_conf: ClassVar[dict[str, Any]] = {
         **LocalMatcher.default_conf,
         "confidence_threshold": 0.0,  # confidence is 1 - d1/d2; 0 counts every match passing ratio/mutual
