@@ -799,10 +799,10 @@ def review_page_settings(wildcards=None):
 
 
 def enroll_decisions(wildcards):
-    path = config.get("review", {}).get("decisions", "")
+    path = config.get("decisions", "")
     if not path:
         raise WorkflowError(
-            "enroll needs a decisions file: snakemake enroll --config review.decisions=PATH "
+            "enroll needs a decisions file: snakemake enroll --config decisions=PATH "
             "(the CSV downloaded from results/review/<dataset>.html)"
         )
     return path

@@ -41,7 +41,7 @@ rule review:
         "--table {output.table:q} --log {log:q}"
 
 
-# snakemake enroll --config review.decisions=FILE: the next gallery version (rules without outputs always run).
+# snakemake enroll --config decisions=FILE: the next gallery version (rules without outputs always run).
 rule enroll:
     input:
         decisions=enroll_decisions,

@@ -106,7 +106,7 @@ def review_table(
     out["decider_score"] = score
     margins = identity_margins(pairs, meta).set_index("query")
     out["fused"] = out["image_id"].map(margins["fused"]).astype(float)
-    out["best_candidate"] = out["image_id"].map(margins["best_candidate"]).fillna("")
+    out["best_candidate"] = out["image_id"].map(margins["best_candidate"]).astype(object).fillna("")
     out["margin"] = out["image_id"].map(margins["margin"]).astype(float)
     fused = out["fused"].to_numpy(float)
     out["near"] = np.where(np.isfinite(fused), np.clip(1 - np.abs(fused - threshold) / band, 0, 1), 0.0)
@@ -124,7 +124,7 @@ def review_table(
     cluster = {}
     if clusters is not None and len(clusters):
         cluster = dict(zip(clusters["image_id"].astype(str), clusters["cluster"].astype(str)))
-    out["cluster"] = out["image_id"].map(cluster).fillna("")
+    out["cluster"] = [cluster.get(i, "") for i in out["image_id"]]
     out = out.sort_values(["priority", "image_id"], ascending=[False, True], kind="stable")
     return out[REVIEW_COLUMNS].reset_index(drop=True)
 
