@@ -104,11 +104,13 @@ def _start_run():
     if not (DATA_ROOT / "metadata.csv").is_file():  # the demo, before it is generated
         return True
     present = [d for d in DATASETS if (TABLES_DIR / f"{d}.tsv").is_file()]
+    # With a gallery version active (workflow/enrollment.py) every table is written here, through it; rule
+    # validate_data (which reads metadata.csv alone) then only rebuilds tables after the demo is regenerated.
     try:
         changed = sync_tables(
             DATA_ROOT,
             TABLES_DIR,
-            present,
+            DATASETS if ENROLLMENT else present,
             config.get("data", {}).get("extra_required_columns", []),
             threads=min(8, os.cpu_count() or 1),
             allow_external_symlinks=config["data"].get(
@@ -124,6 +126,7 @@ def _start_run():
         logger.info(
             f"Data changed: rewrote {', '.join(f'{TABLES_DIR}/{d}.tsv' for d in changed)}"
         )
+    present = [d for d in DATASETS if (TABLES_DIR / f"{d}.tsv").is_file()]
     return IS_DEMO or len(present) < len(DATASETS)
 
 

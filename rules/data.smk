@@ -20,13 +20,12 @@ if TABLE_RULE:
                 if config["data"].get("allow_external_symlinks")
                 else []
             ),
-            enrollment=ENROLLMENT or "",
         message:
             "Validating {input.metadata} and every {wildcards.dataset} image it names"
         shell:
             "python -m workflow.tables write --root {params.root:q} --out-dir results/data "
             "--datasets {wildcards.dataset:q} --extra-columns {params.extra:q} "
-            "--enrollment {params.enrollment:q} {params.symlinks:q} --threads {threads} --log {log:q}"
+            "{params.symlinks:q} --threads {threads} --log {log:q}"
 
 
 # Only scoring, the plots and the shortlist's recall depend on the answer key (and so on this check).
@@ -42,9 +41,8 @@ rule validate_solution:
         CONDA_ENV
     params:
         root=lambda wildcards, input: Path(input.solution[0]).parent,
-        enrollment=ENROLLMENT or "",
     message:
         "Validating {input.solution} against the query images of every dataset"
     shell:
         "python -m workflow.tables solution --root {params.root:q} --tables {input.tables:q} "
-        "--enrollment {params.enrollment:q} --out {output.summary:q} --log {log:q}"
+        "--out {output.summary:q} --log {log:q}"

@@ -57,6 +57,8 @@ LOG_COLUMNS = [
     "rejected",
     "already",
 ]
+# Column of the tables (and of a version's metadata.csv) naming the version that enrolled a photo.
+ENROLLED = "enrolled"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -109,6 +111,8 @@ def read_changes(path: str | Path | None) -> pd.DataFrame:
 def apply_changes(meta: pd.DataFrame, changes: pd.DataFrame, file: str) -> tuple[pd.DataFrame, list[Problem]]:
     """``meta`` with each enrolled query turned into a database photo of its identity (a new table).
 
+    When ``changes`` is not empty, column :data:`ENROLLED` holds the version that enrolled each photo (else ``""``).
+
     Problems name ``file`` (the changes file) and its line: a photo no longer in the metadata, in another dataset,
     or already a gallery photo of another identity.
     """
@@ -151,6 +155,8 @@ def apply_changes(meta: pd.DataFrame, changes: pd.DataFrame, file: str) -> tuple
         else:
             split[i], identity[i] = "database", row["identity"]
     out["split"], out["identity"] = split, identity
+    version = dict(zip(changes["image_id"], changes["version"]))
+    out[ENROLLED] = [version.get(i, "") for i in out["image_id"]]
     return out, problems + check_split_coverage(out, file)
 
 

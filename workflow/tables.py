@@ -41,7 +41,7 @@ from workflow.data import (
     read_table,
     validate_dataset,
 )
-from workflow.enrollment import apply_changes, read_changes
+from workflow.enrollment import ENROLLED, apply_changes, read_changes
 
 logger = logging.getLogger(__name__)
 
@@ -168,6 +168,8 @@ def build_tables(
             rows, root, meta_file, Path(stats_dir) / f"{dataset}.tsv", threads, allow_external_symlinks
         )
         problems += found_problems
+        if ENROLLED in rows and (rows[ENROLLED] == "").all():
+            rows = rows.drop(columns=ENROLLED)  # a dataset without enrolled photos keeps its table byte for byte
         tables[dataset] = rows.assign(sha1=shas).reset_index(drop=True)
     if problems:
         raise DataValidationError(problems)
@@ -189,19 +191,21 @@ def sync_tables(
     return [d for d, table in tables.items() if write_if_changed(table, Path(out_dir) / f"{d}.tsv")]
 
 
-def check_solution_file(root: str | Path, tables: list[str | Path], enrollment: str | Path | None = None) -> dict:
+def check_solution_file(root: str | Path, tables: list[str | Path]) -> dict:
     """Validate ``<root>/solution.csv`` against the query rows of the tables; return a summary.
 
-    Photos enrolled into the gallery (``enrollment``: the active version's ``changes.csv``) are no longer queries:
-    their solution rows are left out.
+    Photos enrolled into the gallery (a non-empty ``enrolled`` column of a table, :mod:`workflow.enrollment`) are
+    no longer queries: their solution rows are left out.
     """
     sol_file = Path(root) / "solution.csv"
     if not sol_file.is_file():
         raise DataValidationError([Problem(str(sol_file), None, "file does not exist")])
     solution = read_table(sol_file)
-    if enrollment:
-        solution = solution[~solution["image_id"].isin(read_changes(enrollment)["image_id"])].reset_index(drop=True)
-    meta = pd.concat([read_tsv(t).astype(str) for t in tables], ignore_index=True)
+    raw = pd.concat([read_tsv(t) for t in tables], ignore_index=True)
+    if ENROLLED in raw:
+        enrolled = raw.loc[pd.to_numeric(raw[ENROLLED], errors="coerce").notna(), "image_id"].astype(str)
+        solution = solution[~solution["image_id"].isin(enrolled)].reset_index(drop=True)
+    meta = raw.astype(str)
     problems = check_solution(solution, meta, str(sol_file))
     if problems:
         raise DataValidationError(problems)
@@ -227,7 +231,6 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--root", required=True)
     s.add_argument("--tables", nargs="+", required=True)
     s.add_argument("--out", required=True)
-    s.add_argument("--enrollment", default="", help="changes.csv of the active gallery version (empty: none)")
     s.add_argument("--log")
     args = parser.parse_args(argv)
     setup_logging(args.log)
@@ -245,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
             )
             logger.info("tables written: %s (unchanged: the others)", changed or "none")
         else:
-            summary = check_solution_file(args.root, args.tables, args.enrollment or None)
+            summary = check_solution_file(args.root, args.tables)
             with atomic_path(args.out) as tmp:
                 tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
             logger.info("solution.csv is valid: %s", summary)
