@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threshold", required=True, help="WildFusion threshold.json")
     parser.add_argument("--decision", required=True, help="predictions.tsv of the submitted stage")
     parser.add_argument("--stages", nargs="*", default=[], help="NAME=predictions.tsv of every stage run")
-    parser.add_argument("--clusters", default="", help="discovery clusters.tsv (empty: none)")
+    parser.add_argument("--clusters", default="", nargs="?", const="", help="discovery clusters.tsv (absent: none)")
     parser.add_argument("--matcher", required=True)
     parser.add_argument("--conf", default="{}", help="JSON options of the matcher")
     parser.add_argument("--features", required=True, help="feature manifest of the matcher")
