@@ -31,7 +31,7 @@ rule review:
         settings=as_json(review_page_settings),
         device=job_device,
     message:
-        "Writing the review page of {wildcards.dataset} (decisions of stage {params.stage}, {params.matcher} matches)"
+        "Writing the review page of {wildcards.dataset}: decisions of stage {params.stage}, {params.matcher} matches (gpu={resources.gpu})"
     shell:
         "python -m workflow.review.page --dataset {wildcards.dataset:q} --stage {params.stage:q} "
         "--metadata {input.metadata:q} --pairs {input.pairs:q} --threshold {input.threshold:q} "

@@ -167,7 +167,7 @@ def test_review_enroll_and_rerun(tmp_path_factory):
     overlay = work / "lynx_only.yaml"
     overlay.write_text(LYNX_ONLY)
     configs = ["--configfile", str(TINY), str(overlay)]
-    snakemake(work, "--cores", "2", *configs, "results/review/LynxTiny.html", "results/submission.csv")
+    snakemake(work, "results/review/LynxTiny.html", "results/submission.csv", "--cores", "2", *configs)
     downloads = work / "downloads"
     downloads.mkdir()
     with chromium(downloads) as driver:
