@@ -46,6 +46,12 @@ def test_uncertain_first():
     q2 = review.iloc[0]
     assert q2["near"] > 0.7 and q2["tight"] > 0.7 and q2["disagree"] == 1.0 and q2["uncertain"]
     assert not review.iloc[2]["uncertain"]
+    clusters = pd.DataFrame({"image_id": ["q1", "q2"], "cluster": ["ann", "D_new_1"], "anchored": [True, False]})
+    assert review_table(pairs, meta, decision, stages, 0.5, clusters).set_index("image_id")["cluster"].to_dict() == {
+        "q1": "",
+        "q2": "D_new_1",
+        HOSTILE: "",
+    }
     cands = top_candidates(pairs, meta, k=1)
     assert sorted(cands[["query", "candidate", "identity"]].values.tolist()) == sorted(
         [["q1", "g1", "ann"], ["q2", "g1", "ann"], [HOSTILE, "g2", "bob"]]

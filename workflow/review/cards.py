@@ -123,7 +123,10 @@ def review_table(
     out["uncertain"] = (out[["near", "tight", "disagree"]] > 0).any(axis=1)
     cluster = {}
     if clusters is not None and len(clusters):
-        cluster = dict(zip(clusters["image_id"].astype(str), clusters["cluster"].astype(str)))
+        found = clusters
+        if "anchored" in clusters:  # discovered individuals only: an anchored photo keeps its known individual
+            found = clusters[~clusters["anchored"].astype(str).str.lower().isin(["true", "1"])]
+        cluster = dict(zip(found["image_id"].astype(str), found["cluster"].astype(str)))
     out["cluster"] = [cluster.get(i, "") for i in out["image_id"]]
     out = out.sort_values(["priority", "image_id"], ascending=[False, True], kind="stable")
     return out[REVIEW_COLUMNS].reset_index(drop=True)

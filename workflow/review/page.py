@@ -34,7 +34,7 @@ from workflow.review.render import render_page
 logger = logging.getLogger(__name__)
 
 # Settings of config ``review`` that shape the page (the schema holds their defaults and descriptions).
-DEFAULTS = {"top_k": 5, "band": 0.1, "max_queries": 1000, "thumbnail": 160, "jpeg_quality": 75, "match_lines": 40}
+DEFAULTS = {"top_k": 5, "band": 0.1, "max_queries": 500, "thumbnail": 160, "jpeg_quality": 75, "match_lines": 40}
 
 
 def page_data(
