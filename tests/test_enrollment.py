@@ -97,3 +97,20 @@ def test_enrolled_queries_leave_the_solution_check(tmp_path):
     tables = build_tables(root, ["D"], stats_dir=tmp_path / "stats", enrollment=changes)
     tables["D"].to_csv(tmp_path / "D.tsv", sep="\t", index=False)
     assert check_solution_file(root, [tmp_path / "D.tsv"]) == {"queries": 3, "new": 0, "known": 3}
+
+
+def test_enrolled_queries_are_not_scored(tmp_path):
+    from workflow.evaluate import main as evaluate
+
+    solution = [{"image_id": q, "identity": "ann", "dataset": "D", "new": "False"} for q in ("q1", "q2", "q3", "q<4>")]
+    root = write_dataset(tmp_path / "data", ROWS, solution)
+    directory = enrollment_dir(tmp_path / "enrollment", root)
+    enroll(root, directory, _decisions(tmp_path / "d.csv", [["D", "q1", "accept", "ann", "ann"]]))
+    table = build_tables(root, ["D"], stats_dir=tmp_path / "stats", enrollment=active_changes_file(directory))["D"]
+    table.to_csv(tmp_path / "D.tsv", sep="\t", index=False)
+    queries = ["q2", "q3", "q<4>"]
+    pd.DataFrame({"image_id": queries, "identity": "ann"}).to_csv(tmp_path / "p.tsv", sep="\t", index=False)
+    out = tmp_path / "scores.tsv"
+    evaluate(["score", "--stage", "s", "--predictions", str(tmp_path / "p.tsv"), "--metadata", str(tmp_path / "D.tsv"),
+              "--solution", str(root / "solution.csv"), "--out", str(out)])  # fmt: skip
+    assert pd.read_csv(out, sep="\t").set_index("dataset").at["D", "BAKS"] == 1.0
