@@ -805,7 +805,7 @@ def enroll_decisions(wildcards):
     path = config.get("decisions", "")
     if not path:
         raise WorkflowError(
-            "enroll needs a decisions file: snakemake enroll --config decisions=PATH "
+            "enroll needs a decisions file: snakemake enroll --cores 1 --config decisions=PATH "
             "(the CSV downloaded from results/review/<dataset>.html)"
         )
     return path
