@@ -42,6 +42,7 @@ include: "rules/cascade.smk"
 include: "rules/discovery.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
+include: "rules/review.smk"
 
 
 rule all:

@@ -9,6 +9,7 @@ from snakemake.logging import logger
 
 from workflow.config_check import check_config
 from workflow.keys import param_key
+from workflow.enrollment import active_changes_file, enrollment_dir
 from workflow.data import (
     SAFE_NAME,
     DataValidationError,
@@ -71,6 +72,13 @@ HAS_SOLUTION = IS_DEMO or (DATA_ROOT / "solution.csv").is_file()
 STAGES = [stage for stage in config["stages"] if stage != "discovery"]
 # Per-dataset tables (metadata rows + the sha1 of each image): the only view of the data that jobs have.
 TABLES_DIR = Path("results/data")
+# Gallery versions written by target enroll (workflow/enrollment.py): the data is read through the active one.
+ENROLLMENT_DIR = str(
+    enrollment_dir(
+        config.get("review", {}).get("enrollment_dir", "enrollment"), DATA_ROOT
+    )
+)
+ENROLLMENT = active_changes_file(ENROLLMENT_DIR)
 
 
 def _start_run():
@@ -96,16 +104,19 @@ def _start_run():
     if not (DATA_ROOT / "metadata.csv").is_file():  # the demo, before it is generated
         return True
     present = [d for d in DATASETS if (TABLES_DIR / f"{d}.tsv").is_file()]
+    # With a gallery version active (workflow/enrollment.py) every table is written here, through it; rule
+    # validate_data (which reads metadata.csv alone) then only rebuilds tables after the demo is regenerated.
     try:
         changed = sync_tables(
             DATA_ROOT,
             TABLES_DIR,
-            present,
+            DATASETS if ENROLLMENT else present,
             config.get("data", {}).get("extra_required_columns", []),
             threads=min(8, os.cpu_count() or 1),
             allow_external_symlinks=config["data"].get(
                 "allow_external_symlinks", False
             ),
+            enrollment=ENROLLMENT,
         )
     except DataValidationError as err:
         raise WorkflowError(
@@ -115,6 +126,7 @@ def _start_run():
         logger.info(
             f"Data changed: rewrote {', '.join(f'{TABLES_DIR}/{d}.tsv' for d in changed)}"
         )
+    present = [d for d in DATASETS if (TABLES_DIR / f"{d}.tsv").is_file()]
     return IS_DEMO or len(present) < len(DATASETS)
 
 
@@ -630,6 +642,10 @@ def final_outputs():
             dataset=DATASETS if HAS_SOLUTION else [],
         ),
         *discovery_outputs(),
+        *expand(
+            "results/review/{dataset}.html",
+            dataset=DATASETS if "wildfusion" in STAGES else [],
+        ),
         *[
             shortlist_path(dataset, ".recall.json")
             for dataset in (DATASETS if HAS_SOLUTION and "wildfusion" in STAGES else [])
@@ -745,3 +761,51 @@ def discovery_outputs():
         dataset=DATASETS if HAS_SOLUTION else [],
     )
     return ["results/clusters.csv", "results/discovery_scores.tsv", *plots]
+
+
+# Review page (rules/review.smk) and enrollment.
+def review_matcher(wildcards=None):
+    """The matcher whose matches the review page draws: review.matcher, else the first of wildfusion.matchers."""
+    name = (
+        config.get("review", {}).get("matcher") or config["wildfusion"]["matchers"][0]
+    )
+    matcher_conf(name)  # refuses a matcher that is not in wildfusion.matchers
+    return name
+
+
+def review_inputs(wildcards):
+    stage = config["submission"]["stage"]
+    files = {
+        "metadata": f"results/data/{wildcards.dataset}.tsv",
+        "pairs": f"results/stages/wildfusion/{wildcards.dataset}/pairs.parquet",
+        "threshold": f"results/stages/wildfusion/{wildcards.dataset}/threshold.json",
+        "decision": f"results/stages/{stage}/{wildcards.dataset}/predictions.tsv",
+        "features": features_path(wildcards.dataset, review_matcher()),
+    }
+    for name in STAGES:
+        files[f"stage_{name}"] = (
+            f"results/stages/{name}/{wildcards.dataset}/predictions.tsv"
+        )
+    if DISCOVERY:
+        files["clusters"] = f"results/stages/discovery/{wildcards.dataset}/clusters.tsv"
+    return files
+
+
+def review_stage_args(wildcards, input):
+    """``NAME=predictions.tsv`` of every stage run, one list item each (quoted by ``:q``)."""
+    return [f"{name}={input[f'stage_{name}']}" for name in STAGES]
+
+
+def review_page_settings(wildcards=None):
+    keys = ("top_k", "band", "max_queries", "thumbnail", "jpeg_quality", "match_lines")
+    return {k: v for k, v in config.get("review", {}).items() if k in keys}
+
+
+def enroll_decisions(wildcards):
+    path = config.get("decisions", "")
+    if not path:
+        raise WorkflowError(
+            "enroll needs a decisions file: snakemake enroll --cores 1 --config decisions=PATH "
+            "(the CSV downloaded from results/review/<dataset>.html)"
+        )
+    return path

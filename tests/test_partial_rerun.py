@@ -14,8 +14,9 @@ TINY = str(REPO / "tests" / "configs" / "tiny.yaml")
 DATASETS = 3  # LynxTiny, SalamanderTiny, TurtleTiny
 SHARDS = 2  # wildfusion.shards of the tiny config
 KEYED = ["embeddings", "shortlist", "features", "matches", "calibration", "xgboost", "dual_backbone"]
-# figures of the report (rules/report.smk, checked by tests/test_plots.py): left out of the plans compared here
-REPORT_RULES = ("plot_new_share", "plot_matches", "scores_html")
+# figures of the report (rules/report.smk, checked by tests/test_plots.py) and the review pages (rules/review.smk,
+# tests/test_review*.py): left out of the plans compared here
+REPORT_RULES = ("plot_new_share", "plot_matches", "scores_html", "review")
 # the tiny config's rootsift options with one edit
 ROOTSIFT_EDIT = "matchers:\n  rootsift: {resize: 96, max_keypoints: 100}\n"
 

@@ -106,7 +106,7 @@ def test_an_image_replaced_in_place_reruns_exactly_its_dataset(own_data):
         for rule in ("embed", "extract_features", "match_shard", "shortlist", "calibrate", "wildfusion", "baseline"):
             assert counts.get(rule) == every[rule] // DATASETS, (rule, counts)
         assert set(counts) - EXPENSIVE <= {"baseline", "wildfusion", "plot_matches", "score_stage", "scores_table",
-                                           "scores_html", "submission"}, counts  # fmt: skip
+                                           "scores_html", "submission", "review"}, counts  # fmt: skip
         assert messages and not [m for m in messages if "SalamanderTiny" in m], messages
         table = pd.read_csv(work / "results/data/LynxTiny.tsv", sep="\t", dtype=str, keep_default_na=False)
         assert table["sha1"].nunique() == len(table) - 1  # the copy has the content hash of the other photo

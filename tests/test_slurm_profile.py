@@ -123,7 +123,7 @@ def test_paper_dry_run_with_the_slurm_profile(tmp_path, monkeypatch):
 # Entry points that run a model (torch, faiss or XGBoost) and take the job's --device.
 MODEL_COMMANDS = re.compile(
     r"^python -m workflow\.(embed|match extract|match shard|dual_backbone train|dual_backbone predict|xgb train|"
-    r"xgb gate|plots matches|shortlist)\b"
+    r"xgb gate|plots matches|shortlist|review\.page)\b"
 )
 
 

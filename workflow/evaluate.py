@@ -86,7 +86,10 @@ def main(argv: list[str] | None = None) -> None:
         preds = concat_predictions(args.predictions)
         meta = pd.concat([read_tsv(m) for m in args.metadata], ignore_index=True)
         if args.solution and Path(args.solution).is_file():
-            table = score_table(args.stage, preds, read_table(args.solution))
+            solution = read_table(args.solution)
+            # photos enrolled into the gallery (workflow/enrollment.py) are no longer queries: not scored
+            queries = set(meta.loc[meta["split"] == "query", "image_id"].astype(str))
+            table = score_table(args.stage, preds, solution[solution["image_id"].isin(queries)])
         else:
             table = unscored_table(args.stage, preds, sorted(meta["dataset"].unique()), meta)
         logger.info("%s\n%s", args.stage, table.to_string(index=False))

@@ -41,6 +41,7 @@ from workflow.data import (
     read_table,
     validate_dataset,
 )
+from workflow.enrollment import ENROLLED, apply_changes, read_changes
 
 logger = logging.getLogger(__name__)
 
@@ -135,14 +136,21 @@ def build_tables(
     threads: int = 2,
     stats_dir: str | Path = STATS_DIR,
     allow_external_symlinks: bool = False,
+    enrollment: str | Path | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Validate the metadata and the images it names; return the table of each of ``datasets``.
 
-    Raises :class:`DataValidationError` listing every problem (the solution is not read here).
+    ``enrollment``: the active gallery version's ``changes.csv`` (:mod:`workflow.enrollment`), applied to the
+    metadata (enrolled query photos become gallery photos of their identity). Raises :class:`DataValidationError`
+    listing every problem (the solution is not read here).
     """
     root = Path(root)
     meta_file = str(root / "metadata.csv")
     df, _ = validate_dataset(root, extra_columns, check_files=False, with_solution=False)
+    if enrollment:
+        df, problems = apply_changes(df, read_changes(enrollment), str(enrollment))
+        if problems:
+            raise DataValidationError(problems)
     # the path as jobs open it (they run in the working directory): a copy of the working directory with its
     # relative data_root (the demo) keeps its tables, and so its results
     df = df.assign(abspath=[os.path.normpath(root / p) for p in df["path"]])
@@ -160,6 +168,8 @@ def build_tables(
             rows, root, meta_file, Path(stats_dir) / f"{dataset}.tsv", threads, allow_external_symlinks
         )
         problems += found_problems
+        if ENROLLED in rows and (rows[ENROLLED] == "").all():
+            rows = rows.drop(columns=ENROLLED)  # a dataset without enrolled photos keeps its table byte for byte
         tables[dataset] = rows.assign(sha1=shas).reset_index(drop=True)
     if problems:
         raise DataValidationError(problems)
@@ -174,19 +184,28 @@ def sync_tables(
     threads: int = 2,
     stats_dir: str | Path = STATS_DIR,
     allow_external_symlinks: bool = False,
+    enrollment: str | Path | None = None,
 ) -> list[str]:
     """Bring ``<out_dir>/<dataset>.tsv`` up to date with the data; return the datasets whose table changed."""
-    tables = build_tables(root, datasets, extra_columns, threads, stats_dir, allow_external_symlinks)
+    tables = build_tables(root, datasets, extra_columns, threads, stats_dir, allow_external_symlinks, enrollment)
     return [d for d, table in tables.items() if write_if_changed(table, Path(out_dir) / f"{d}.tsv")]
 
 
 def check_solution_file(root: str | Path, tables: list[str | Path]) -> dict:
-    """Validate ``<root>/solution.csv`` against the query rows of the tables; return a summary."""
+    """Validate ``<root>/solution.csv`` against the query rows of the tables; return a summary.
+
+    Photos enrolled into the gallery (a non-empty ``enrolled`` column of a table, :mod:`workflow.enrollment`) are
+    no longer queries: their solution rows are left out.
+    """
     sol_file = Path(root) / "solution.csv"
     if not sol_file.is_file():
         raise DataValidationError([Problem(str(sol_file), None, "file does not exist")])
     solution = read_table(sol_file)
-    meta = pd.concat([read_tsv(t).astype(str) for t in tables], ignore_index=True)
+    raw = pd.concat([read_tsv(t) for t in tables], ignore_index=True)
+    if ENROLLED in raw:
+        enrolled = raw.loc[pd.to_numeric(raw[ENROLLED], errors="coerce").notna(), "image_id"].astype(str)
+        solution = solution[~solution["image_id"].isin(enrolled)].reset_index(drop=True)
+    meta = raw.astype(str)
     problems = check_solution(solution, meta, str(sol_file))
     if problems:
         raise DataValidationError(problems)
@@ -206,6 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     w.add_argument(
         "--allow-external-symlinks", action="store_true", help="accept images linked from outside the data folder"
     )
+    w.add_argument("--enrollment", default="", help="changes.csv of the active gallery version (empty: none)")
     w.add_argument("--log")
     s = sub.add_parser("solution", help="validate solution.csv against the tables")
     s.add_argument("--root", required=True)
@@ -224,6 +244,7 @@ def main(argv: list[str] | None = None) -> None:
                 args.extra_columns,
                 args.threads,
                 allow_external_symlinks=args.allow_external_symlinks,
+                enrollment=args.enrollment or None,
             )
             logger.info("tables written: %s (unchanged: the others)", changed or "none")
         else:

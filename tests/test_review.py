@@ -1,0 +1,83 @@
+"""Review page data: the priority order, the cards, the match lines and the escaping of untrusted ids."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+
+from workflow.review.cards import review_table, top_candidates
+from workflow.review.images import normalised_lines
+from workflow.review.page import page_data
+from workflow.review.render import render_page, safe_json
+
+HOSTILE = '</script><img src=x onerror="alert(1)">&amp;'
+
+
+def _tables():
+    meta = pd.DataFrame({
+        "image_id": ["g1", "g2", "g3", "q1", "q2", HOSTILE],
+        "identity": ["ann", "bob", "bob", "", "", ""],
+        "split": ["database"] * 3 + ["query"] * 3,
+    })  # fmt: skip
+    pairs = pd.DataFrame({
+        "query": ["q1", "q1", "q2", "q2", HOSTILE, HOSTILE],
+        "candidate": ["g1", "g2", "g1", "g3", "g2", "g3"],
+        "kind": "query",
+        "fused": [0.95, 0.10, 0.52, 0.50, 0.30, 0.29],
+    })  # fmt: skip
+    decision = pd.DataFrame({
+        "image_id": ["q1", "q2", HOSTILE],
+        "identity": ["ann", "ann", "new_individual"],
+        "decided_by": ["rerank:label", "rerank:label", "rerank:new"],
+        "top_score": [0.9, 0.5, 0.3],
+    })  # fmt: skip
+    other = decision.assign(identity=["ann", "bob", "new_individual"])
+    return meta, pairs, decision, {"baseline": other}
+
+
+def test_uncertain_first():
+    meta, pairs, decision, stages = _tables()
+    review = review_table(pairs, meta, decision, stages, threshold=0.5, band=0.1)
+    # q2: fused at the threshold, two identities 0.02 apart, baseline disagrees; q1: confident and agreed
+    assert review["image_id"].tolist() == ["q2", HOSTILE, "q1"]
+    q2 = review.iloc[0]
+    assert q2["near"] > 0.7 and q2["tight"] > 0.7 and q2["disagree"] == 1.0 and q2["uncertain"]
+    assert not review.iloc[2]["uncertain"]
+    clusters = pd.DataFrame({"image_id": ["q1", "q2"], "cluster": ["ann", "D_new_1"], "anchored": [True, False]})
+    assert review_table(pairs, meta, decision, stages, 0.5, clusters).set_index("image_id")["cluster"].to_dict() == {
+        "q1": "",
+        "q2": "D_new_1",
+        HOSTILE: "",
+    }
+    cands = top_candidates(pairs, meta, k=1)
+    assert sorted(cands[["query", "candidate", "identity"]].values.tolist()) == sorted(
+        [["q1", "g1", "ann"], ["q2", "g1", "ann"], [HOSTILE, "g2", "bob"]]
+    )
+
+
+def test_lines_are_fractions_of_each_frame():
+    k0, k1 = np.array([[10.0, 20.0], [0.0, 0.0]]), np.array([[50.0, 25.0], [5.0, 5.0]])
+    lines = normalised_lines(k0, k1, np.array([0.2, 0.9]), (40, 20), (100, 100), n=1)
+    assert lines == [[0.0, 0.0, 0.05, 0.05, 0.9]]
+
+
+def test_page_escapes_every_id(tmp_path):
+    meta, pairs, decision, stages = _tables()
+    from PIL import Image
+
+    for image_id in meta["image_id"]:
+        Image.new("RGB", (30, 20), (90, 120, 150)).save(tmp_path / f"{abs(hash(image_id))}.png")
+    meta["abspath"] = [str(tmp_path / f"{abs(hash(i))}.png") for i in meta["image_id"]]
+    data, review = page_data("D", "rerank", meta, pairs, 0.5, decision, stages, None, lambda pairs: {}, {"top_k": 2})
+    page = render_page(data, HOSTILE)
+    assert HOSTILE not in page and "<img src=x" not in page  # the title is HTML-escaped, the data JSON-escaped
+    assert len(re.findall(r"</script>", page, flags=re.I)) == 2  # the data block's and the script's own
+    block = re.search(r'<script type="application/json" id="review-data">(.*?)</script>', page, re.S).group(1)
+    parsed = json.loads(block)
+    assert [c["image_id"] for c in parsed["cards"]] == review["image_id"].tolist()
+    assert set(parsed["images"]) == set(meta["image_id"]) - {"g3"} | {"g3"}
+    assert all(uri.startswith("data:image/jpeg;base64,") for uri in parsed["images"].values())
+    assert "<" not in safe_json({"a": "</script>"})

@@ -1,0 +1,213 @@
+"""The review page in a real browser: headless system Chromium driven by Selenium (Debian's chromium and
+chromium-driver packages; .ci/run installs them as root). Skipped, with the reason, when either is missing.
+
+1. A page made from hostile ids: every image loads, no script error, no injected markup, keys decide, the CSV.
+2. A tiny workflow run (LynxTiny, baseline + WildFusion): its page is clicked through, the downloaded CSV is
+   enrolled (snakemake enroll), the next start of the workflow reads the new gallery version, and enroll_undo goes
+   back. With REVIEW_SCREENSHOT=PATH the page is saved as a PNG there (docs/review.png).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import shutil
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import REPO
+from workflow_helpers import make_workdir, snakemake
+
+CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+DRIVER = shutil.which("chromedriver") or next(
+    (p for p in ("/usr/lib/chromium/chromedriver", "/usr/bin/chromedriver") if Path(p).is_file()), None
+)
+try:
+    import selenium  # noqa: F401
+
+    SELENIUM = True
+except ImportError:
+    SELENIUM = False
+
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and DRIVER and SELENIUM),
+    reason=f"needs a system Chromium ({CHROMIUM}), its chromedriver ({DRIVER}) and selenium ({SELENIUM}): "
+    "apt-get install chromium chromium-driver; pip install selenium",
+)
+
+HOSTILE = '</script><img src=x onerror="window.__pwned=1">&amp;'
+CSV_HEADER = ["dataset", "image_id", "decision", "identity", "predicted", "decided_by", "fused", "priority"]
+
+
+@contextmanager
+def chromium(download_dir: Path):
+    """A headless system Chromium (explicit binary and driver paths: Selenium downloads nothing)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+    ):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    options.add_experimental_option(
+        "prefs", {"download.default_directory": str(download_dir), "download.prompt_for_download": False}
+    )
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def open_page(driver, page: Path) -> None:
+    """Open ``page`` from disk; wait until every image finished loading, then check images and the console."""
+    driver.get(page.resolve().as_uri())
+    deadline = time.time() + 30
+    while not driver.execute_script("return Array.from(document.images).every(i => i.complete)"):
+        assert time.time() < deadline, "images still loading after 30 s"
+        time.sleep(0.2)
+    sizes = driver.execute_script("return Array.from(document.images).map(i => [i.alt, i.naturalWidth])")
+    assert sizes and all(width > 0 for _, width in sizes), [alt for alt, width in sizes if width == 0]
+    severe = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+    assert severe == [], severe
+
+
+def press(driver, keys: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    body = driver.find_element(By.TAG_NAME, "body")
+    for key in keys:
+        body.send_keys(key)
+
+
+def download_csv(driver, folder: Path) -> Path:
+    """Click the page's download button; the CSV it saves, once complete."""
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.ID, "export").click()
+    deadline = time.time() + 20
+    while True:
+        done = [p for p in folder.glob("*.csv")]
+        if done and not list(folder.glob("*.crdownload")):
+            return done[0]
+        assert time.time() < deadline, f"no CSV downloaded into {folder}: {list(folder.iterdir())}"
+        time.sleep(0.2)
+
+
+def rows_of(text: str) -> list[dict]:
+    table = list(csv.reader(io.StringIO(text)))
+    assert table[0] == CSV_HEADER
+    return [dict(zip(table[0], row)) for row in table[1:]]
+
+
+def test_page_with_hostile_ids(tmp_path):
+    from PIL import Image
+
+    from workflow.review.page import page_data
+    from workflow.review.render import render_page
+
+    ids = ["g1", "g2", "q1", HOSTILE]
+    meta = pd.DataFrame({"image_id": ids, "identity": ["ann", HOSTILE + "id", "", ""],
+                         "split": ["database", "database", "query", "query"]})  # fmt: skip
+    for i in range(len(ids)):
+        Image.new("RGB", (40, 30), (40 * i, 90, 150)).save(tmp_path / f"{i}.png")
+    meta["abspath"] = [str(tmp_path / f"{i}.png") for i in range(len(ids))]
+    pairs = pd.DataFrame({"query": ["q1", "q1", HOSTILE, HOSTILE], "candidate": ["g1", "g2", "g1", "g2"],
+                          "kind": "query", "fused": [0.9, 0.2, 0.45, 0.4]})  # fmt: skip
+    decision = pd.DataFrame({"image_id": ["q1", HOSTILE], "identity": ["ann", "new_individual"],
+                             "decided_by": ["wildfusion:label", "wildfusion:new"]})  # fmt: skip
+    lines = {HOSTILE: {"matcher": "m", "candidate": "g1", "total": 1, "lines": [[0.1, 0.2, 0.8, 0.9, 0.7]]}}
+    data, _ = page_data("D", "wildfusion", meta, pairs, 0.5, decision, {}, None, lambda p: lines, {})
+    page = tmp_path / "D.html"
+    page.write_text(render_page(data, HOSTILE), encoding="utf-8")
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    with chromium(downloads) as driver:
+        open_page(driver, page)
+        assert driver.execute_script("return window.__pwned === undefined && !document.querySelector('img[src=x]')")
+        text = driver.execute_script("return document.getElementById('cards').textContent")
+        assert HOSTILE in text and HOSTILE + "id" in text  # shown as text, never parsed as markup
+        assert driver.execute_script("return document.querySelectorAll('svg line').length") == 1
+        press(driver, "2")  # the first card (the hostile id, nearest the threshold): candidate 2 (g2)
+        press(driver, "jn")  # the next (q1): a new individual
+        rows = rows_of(driver.execute_script("return window.reviewDecisionsCSV()"))
+        assert [(r["image_id"], r["decision"], r["identity"]) for r in rows] == [
+            (HOSTILE, "pick", HOSTILE + "id"),
+            ("q1", "new", ""),
+        ]
+        saved = download_csv(driver, downloads)
+        assert rows_of(saved.read_text(encoding="utf-8")) == rows
+
+
+TINY = REPO / "tests" / "configs" / "tiny.yaml"
+LYNX_ONLY = """\
+stages: [baseline, wildfusion]
+submission: {stage: wildfusion}
+demo:
+  datasets:
+    - {name: LynxTiny, species: lynx, pattern: spots, known_individuals: 6, new_individuals: 2,
+       gallery_images: 30, query_images: 9, distribution: longtail, orientations: [left, right], date_range: null}
+"""
+
+
+@pytest.mark.slow
+def test_review_enroll_and_rerun(tmp_path_factory):
+    work = make_workdir(tmp_path_factory.mktemp("review"))
+    overlay = work / "lynx_only.yaml"
+    overlay.write_text(LYNX_ONLY)
+    configs = ["--configfile", str(TINY), str(overlay)]
+    snakemake(work, "results/review/LynxTiny.html", "results/submission.csv", "--cores", "2", *configs)
+    downloads = work / "downloads"
+    downloads.mkdir()
+    with chromium(downloads) as driver:
+        open_page(driver, work / "results/review/LynxTiny.html")
+        assert driver.execute_script("return document.querySelectorAll('svg line').length") > 0
+        cards = driver.execute_script("return window.reviewDecisionsCSV().split('\\n').length")
+        assert cards == 2  # the header (and the final newline's empty line): nothing decided yet
+        press(driver, "a")  # the most uncertain query: accept the decision
+        press(driver, "jn")  # the next: a new individual
+        press(driver, "jr")  # the next: rejected
+        press(driver, "j1")  # the next: its first candidate
+        if os.environ.get("REVIEW_SCREENSHOT"):
+            driver.execute_script("window.scrollTo(0, 0)")
+            from PIL import Image  # a palette PNG: a third of the size of the browser's
+
+            shot = Image.open(io.BytesIO(driver.get_screenshot_as_png())).convert("RGB")
+            shot.quantize(colors=128).save(os.environ["REVIEW_SCREENSHOT"], optimize=True)
+        saved = download_csv(driver, downloads)
+    rows = rows_of(saved.read_text(encoding="utf-8"))
+    assert [r["decision"] for r in rows][2] == "reject" and len(rows) == 4
+    assert all(r["dataset"] == "LynxTiny" for r in rows)
+    snakemake(work, "enroll", "--cores", "1", *configs, "--config", f"decisions={saved}")
+    (version,) = list((work / "enrollment").glob("*/v1"))
+    gallery = pd.read_csv(version / "metadata.csv", dtype=str, keep_default_na=False).set_index("image_id")
+    enrolled = [r for r in rows if r["decision"] != "reject"]
+    for r in enrolled:
+        assert gallery.at[r["image_id"], "split"] == "database"
+        assert gallery.at[r["image_id"], "identity"] == r["identity"] or (
+            r["decision"] == "new" and gallery.at[r["image_id"], "identity"].startswith("new_LynxTiny_")
+        )
+    # the next run reads the new gallery: its start rewrites the table, and every later stage is out of date
+    plan = snakemake(work, "-n", *configs).stdout
+    table = pd.read_csv(work / "results/data/LynxTiny.tsv", sep="\t", dtype=str, keep_default_na=False)
+    assert set(table.loc[table["split"] == "database", "image_id"]) >= {r["image_id"] for r in enrolled}
+    for rule in ("embed", "match_shard", "wildfusion", "review"):  # the job-stats table of the dry-run
+        assert re.search(rf"^{rule}\s+\d+$", plan, flags=re.M), plan[-2000:]
+    log = pd.read_csv(version.parent / "log.tsv", sep="\t", dtype=str)
+    assert log["action"].tolist() == ["enroll"] and log["decisions"].iloc[0] == str(saved)
+    snakemake(work, "enroll_undo", "--cores", "1", *configs)
+    snakemake(work, "-n", *configs)
+    table = pd.read_csv(work / "results/data/LynxTiny.tsv", sep="\t", dtype=str, keep_default_na=False)
+    assert set(table.loc[table["split"] == "query", "image_id"]) >= {r["image_id"] for r in enrolled}

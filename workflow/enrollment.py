@@ -1,0 +1,420 @@
+"""Enrollment: the decisions of a review page become the next version of the gallery; undo goes back one.
+
+The user's ``metadata.csv`` is never written. A gallery version is an overlay on it, kept under
+``<enrollment_dir>/<data folder name>-<hash of data_root>/`` (:func:`enrollment_dir`):
+
+``v<N>/changes.csv``    every query photo enrolled so far (``dataset, image_id, identity, decision, version,
+                        decisions_sha1``): the workflow reads the data through the active version's file
+                        (:func:`apply_changes`, called by :mod:`workflow.tables`), so each listed query becomes a
+                        database photo of that identity, and photos added to ``metadata.csv`` later are kept;
+``v<N>/metadata.csv``   the gallery of that version (``metadata.csv`` with the changes applied), to read or export;
+``v<N>/decisions.csv``  a copy of the decision file; ``v<N>/version.json``: its base version, file, sha1 and time;
+``active``              the active version number (``0``: the original ``metadata.csv``);
+``log.tsv``             one line per enrollment or undo: when, what, from which decision file (and its sha1).
+
+Decision files are the CSV a review page downloads: ``dataset, image_id, decision, identity`` (other columns are
+ignored). ``decision`` is ``accept`` or ``pick`` (the photo joins ``identity``, a known individual of its dataset),
+``new`` (a new individual: ``identity`` is its name; left empty, each photo gets ``<prefix><dataset>_<n>``) or
+``reject`` (not enrolled). Every problem of the file is reported at once, naming its line and the fix; nothing is
+written then.
+
+    python -m workflow.enrollment enroll --data-root R --dir D --decisions F [--new-name-prefix new_]
+    python -m workflow.enrollment undo --data-root R --dir D
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from workflow import NEW_INDIVIDUAL
+from workflow._entry import atomic_path, setup_logging
+from workflow.data import DataValidationError, Problem, check_split_coverage, hash_file, read_table, validate_dataset
+
+logger = logging.getLogger(__name__)
+
+DECISIONS = ("accept", "pick", "new", "reject")
+DECISION_COLUMNS = ["dataset", "image_id", "decision", "identity"]
+CHANGE_COLUMNS = ["dataset", "image_id", "identity", "decision", "version", "decisions_sha1"]
+LOG_COLUMNS = [
+    "time",
+    "action",
+    "version",
+    "active",
+    "decisions",
+    "decisions_sha1",
+    "known",
+    "new",
+    "rejected",
+    "already",
+]
+# Column of the tables (and of a version's metadata.csv) naming the version that enrolled a photo.
+ENROLLED = "enrolled"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class EnrollmentError(RuntimeError):
+    """Enrollment or undo cannot proceed (nothing to undo, nothing new to enroll, a damaged version folder)."""
+
+
+def enrollment_dir(base: str | Path, data_root: str | Path) -> Path:
+    """The folder of the gallery versions of ``data_root``: ``<base>/<folder name>-<8 hex of its path>``."""
+    root = os.path.normpath(str(data_root))
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(root).name).strip("._-") or "data"
+    return Path(base) / f"{name[:40]}-{hashlib.sha1(root.encode()).hexdigest()[:8]}"
+
+
+def active_version(directory: str | Path) -> int:
+    path = Path(directory) / "active"
+    if not path.is_file():
+        return 0
+    text = path.read_text().strip()
+    if not text.isdigit():
+        raise EnrollmentError(f"{path}: expected a version number, got {text!r}; write the number of a v<N> folder")
+    return int(text)
+
+
+def active_changes_file(directory: str | Path) -> str | None:
+    """``changes.csv`` of the active version, or None while the original metadata is active."""
+    version = active_version(directory)
+    if version == 0:
+        return None
+    path = Path(directory) / f"v{version}" / "changes.csv"
+    if not path.is_file():
+        raise EnrollmentError(
+            f"{Path(directory) / 'active'} names version {version} but {path} does not exist; "
+            "write the number of an existing v<N> folder there (0 = the original metadata.csv)"
+        )
+    return str(path)
+
+
+def read_changes(path: str | Path | None) -> pd.DataFrame:
+    """The enrolled photos of a version (empty, typed, for None)."""
+    if path is None:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in CHANGE_COLUMNS})
+    table = read_table(path)
+    missing = [c for c in CHANGE_COLUMNS if c not in table.columns]
+    if missing:
+        raise DataValidationError([Problem(str(path), 1, f"missing column(s) {missing}: not an enrollment file")])
+    return table[CHANGE_COLUMNS]
+
+
+def apply_changes(meta: pd.DataFrame, changes: pd.DataFrame, file: str) -> tuple[pd.DataFrame, list[Problem]]:
+    """``meta`` with each enrolled query turned into a database photo of its identity (a new table).
+
+    When ``changes`` is not empty, column :data:`ENROLLED` holds the version that enrolled each photo (else ``""``).
+
+    Problems name ``file`` (the changes file) and its line: a photo no longer in the metadata, in another dataset,
+    or already a gallery photo of another identity.
+    """
+    out = meta.copy()
+    if changes.empty:
+        return out, []
+    where = {image_id: i for i, image_id in enumerate(out["image_id"])}
+    problems = []
+    split, identity = out["split"].to_numpy(dtype=object), out["identity"].to_numpy(dtype=object)
+    for idx, row in changes.iterrows():
+        line, i = int(idx) + 2, where.get(row["image_id"])
+        if i is None:
+            problems.append(
+                Problem(
+                    file,
+                    line,
+                    f"enrolled photo {row['image_id']!r} is no longer in metadata.csv; "
+                    "put it back, or go back to an earlier version (snakemake enroll_undo)",
+                )
+            )
+        elif out["dataset"].iat[i] != row["dataset"]:
+            problems.append(
+                Problem(
+                    file,
+                    line,
+                    f"enrolled photo {row['image_id']!r} is now in dataset "
+                    f"{out['dataset'].iat[i]!r}, not {row['dataset']!r}; snakemake enroll_undo",
+                )
+            )
+        elif split[i] == "database" and identity[i] != row["identity"]:
+            problems.append(
+                Problem(
+                    file,
+                    line,
+                    f"photo {row['image_id']!r} is a gallery photo of "
+                    f"{identity[i]!r} in metadata.csv, enrolled as {row['identity']!r}; "
+                    "snakemake enroll_undo",
+                )
+            )
+        else:
+            split[i], identity[i] = "database", row["identity"]
+    out["split"], out["identity"] = split, identity
+    version = dict(zip(changes["image_id"], changes["version"]))
+    out[ENROLLED] = [version.get(i, "") for i in out["image_id"]]
+    return out, problems + check_split_coverage(out, file)
+
+
+def plan_enrollment(
+    meta: pd.DataFrame, decisions: pd.DataFrame, file: str, enrolled: pd.DataFrame, prefix: str = "new_"
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The rows a decision file adds (``dataset, image_id, identity, decision``) and its counts.
+
+    Args:
+        meta: the gallery the decisions were made on (the active version), every dataset.
+        decisions: the decision file's table (every column a string).
+        file: its path, named by every problem.
+        enrolled: the active version's changes (a photo enrolled again with the same identity is skipped).
+    Raises:
+        DataValidationError: every problem of the file, each with its line and the fix.
+    """
+    missing = [c for c in DECISION_COLUMNS if c not in decisions.columns]
+    if missing:
+        raise DataValidationError(
+            [
+                Problem(
+                    file,
+                    1,
+                    f"missing column(s) {missing}; found {list(decisions.columns)}: "
+                    "use the CSV downloaded from a review page",
+                )
+            ]
+        )
+    rows = {(d, i): k for k, (d, i) in enumerate(zip(meta["dataset"], meta["image_id"]))}
+    gallery = meta[meta["split"] == "database"]
+    known = {d: set(part["identity"]) for d, part in gallery.groupby("dataset")}
+    before = dict(zip(enrolled["image_id"], enrolled["identity"]))
+    problems, out, counts = [], [], {"known": 0, "new": 0, "rejected": 0, "already": 0}
+    seen: dict[str, int] = {}
+    unnamed = []
+    for idx, row in decisions.iterrows():
+        line = int(idx) + 2
+        dataset, image_id = row["dataset"], row["image_id"]
+        decision, identity = row["decision"].strip().lower(), row["identity"].strip()
+        if image_id in seen:
+            problems.append(
+                Problem(
+                    file,
+                    line,
+                    f"image_id {image_id!r} is decided again (first on line {seen[image_id]}); keep one row per photo",
+                )
+            )
+            continue
+        seen[image_id] = line
+        if decision not in DECISIONS:
+            problems.append(Problem(file, line, f"decision {row['decision']!r} is not one of {list(DECISIONS)}"))
+            continue
+        if _CONTROL.search(identity) or identity == NEW_INDIVIDUAL:
+            problems.append(
+                Problem(
+                    file,
+                    line,
+                    f"identity {identity!r} cannot name an individual (a control "
+                    f"character, or the reserved {NEW_INDIVIDUAL!r}); give another name",
+                )
+            )
+            continue
+        k = rows.get((dataset, image_id))
+        if k is None:
+            problems.append(
+                Problem(
+                    file,
+                    line,
+                    f"no photo {image_id!r} in dataset {dataset!r} of the data; was the "
+                    "page made from another data_root?",
+                )
+            )
+            continue
+        if decision == "reject":
+            counts["rejected"] += 1
+            continue
+        if meta["split"].iat[k] == "database":
+            if image_id in before and (before[image_id] == identity or (decision == "new" and not identity)):
+                counts["already"] += 1
+                continue
+            what = f"enrolled as {before[image_id]!r}" if image_id in before else "a gallery photo in metadata.csv"
+            problems.append(
+                Problem(
+                    file, line, f"photo {image_id!r} is already {what}; to change that, snakemake enroll_undo first"
+                )
+            )
+            continue
+        if decision in ("accept", "pick"):
+            if identity not in known.get(dataset, set()):
+                problems.append(
+                    Problem(
+                        file,
+                        line,
+                        f"identity {identity!r} is not a known individual of {dataset!r}; "
+                        "for a new individual use decision new",
+                    )
+                )
+                continue
+            counts["known"] += 1
+        else:
+            if identity in known.get(dataset, set()):
+                problems.append(
+                    Problem(
+                        file,
+                        line,
+                        f"{identity!r} is already a known individual of {dataset!r}: "
+                        "use decision pick, or another name",
+                    )
+                )
+                continue
+            counts["new"] += 1
+            if not identity:
+                unnamed.append(len(out))
+        out.append({"dataset": dataset, "image_id": image_id, "identity": identity, "decision": decision})
+    if problems:
+        raise DataValidationError(problems)
+    table = pd.DataFrame(out, columns=["dataset", "image_id", "identity", "decision"])
+    for i in unnamed:
+        dataset = table.at[i, "dataset"]
+        taken = {*known.get(dataset, set()), *table.loc[table["dataset"] == dataset, "identity"]}
+        pattern = re.compile(re.escape(f"{prefix}{dataset}_") + r"(\d+)$")
+        n = 1 + max((int(m.group(1)) for m in map(pattern.match, taken) if m), default=0)
+        table.at[i, "identity"] = f"{prefix}{dataset}_{n}"
+    return table, counts
+
+
+def _versions(directory: Path) -> list[int]:
+    return sorted(int(p.name[1:]) for p in directory.glob("v*") if p.is_dir() and p.name[1:].isdigit())
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
+
+
+def _csv(df: pd.DataFrame, path: Path) -> None:
+    _write_text(path, df.to_csv(index=False))
+
+
+def _log(directory: Path, **entry) -> None:
+    path = directory / "log.tsv"
+    line = pd.DataFrame([{c: entry.get(c, "") for c in LOG_COLUMNS}])
+    head = not path.is_file()
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(line.to_csv(sep="\t", index=False, header=head))
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _effective(data_root: Path, changes_file: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    meta, _ = validate_dataset(data_root, check_files=False, with_solution=False)
+    meta = meta.drop(columns=["abspath", "sha1"], errors="ignore")
+    changes = read_changes(changes_file)
+    effective, problems = apply_changes(meta, changes, str(changes_file))
+    if problems:
+        raise DataValidationError(problems)
+    return effective, changes
+
+
+def enroll(data_root: str | Path, directory: str | Path, decisions_file: str | Path, prefix: str = "new_") -> int:
+    """Write the next gallery version from ``decisions_file`` and make it active; returns its number."""
+    data_root, directory = Path(data_root), Path(directory)
+    active = active_version(directory)
+    effective, enrolled = _effective(data_root, active_changes_file(directory))
+    decisions = read_table(decisions_file)
+    added, counts = plan_enrollment(effective, decisions, str(decisions_file), enrolled, prefix)
+    if added.empty:
+        raise EnrollmentError(f"{decisions_file}: nothing new to enroll ({counts}); version {active} stays active")
+    sha = hash_file(decisions_file)
+    version = max([0, *_versions(directory)]) + 1
+    changes = pd.concat([enrolled, added.assign(version=str(version), decisions_sha1=sha)], ignore_index=True)
+    original, _ = validate_dataset(data_root, check_files=False, with_solution=False)
+    gallery, _ = apply_changes(original.drop(columns=["abspath", "sha1"], errors="ignore"), changes, "")
+    folder = directory / f"v{version}"
+    folder.mkdir(parents=True, exist_ok=False)
+    _csv(changes[CHANGE_COLUMNS], folder / "changes.csv")
+    _csv(gallery, folder / "metadata.csv")
+    shutil.copyfile(decisions_file, folder / "decisions.csv")
+    info = {
+        "version": version,
+        "base": active,
+        "decisions": str(decisions_file),
+        "decisions_sha1": sha,
+        "time": _now(),
+        "data_root": str(data_root),
+        **counts,
+    }
+    _write_text(folder / "version.json", json.dumps(info, indent=2, sort_keys=True) + "\n")
+    _write_text(directory / "active", f"{version}\n")
+    _log(
+        directory,
+        action="enroll",
+        version=version,
+        active=version,
+        decisions=str(decisions_file),
+        decisions_sha1=sha,
+        time=info["time"],
+        **counts,
+    )
+    logger.info(
+        "version %d (base %d): %d photo(s) joined known individuals, %d new, %d rejected, %d already "
+        "enrolled; active now",
+        version,
+        active,
+        counts["known"],
+        counts["new"],
+        counts["rejected"],
+        counts["already"],
+    )
+    return version
+
+
+def undo(directory: str | Path) -> int:
+    """Make the active version's base version active again (no file is deleted); returns the active number."""
+    directory = Path(directory)
+    active = active_version(directory)
+    if active == 0:
+        raise EnrollmentError(f"{directory}: nothing to undo, the original metadata.csv is active")
+    info = json.loads((directory / f"v{active}" / "version.json").read_text())
+    base = int(info["base"])
+    _write_text(directory / "active", f"{base}\n")
+    _log(
+        directory,
+        action="undo",
+        version=active,
+        active=base,
+        decisions=info.get("decisions", ""),
+        decisions_sha1=info.get("decisions_sha1", ""),
+        time=_now(),
+    )
+    logger.info("undid version %d: version %d is active (v%d stays on disk)", active, base, active)
+    return base
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    e = sub.add_parser("enroll", help="the next gallery version from a decisions CSV")
+    e.add_argument("--decisions", required=True)
+    e.add_argument("--new-name-prefix", default="new_")
+    u = sub.add_parser("undo", help="go back to the previous gallery version")
+    for p in (e, u):
+        p.add_argument("--data-root", required=True)
+        p.add_argument("--dir", required=True, help="the data's enrollment folder (enrollment_dir)")
+        p.add_argument("--log")
+    args = parser.parse_args(argv)
+    setup_logging(args.log)
+    try:
+        if args.command == "enroll":
+            enroll(args.data_root, args.dir, args.decisions, args.new_name_prefix)
+        else:
+            undo(args.dir)
+    except (DataValidationError, EnrollmentError) as err:
+        logger.error("%s", err)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""Entry point of rule ``review``: write ``results/review/<dataset>.html``, the review page of one dataset.
+
+Inputs
+    ``results/data/<dataset>.tsv``; ``results/stages/wildfusion/<dataset>/pairs.parquet`` and ``threshold.json``
+    (candidates, calibrated fused scores, the threshold); the submitted stage's ``predictions.tsv`` (the decision
+    and, from the cascade, ``decided_by``); every stage's ``predictions.tsv`` (do the stages agree?); discovery's
+    ``clusters.tsv`` when discovery runs; the feature manifest of one matcher (the match lines of each query's
+    best pair, from the per-image feature cache).
+Outputs
+    one self-contained HTML page (thumbnails embedded as base64 JPEG) and a TSV of the cards' order and scores
+    (``--table``, :data:`workflow.review.cards.REVIEW_COLUMNS`).
+
+    python -m workflow.review.page --dataset D --metadata T.tsv --pairs P.parquet --threshold W.json \
+        --decision S.tsv --stages NAME=predictions.tsv ... [--clusters C.tsv] --matcher M --conf JSON \
+        --features F.tsv --settings JSON --out D.html --table D.tsv
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from workflow import NEW_INDIVIDUAL
+from workflow._entry import atomic_path, read_json, read_tsv, setup_logging, write_tsv
+from workflow.review.cards import card_records, review_table, top_candidates
+from workflow.review.images import match_lines, thumbnail
+from workflow.review.render import render_page
+
+logger = logging.getLogger(__name__)
+
+# Settings of config ``review`` that shape the page (the schema holds their defaults and descriptions).
+DEFAULTS = {"top_k": 5, "band": 0.1, "max_queries": 500, "thumbnail": 160, "jpeg_quality": 75, "match_lines": 40}
+
+
+def page_data(
+    dataset: str,
+    stage: str,
+    meta: pd.DataFrame,
+    pairs: pd.DataFrame,
+    threshold: float,
+    decision: pd.DataFrame,
+    stages: dict[str, pd.DataFrame],
+    clusters: pd.DataFrame | None,
+    lines_for,
+    settings: dict,
+) -> tuple[dict, pd.DataFrame]:
+    """The page's data (cards, thumbnails) and the review table.
+
+    ``lines_for(pairs: list[(query, candidate)]) -> {query: lines}`` draws the match lines (see
+    :func:`workflow.review.images.match_lines`).
+    """
+    s = {**DEFAULTS, **settings}
+    meta = meta.assign(image_id=meta["image_id"].astype(str))
+    review = review_table(pairs, meta, decision, stages, threshold, clusters, s["band"])
+    if s["max_queries"] is not None and len(review) > s["max_queries"]:
+        logger.info("%s: %d queries, the page shows the %d of highest priority", dataset, len(review), s["max_queries"])
+        review = review.head(s["max_queries"])
+    candidates = top_candidates(pairs, meta, s["top_k"])
+    candidates = candidates[candidates["query"].isin(review["image_id"])]
+    best = [(q, c) for q, c in zip(review["image_id"], review["best_candidate"]) if c]
+    lines = lines_for(best) if s["match_lines"] > 0 else {}
+    paths = dict(zip(meta["image_id"], meta["abspath"]))
+    shown = [*review["image_id"], *candidates["candidate"]]
+    images = {}
+    for image_id in dict.fromkeys(shown):
+        if image_id in paths:
+            images[image_id] = thumbnail(paths[image_id], s["thumbnail"], s["jpeg_quality"])
+    data = {
+        "dataset": dataset,
+        "stage": stage,
+        "threshold": float(threshold),
+        "band": float(s["band"]),
+        "new_label": NEW_INDIVIDUAL,
+        "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cards": card_records(review, candidates, stages, lines),
+        "images": images,
+    }
+    return data, review
+
+
+def _named(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise SystemExit(f"--stages expects NAME=PATH, got {item!r}")
+        out[name] = path
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--stage", required=True, help="the submitted stage (whose predictions are the decisions)")
+    parser.add_argument("--metadata", required=True)
+    parser.add_argument("--pairs", required=True, help="WildFusion pairs.parquet")
+    parser.add_argument("--threshold", required=True, help="WildFusion threshold.json")
+    parser.add_argument("--decision", required=True, help="predictions.tsv of the submitted stage")
+    parser.add_argument("--stages", nargs="*", default=[], help="NAME=predictions.tsv of every stage run")
+    parser.add_argument("--clusters", default="", nargs="?", const="", help="discovery clusters.tsv (absent: none)")
+    parser.add_argument("--matcher", required=True)
+    parser.add_argument("--conf", default="{}", help="JSON options of the matcher")
+    parser.add_argument("--features", required=True, help="feature manifest of the matcher")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--settings", default="{}", help="JSON: config review")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--table", required=True)
+    parser.add_argument("--log")
+    args = parser.parse_args(argv)
+    setup_logging(args.log)
+    from workflow.match import with_device
+
+    settings = {k: v for k, v in json.loads(args.settings).items() if k in DEFAULTS}
+    conf = with_device(args.matcher, json.loads(args.conf), args.device)
+    manifest = read_tsv(args.features)
+    stages = {name: read_tsv(path) for name, path in _named(args.stages).items() if name != args.stage}
+    clusters = read_tsv(args.clusters) if args.clusters else None
+    data, review = page_data(
+        args.dataset,
+        args.stage,
+        read_tsv(args.metadata),
+        pd.read_parquet(args.pairs),
+        float(read_json(args.threshold)["threshold"]),
+        read_tsv(args.decision),
+        stages,
+        clusters,
+        lambda pairs: match_lines(manifest, args.matcher, conf, pairs, settings.get("match_lines", 40)),
+        settings,
+    )
+    page = render_page(data, args.dataset)
+    with atomic_path(args.out) as tmp:
+        Path(tmp).write_text(page, encoding="utf-8")
+    write_tsv(review, args.table)
+    logger.info(
+        "%s: %d cards (%d uncertain), %d thumbnails, %.1f kB",
+        args.dataset,
+        len(data["cards"]),
+        int(review["uncertain"].sum()),
+        len(data["images"]),
+        len(page.encode()) / 1024,
+    )
+
+
+if __name__ == "__main__":
+    main()

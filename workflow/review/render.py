@@ -1,0 +1,41 @@
+"""Fill the review page template (``template.html``) with the page's data.
+
+Every value reaches the page inside one ``<script type="application/json">`` block whose ``<``, ``>`` and ``&``
+are written as JSON ``\\u`` escapes (so no id can close the block or start markup); the page's script reads it with
+``JSON.parse`` and builds the cards with ``textContent`` and DOM properties, never from HTML strings. The title is
+HTML-escaped. The result is one self-contained file (no server, no network): it opens from disk and inside
+``snakemake --report``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from importlib.resources import files
+
+TEMPLATE = "template.html"
+
+
+def safe_json(data) -> str:
+    """``data`` as JSON that is inert inside an HTML ``<script>`` element."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    for char, escape in (
+        ("&", "\\u0026"),
+        ("<", "\\u003c"),
+        (">", "\\u003e"),
+        ("\u2028", "\\u2028"),
+        ("\u2029", "\\u2029"),
+    ):
+        text = text.replace(char, escape)
+    return text
+
+
+def render_page(data: dict, title: str) -> str:
+    """The complete HTML page for ``data`` (see :func:`workflow.review.page.page_data`)."""
+    template = files("workflow.review").joinpath(TEMPLATE).read_text(encoding="utf-8")
+    for marker in ("__TITLE__", "__DATA__"):
+        if template.count(marker) != 1:
+            raise ValueError(f"{TEMPLATE} must hold {marker} exactly once")
+    head, rest = template.split("__TITLE__")
+    middle, tail = rest.split("__DATA__")
+    return head + html.escape(title) + middle + safe_json(data) + tail
