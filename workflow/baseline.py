@@ -19,8 +19,9 @@ import logging
 import numpy as np
 import pandas as pd
 
-from workflow._entry import read_tsv, setup_logging, write_parquet, write_stage_outputs
+from workflow.cli import setup_logging
 from workflow.embed import load_embeddings
+from workflow.stage_io import read_tsv, write_parquet, write_stage_outputs
 from workflow.thresholds import apply_threshold, choose_threshold, scorer_pseudo_table
 
 logger = logging.getLogger(__name__)

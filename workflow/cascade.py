@@ -235,7 +235,8 @@ def _pairs(items: Sequence[str], what: str) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from workflow._entry import read_json, read_tsv, setup_logging, write_json, write_tsv
+    from workflow.cli import setup_logging
+    from workflow.stage_io import read_json, read_tsv, write_json, write_tsv
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", required=True, help='JSON list of cascade steps, or "auto"')

@@ -36,8 +36,9 @@ from pathlib import Path
 import pandas as pd
 
 from workflow import NEW_INDIVIDUAL
-from workflow._entry import setup_logging, write_tsv
+from workflow.cli import setup_logging
 from workflow.images import verify_image
+from workflow.stage_io import write_tsv
 
 logger = logging.getLogger(__name__)
 

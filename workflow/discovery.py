@@ -37,8 +37,9 @@ import numpy as np
 import pandas as pd
 
 from workflow import NEW_INDIVIDUAL
-from workflow._entry import atomic_path, read_json, read_tsv, setup_logging, write_json, write_parquet, write_tsv
 from workflow.calibration import IsotonicCalibrator, fuse_scores
+from workflow.cli import setup_logging
+from workflow.stage_io import atomic_path, read_json, read_tsv, write_json, write_parquet, write_tsv
 from workflow.thresholds import resolve_threshold, simulate_open_set_split
 
 logger = logging.getLogger(__name__)

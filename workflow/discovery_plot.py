@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workflow._entry import atomic_path, setup_logging
+from workflow.cli import setup_logging
 from workflow.data import read_table
 from workflow.discovery import clustering_scores, read_clusters
+from workflow.stage_io import atomic_path
 
 logger = logging.getLogger(__name__)
 

@@ -59,8 +59,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workflow._entry import atomic_path, read_tsv, set_threads, setup_logging, write_parquet
 from workflow.backbones import create_backbone, preprocess, resolve_device
+from workflow.cli import set_threads, setup_logging
 from workflow.dual_backbone import (
     ArcFaceHead,
     build_eval_transform,
@@ -72,6 +72,7 @@ from workflow.embed import EmbeddingCache, backbone_key, l2_normalise, save_embe
 from workflow.faiss_search import topk_inner_product
 from workflow.images import load_image
 from workflow.safe_files import safe_load
+from workflow.stage_io import atomic_path, read_tsv, write_parquet
 from workflow.thresholds import simulate_open_set_split
 
 logger = logging.getLogger(__name__)
@@ -529,7 +530,7 @@ def _table_views(meta, settings, views, cache, device) -> tuple[np.ndarray, list
 
 def train_main(args: argparse.Namespace, meta: pd.DataFrame) -> None:
     """``dual_backbone train --mode frozen``: cache the gallery's views, train, write the model and history."""
-    from workflow._entry import write_tsv
+    from workflow.stage_io import write_tsv
 
     gal = meta[meta["split"] == "database"].reset_index(drop=True)
     frozen = resolve_frozen(json.loads(args.frozen))
@@ -559,8 +560,8 @@ def train_main(args: argparse.Namespace, meta: pd.DataFrame) -> None:
 
 def predict_main(args: argparse.Namespace, meta: pd.DataFrame) -> None:
     """``dual_backbone predict`` on a frozen-mode model: retrieval, per-split pseudo runs, ``auto`` threshold."""
-    from workflow._entry import write_stage_outputs
     from workflow.dual_backbone import retrieve
+    from workflow.stage_io import write_stage_outputs
     from workflow.thresholds import apply_threshold, choose_threshold
 
     model, _, _, settings = load_frozen_model(args.model)

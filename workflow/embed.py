@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from workflow._entry import atomic_path, read_tsv, set_threads, setup_logging
+from workflow.cli import set_threads, setup_logging
 from workflow.keys import UNRESOLVED, param_key, weights_identity
+from workflow.stage_io import atomic_path, read_tsv
 
 logger = logging.getLogger(__name__)
 

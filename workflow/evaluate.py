@@ -20,9 +20,10 @@ import numpy as np
 import pandas as pd
 
 from workflow import NEW_INDIVIDUAL
-from workflow._entry import atomic_path, read_tsv, setup_logging, write_tsv
+from workflow.cli import setup_logging
 from workflow.data import read_table
 from workflow.metrics import SCORE_COLUMNS, score_table
+from workflow.stage_io import atomic_path, read_tsv, write_tsv
 
 logger = logging.getLogger(__name__)
 

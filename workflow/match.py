@@ -30,9 +30,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workflow._entry import atomic_path, read_tsv, set_threads, setup_logging, write_tsv
+from workflow.cli import set_threads, setup_logging
 from workflow.keys import file_identity, param_key
 from workflow.shortlist import read_pairs
+from workflow.stage_io import atomic_path, read_tsv, write_tsv
 
 logger = logging.getLogger(__name__)
 

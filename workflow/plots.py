@@ -23,9 +23,10 @@ import numpy as np
 import pandas as pd
 
 from workflow import NEW_INDIVIDUAL
-from workflow._entry import atomic_path, read_tsv, setup_logging
+from workflow.cli import setup_logging
 from workflow.data import read_table
 from workflow.metrics import score_predictions
+from workflow.stage_io import atomic_path, read_tsv
 
 logger = logging.getLogger(__name__)
 

@@ -37,7 +37,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from workflow._entry import read_tsv, setup_logging, write_json, write_parquet, write_stage_outputs
+from workflow.cli import setup_logging
+from workflow.stage_io import read_tsv, write_json, write_parquet, write_stage_outputs
 from workflow.thresholds import pseudo_best_score
 from workflow.wildfusion import predict_stage, pseudo_pairs_table
 

@@ -20,9 +20,10 @@ import logging
 import numpy as np
 import pandas as pd
 
-from workflow._entry import read_tsv, setup_logging, write_parquet
+from workflow.cli import setup_logging
 from workflow.embed import load_embeddings
 from workflow.faiss_search import topk_inner_product
+from workflow.stage_io import read_tsv, write_parquet
 
 logger = logging.getLogger(__name__)
 

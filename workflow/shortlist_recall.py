@@ -15,9 +15,10 @@ from __future__ import annotations
 import argparse
 import logging
 
-from workflow._entry import read_tsv, setup_logging, write_json
+from workflow.cli import setup_logging
 from workflow.data import read_table
 from workflow.shortlist import read_pairs, shortlist_recall
+from workflow.stage_io import read_tsv, write_json
 
 logger = logging.getLogger(__name__)
 

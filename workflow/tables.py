@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from workflow._entry import atomic_path, read_tsv, setup_logging
+from workflow.cli import setup_logging
 from workflow.data import (
     DataValidationError,
     Problem,
@@ -41,6 +41,7 @@ from workflow.data import (
     read_table,
     validate_dataset,
 )
+from workflow.stage_io import atomic_path, read_tsv
 
 logger = logging.getLogger(__name__)
 

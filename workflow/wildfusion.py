@@ -23,10 +23,11 @@ import logging
 import numpy as np
 import pandas as pd
 
-from workflow._entry import read_tsv, setup_logging, write_parquet, write_stage_outputs
 from workflow.calibration import IsotonicCalibrator, fuse_scores
+from workflow.cli import setup_logging
 from workflow.match import read_shards
 from workflow.shortlist import read_pairs
+from workflow.stage_io import read_tsv, write_parquet, write_stage_outputs
 from workflow.thresholds import apply_threshold, choose_threshold, pair_scorer, scorer_pseudo_table, top_per_source
 
 logger = logging.getLogger(__name__)

@@ -43,18 +43,11 @@ import numpy as np
 import pandas as pd
 
 from workflow import NEW_INDIVIDUAL
-from workflow._entry import (
-    atomic_path,
-    read_json,
-    read_tsv,
-    setup_logging,
-    write_json,
-    write_parquet,
-    write_stage_outputs,
-)
+from workflow.cli import setup_logging
 from workflow.embed import l2_normalise, load_embeddings
 from workflow.metrics import score_predictions
 from workflow.shortlist import topk_inner_product
+from workflow.stage_io import atomic_path, read_json, read_tsv, write_json, write_parquet, write_stage_outputs
 from workflow.thresholds import CURVE_COLUMNS, pair_scorer, pick_threshold, resolve_threshold
 
 logger = logging.getLogger(__name__)

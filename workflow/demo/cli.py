@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from workflow._entry import setup_logging
+from workflow.cli import setup_logging
 from workflow.demo.plan import demo_datasets_from_config, demo_settings_from_config
 from workflow.demo.write import generate_demo
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from workflow._entry import read_tsv, set_threads, setup_logging
+from workflow.cli import set_threads, setup_logging
 from workflow.dual_backbone.predict import predict_dataset
 from workflow.dual_backbone.train import train_dataset
+from workflow.stage_io import read_tsv
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -17,12 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from workflow._entry import write_parquet, write_stage_outputs
 from workflow.backbones import resolve_device
 from workflow.dual_backbone.data import ImageDataset, _orientations, build_eval_transform
 from workflow.dual_backbone.model import DualBackbone, load_model
 from workflow.embed import l2_normalise, save_embeddings
 from workflow.faiss_search import topk_inner_product
+from workflow.stage_io import write_parquet, write_stage_outputs
 from workflow.thresholds import apply_threshold, choose_threshold
 
 
