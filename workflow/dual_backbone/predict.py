@@ -142,8 +142,8 @@ def predict_dataset(
     if embeddings_out:
         save_embeddings(embeddings_out, meta["image_id"].to_numpy(), emb)
     if pseudo_out:  # judged on its own training images, the fine-tuned model abstains from `auto` choices
-        from workflow import dual_backbone_frozen as frozen
+        from workflow.dual_backbone_heldout import abstaining_pseudo
 
-        pseudo = frozen.abstaining_pseudo(gal["identity"].to_numpy(), gal["image_id"].to_numpy(), tuning)
+        pseudo = abstaining_pseudo(gal["identity"].to_numpy(), gal["image_id"].to_numpy(), tuning)
         write_parquet(pseudo, pseudo_out)
     write_stage_outputs(dataset, preds, info, curve, predictions_out, threshold_out, curve_out)
