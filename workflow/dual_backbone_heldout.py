@@ -46,12 +46,10 @@ def pseudo_runs(
     a pseudo-query's ``identity`` is its nearest pseudo-gallery image's and ``score`` is ``(cos + 1) / 2``.
     """
     identities = np.asarray(identities, dtype=object)
-    rng = np.random.default_rng(int(tuning.get("seed", 0)))
+    rng = np.random.default_rng(int(tuning["seed"]))
     frames = []
-    for r in range(int(tuning.get("repeats", 5))):
-        split = simulate_open_set_split(
-            identities, float(tuning.get("new_fraction", 0.33)), float(tuning.get("query_fraction", 0.3)), rng
-        )
+    for r in range(int(tuning["repeats"])):
+        split = simulate_open_set_split(identities, float(tuning["new_fraction"]), float(tuning["query_fraction"]), rng)
         t0 = time.perf_counter()
         model = fit_on_rows(views, identities, split.gallery, dims, cfg, head_cfg, seed=r)
         q, g = project(model, views[split.query, 0]), project(model, views[split.gallery, 0])
@@ -94,12 +92,10 @@ def abstaining_pseudo(identities: np.ndarray, image_ids: np.ndarray, tuning: Map
     """``pseudo.parquet`` of a source that cannot be judged without its training images (the fine-tuned model):
     the same splits, ``identity`` ``""`` and ``score`` ``-inf`` for every pseudo-query."""
     identities = np.asarray(identities, dtype=object)
-    rng = np.random.default_rng(int(tuning.get("seed", 0)))
+    rng = np.random.default_rng(int(tuning["seed"]))
     frames = []
-    for r in range(int(tuning.get("repeats", 5))):
-        s = simulate_open_set_split(
-            identities, float(tuning.get("new_fraction", 0.33)), float(tuning.get("query_fraction", 0.3)), rng
-        )
+    for r in range(int(tuning["repeats"])):
+        s = simulate_open_set_split(identities, float(tuning["new_fraction"]), float(tuning["query_fraction"]), rng)
         frames.append(pd.DataFrame({"split": r, "image_id": np.asarray(image_ids, dtype=object)[s.query].astype(str),
                                     "identity": "", "score": -np.inf, "truth": identities[s.query].astype(str),
                                     "is_new": s.is_new}))  # fmt: skip
@@ -164,6 +160,7 @@ def heldout_pair_scores(
 def shortlist_pair_scores(model_path: str, meta: pd.DataFrame, pairs: pd.DataFrame, cache: str, device: str):
     """``pairs`` (held-out raw scores of the shortlist pairs, WildFusion source ``trained``) of a frozen-mode model:
     query pairs by the model, gallery pairs by fold models (:func:`heldout_pair_scores`)."""
+    from workflow.dual_backbone import DEFAULT_TRAINING
     from workflow.dual_backbone_frozen import embed_table, is_frozen_model, load_frozen_model, table_views
 
     if not is_frozen_model(model_path):
@@ -175,4 +172,4 @@ def shortlist_pair_scores(model_path: str, meta: pd.DataFrame, pairs: pd.DataFra
     gviews = table_views(gal, settings, int(settings["frozen"]["views"]), cache, device)
     return heldout_pair_scores(pairs, meta["image_id"].astype(str).to_numpy(), emb, np.flatnonzero(is_gal), gviews,
                                gal["identity"].to_numpy(dtype=object), settings["dims"], settings["frozen"],
-                               settings["head"], int(settings["training"].get("seed", 0)))  # fmt: skip
+                               settings["head"], int({**DEFAULT_TRAINING, **settings["training"]}["seed"]))  # fmt: skip
