@@ -50,8 +50,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from workflow.backbones import create_backbone, preprocess, resolve_device
-from workflow.cli import set_threads, setup_logging
+from workflow.cli import command, run_stage, stage_parser
 from workflow.dual_backbone import (
+    DEFAULT_TRAINING,
     ArcFaceHead,
     build_eval_transform,
     build_train_transform,
@@ -400,8 +401,9 @@ def train_main(args: argparse.Namespace, meta: pd.DataFrame) -> None:
     t_cache = time.perf_counter() - t0
     classes = sorted(set(gal["identity"].astype(str)))
     labels = pd.Categorical(gal["identity"].astype(str), classes).codes.astype(np.int64)
-    seed = int(training.get("seed", 0))
-    tr, va = stratified_split(gal["identity"].to_numpy(), float(training.get("val_fraction", 0.1)), seed)
+    resolved = {**DEFAULT_TRAINING, **training}  # the keys not set keep the fine-tuning mode's defaults
+    seed = int(resolved["seed"])
+    tr, va = stratified_split(gal["identity"].to_numpy(), float(resolved["val_fraction"]), seed)
     t0 = time.perf_counter()
     model, head, history = train_head(views[tr], labels[tr], len(classes), dims, frozen, settings["head"],
                                       (views[va, 0], labels[va]), seed)  # fmt: skip
@@ -463,32 +465,28 @@ def embed_table(model_path: str, meta: pd.DataFrame, cache: str, device: str = "
     return project(model, table_views(meta, settings, 1, cache, device)[:, 0])
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("embed", help="embeddings of every image by the trained model (shortlist backbone 'trained')")
-    p.add_argument("--out", required=True)
-    p = sub.add_parser("pairs", help="held-out raw scores of the shortlist pairs (WildFusion source 'trained')")
-    p.add_argument("--shortlist", required=True)
-    p.add_argument("--out", required=True)
-    for p in sub.choices.values():
-        p.add_argument("--model", required=True)
-        p.add_argument("--metadata", required=True)
-        p.add_argument("--cache", required=True)
-        p.add_argument("--device", default="auto")
-        p.add_argument("--threads", type=int)
-        p.add_argument("--log")
-    args = parser.parse_args(argv)
-    setup_logging(args.log)
-    set_threads(args.threads)
+def embed_command(args: argparse.Namespace) -> None:
+    """``embed``: embeddings of every image of the table by the trained model."""
     meta = read_tsv(args.metadata)
-    if args.command == "embed":
-        save_embeddings(args.out, meta["image_id"].to_numpy(), embed_table(args.model, meta, args.cache, args.device))
-        return
+    save_embeddings(args.out, meta["image_id"].to_numpy(), embed_table(args.model, meta, args.cache, args.device))
+
+
+def pairs_command(args: argparse.Namespace) -> None:
+    """``pairs``: held-out raw scores of the shortlist pairs (:mod:`workflow.dual_backbone_heldout`)."""
     from workflow.dual_backbone_heldout import shortlist_pair_scores
 
+    meta = read_tsv(args.metadata)
     write_parquet(shortlist_pair_scores(args.model, meta, pd.read_parquet(args.shortlist), args.cache, args.device),
                   args.out)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    commands = {
+        "embed": command("embeddings of every image by the trained model (shortlist backbone 'trained')", "out"),
+        "pairs": command("held-out raw scores of the shortlist pairs (WildFusion source 'trained')", "shortlist out"),
+    }
+    parser = stage_parser(__doc__, "model metadata cache device threads log", commands=commands)
+    run_stage(parser, argv, {"embed": embed_command, "pairs": pairs_command}, torch_threads=True)
 
 
 if __name__ == "__main__":
