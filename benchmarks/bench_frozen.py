@@ -15,10 +15,11 @@ import time
 import numpy as np
 import pandas as pd
 
-from workflow._entry import read_tsv, set_threads
+from workflow.cli import set_threads
 from workflow.dual_backbone import stratified_split
 from workflow.dual_backbone_frozen import _branch_normalised, _table_views, project, resolve_frozen, train_head
 from workflow.shortlist import topk_inner_product
+from workflow.stage_io import read_tsv
 
 
 def recall_at_k(q_emb, g_emb, g_ids, q_truth, k: int) -> float:

@@ -13,7 +13,7 @@ rule cascade:
         sources=cascade_source_args("predictions"),
         thresholds=cascade_source_args("threshold"),
         pseudo=cascade_source_args("pseudo"),
-        search=as_json(config_provider("cascade_auto", default={})),
+        search=as_json(config_provider("cascade_auto")),
     message:
         "Cascade of {wildcards.dataset}: the configured (or gallery-chosen) steps over the stages' predictions"
     shell:

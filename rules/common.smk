@@ -75,7 +75,7 @@ TABLES_DIR = Path("results/data")
 # Gallery versions written by target enroll (workflow/enrollment.py): the data is read through the active one.
 ENROLLMENT_DIR = str(
     enrollment_dir(
-        config.get("review", {}).get("enrollment_dir", "enrollment"), DATA_ROOT
+        config["review"]["enrollment_dir"], DATA_ROOT
     )
 )
 ENROLLMENT = active_changes_file(ENROLLMENT_DIR)
@@ -111,11 +111,9 @@ def _start_run():
             DATA_ROOT,
             TABLES_DIR,
             DATASETS if ENROLLMENT else present,
-            config.get("data", {}).get("extra_required_columns", []),
+            config["data"]["extra_required_columns"],
             threads=min(8, os.cpu_count() or 1),
-            allow_external_symlinks=config["data"].get(
-                "allow_external_symlinks", False
-            ),
+            allow_external_symlinks=config["data"]["allow_external_symlinks"],
             enrollment=ENROLLMENT,
         )
     except DataValidationError as err:
@@ -133,14 +131,20 @@ def _start_run():
 TABLE_RULE = _start_run()
 
 
-def config_provider(*keys, default=None):
-    """A params function returning ``config[k1][k2]...`` (Snakemake reruns the rule when it changes)."""
+def config_provider(*keys):
+    """A params function returning ``config[k1][k2]...`` (Snakemake reruns the rule when it changes).
+
+    Defaults live in config/schema.yaml only: validate() in the Snakefile fills them before any rule reads them.
+    """
 
     def provider(wildcards=None):
         value = config
-        for key in keys:
+        for depth, key in enumerate(keys):
             if not isinstance(value, dict) or key not in value:
-                return default
+                raise WorkflowError(
+                    f"config key {'.'.join(keys[: depth + 1])} is not set and config/schema.yaml gives no default: "
+                    "add it to the config"
+                )
             value = value[key]
         return value
 
@@ -211,7 +215,7 @@ def matcher_conf(matcher):
         raise WorkflowError(
             f"matcher {matcher!r} is not in wildfusion.matchers {config['wildfusion']['matchers']}"
         )
-    return config.get("matchers", {}).get(matcher, {})
+    return config["matchers"].get(matcher, {})
 
 
 def matcher_json(wildcards):
@@ -236,7 +240,7 @@ def shortlist_key(dataset):
     upstream = (
         dual_backbone_key(dataset) if backbone == TRAINED else embedding_key(backbone)
     )
-    return param_key("shortlist", sl.get("k_query"), sl.get("k_gallery"), upstream)
+    return param_key("shortlist", sl["k_query"], sl["k_gallery"], upstream)
 
 
 def shortlist_path(dataset, suffix=".parquet"):
@@ -315,7 +319,7 @@ def calibration_key(source, dataset):
 
 def fusion_sources(wildcards=None):
     """The fused sources besides the cosine: the matchers, then the dual-backbone similarity if enabled."""
-    trained = [TRAINED] if config["wildfusion"].get("trained", False) else []
+    trained = [TRAINED] if config["wildfusion"]["trained"] else []
     return [*config["wildfusion"]["matchers"], *trained]
 
 
@@ -363,9 +367,7 @@ def all_shards(wildcards):
 
 def xgboost_backbones(wildcards=None):
     """Backbones whose embeddings XGBoost concatenates (default: the baseline's)."""
-    return list(
-        config.get("xgboost", {}).get("backbones") or [config["baseline"]["backbone"]]
-    )
+    return list(config["xgboost"]["backbones"] or [config["baseline"]["backbone"]])
 
 
 def xgboost_embeddings(wildcards):
@@ -381,7 +383,7 @@ def xgboost_train_conf(wildcards=None):
     """The xgboost section without the keys that only the gate reads (so they do not retrain the model)."""
     return {
         k: v
-        for k, v in config.get("xgboost", {}).items()
+        for k, v in config["xgboost"].items()
         if k not in ("base_stage", "backbones")
     }
 
@@ -416,7 +418,7 @@ PAIR_STAGE_SCORE = {"wildfusion": "fused", "rerank": "rerank"}
 
 
 def xgboost_base_stage():
-    return config.get("xgboost", {}).get("base_stage", "wildfusion")
+    return config["xgboost"]["base_stage"]
 
 
 def xgboost_base(name):
@@ -434,14 +436,14 @@ def xgboost_score_column(wildcards=None):
 
 def dual_backbone_setting(section, dataset, default):
     """``dual_backbone.<section>`` for one dataset: ``{dataset: value, default: value}`` or one mapping for all."""
-    value = config.get("dual_backbone", {}).get(section, {})
+    value = config["dual_backbone"][section]
     if isinstance(value, dict) and (dataset in value or "default" in value):
         return value.get(dataset, value.get("default", default))
     return value if value else default
 
 
 def dual_backbone_mode(wildcards=None):
-    return config.get("dual_backbone", {}).get("mode", "frozen")
+    return config["dual_backbone"]["mode"]
 
 
 def dual_backbone_train_conf(dataset):
@@ -449,14 +451,14 @@ def dual_backbone_train_conf(dataset):
 
     The frozen mode adds ``mode`` and ``frozen``; the fine-tuning mode's key is unchanged by them.
     """
-    db = config.get("dual_backbone", {})
-    names = list(db.get("backbones", []))
+    db = config["dual_backbone"]
+    names = list(db["backbones"])
     if len(names) < 1:
         raise WorkflowError(
             "dual_backbone.backbones must name at least one key of backbones"
         )
     frozen = (
-        {"mode": "frozen", "frozen": db.get("frozen", {})}
+        {"mode": "frozen", "frozen": db["frozen"]}
         if dual_backbone_mode() == "frozen"
         else {}
     )
@@ -468,8 +470,8 @@ def dual_backbone_train_conf(dataset):
         ],
         "head": dual_backbone_setting("head", dataset, {}),
         "augment": dual_backbone_setting("augment", dataset, {}),
-        "epochs": db.get("epochs", {}),
-        "training": db.get("training", {}),
+        "epochs": db["epochs"],
+        "training": db["training"],
     }
 
 
@@ -517,9 +519,7 @@ def cascade_steps(wildcards):
     as absent (``default: null`` in an overlay removes the shipped default).
     """
     steps = {
-        name: value
-        for name, value in config.get("cascade", {}).items()
-        if value is not None
+        name: value for name, value in config["cascade"].items() if value is not None
     }
     if wildcards.dataset in steps:
         return steps[wildcards.dataset]
@@ -658,7 +658,7 @@ DISCOVERY = "discovery" in config["stages"]
 
 
 def discovery_setting(key):
-    return config.get("discovery", {})[key]
+    return config["discovery"][key]
 
 
 def discovery_backbone():
@@ -767,7 +767,7 @@ def discovery_outputs():
 def review_matcher(wildcards=None):
     """The matcher whose matches the review page draws: review.matcher, else the first of wildfusion.matchers."""
     name = (
-        config.get("review", {}).get("matcher") or config["wildfusion"]["matchers"][0]
+        config["review"]["matcher"] or config["wildfusion"]["matchers"][0]
     )
     matcher_conf(name)  # refuses a matcher that is not in wildfusion.matchers
     return name
@@ -798,11 +798,11 @@ def review_stage_args(wildcards, input):
 
 def review_page_settings(wildcards=None):
     keys = ("top_k", "band", "max_queries", "thumbnail", "jpeg_quality", "match_lines")
-    return {k: v for k, v in config.get("review", {}).items() if k in keys}
+    return {k: v for k, v in config["review"].items() if k in keys}
 
 
 def enroll_decisions(wildcards):
-    path = config.get("decisions", "")
+    path = config["decisions"]
     if not path:
         raise WorkflowError(
             "enroll needs a decisions file: snakemake enroll --cores 1 --config decisions=PATH "

@@ -14,10 +14,10 @@ if TABLE_RULE:
         threads: 2
         params:
             root=lambda wildcards, input: Path(input.metadata).parent,
-            extra=config_provider("data", "extra_required_columns", default=[]),
+            extra=config_provider("data", "extra_required_columns"),
             symlinks=lambda wildcards: (
                 ["--allow-external-symlinks"]
-                if config["data"].get("allow_external_symlinks")
+                if config["data"]["allow_external_symlinks"]
                 else []
             ),
         message:

@@ -24,7 +24,7 @@ rule dual_backbone_train:
         checkpoint_dir="results/dual_backbone/{dataset}/{key}/checkpoint",
         device=job_device,
         mode=dual_backbone_mode,
-        frozen=as_json(config_provider("dual_backbone", "frozen", default={})),
+        frozen=as_json(config_provider("dual_backbone", "frozen")),
         cache=config_provider("cache", "embeddings"),
     message:
         "Training the dual-backbone ArcFace model of {wildcards.dataset}, mode {params.mode} (gpu={resources.gpu}, mem_mb={resources.mem_mb}, runtime={resources.runtime} min)"
@@ -56,14 +56,10 @@ rule dual_backbone:
         mem_mb=compute("dual_backbone_train", "mem_mb", 4000),
         runtime=compute("dual_backbone_train", "runtime", 60),
     params:
-        threshold=as_json(
-            config_provider("thresholds", "dual_backbone", default="auto")
-        ),
+        threshold=as_json(config_provider("thresholds", "dual_backbone")),
         tuning=as_json(config_provider("threshold_tuning")),
-        k=config_provider("dual_backbone", "k", default=50),
-        batch_size=config_provider(
-            "dual_backbone", "training", "batch_size", default=16
-        ),
+        k=config_provider("dual_backbone", "k"),
+        batch_size=config_provider("dual_backbone", "training", "batch_size"),
         device=job_device,
         cache=config_provider("cache", "embeddings"),
     message:

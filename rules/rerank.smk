@@ -14,8 +14,8 @@ rule rerank:
     conda:
         CONDA_ENV
     params:
-        conf=as_json(config_provider("rerank", default={})),
-        threshold=as_json(config_provider("thresholds", "rerank", default="auto")),
+        conf=as_json(config_provider("rerank")),
+        threshold=as_json(config_provider("thresholds", "rerank")),
         tuning=as_json(config_provider("threshold_tuning")),
     message:
         "k-reciprocal re-ranking of the WildFusion scores of {wildcards.dataset}"

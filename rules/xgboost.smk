@@ -54,7 +54,7 @@ rule xgboost:
         backbones=xgboost_backbones,
         conf=as_json(xgboost_train_conf),
         score_column=xgboost_score_column,
-        threshold=as_json(config_provider("thresholds", "xgboost", default="auto")),
+        threshold=as_json(config_provider("thresholds", "xgboost")),
         tuning=as_json(config_provider("threshold_tuning")),
         device=job_device,
     message:
@@ -90,7 +90,7 @@ rule xgboost_pseudo:
         backbones=xgboost_backbones,
         conf=as_json(xgboost_train_conf),
         tuning=as_json(config_provider("threshold_tuning")),
-        repeats=config_provider("threshold_tuning", "trained_repeats", default=1),
+        repeats=config_provider("threshold_tuning", "trained_repeats"),
         device=job_device,
     message:
         "XGBoost auxiliary models on {params.repeats} simulated open-set split(s) of the {wildcards.dataset} gallery (gpu={resources.gpu})"

@@ -312,7 +312,7 @@ TRICKY = ["0012", "0007", "1e3", "NaN", "null", "True", "001", "N/A", " 7"]
 
 
 def test_read_tsv_keeps_ids_exact_and_parses_numbers(tmp_path):
-    from workflow._entry import read_tsv, write_tsv
+    from workflow.stage_io import read_tsv, write_tsv
 
     n = len(TRICKY)
     df = pd.DataFrame(
@@ -335,9 +335,9 @@ def test_read_table_keeps_every_cell_exact(tmp_path):
 
 
 def test_embeddings_and_pairs_keep_image_ids_exact(tmp_path):
-    from workflow._entry import write_parquet
     from workflow.embed import load_embeddings, save_embeddings
     from workflow.shortlist import read_pairs
+    from workflow.stage_io import write_parquet
 
     save_embeddings(tmp_path / "e.npz", TRICKY, np.zeros((len(TRICKY), 3)))
     ids, _ = load_embeddings(tmp_path / "e.npz")
@@ -348,8 +348,8 @@ def test_embeddings_and_pairs_keep_image_ids_exact(tmp_path):
 
 
 def test_cascade_keeps_numeric_looking_identities(tmp_path):
-    from workflow._entry import write_json, write_tsv
     from workflow.cascade import main as cascade_main
+    from workflow.stage_io import write_json, write_tsv
 
     preds = pd.DataFrame({"image_id": ["001", "002"], "identity": ["0012", "1e3"], "top_identity": ["0012", "1e3"],
                           "top_score": [0.9, 0.8]})  # fmt: skip

@@ -48,6 +48,43 @@ def test_schema_fills_defaults():
     assert config["wildfusion"] == {"matchers": [], "shards": 1, "weights": {}, "trained": False}
 
 
+def _schema_defaults(node, path=()):
+    """``(path, default)`` of every property of the schema with a default, below sections that are filled."""
+    for name, sub in node.get("properties", {}).items():
+        if "default" in sub:
+            yield (*path, name), sub["default"]
+            yield from _schema_defaults(sub, (*path, name))
+
+
+def test_a_minimal_config_gets_every_schema_default_and_every_rule_parameter():
+    """Defaults live in config/schema.yaml only: validate() fills every one of them, so each config_provider
+    of the rules finds its key in a config that sets only what the schema requires."""
+    schema = load("config/schema.yaml")
+    config = {"data_root": "x", "backbones": {"b": {"source": "efficientnet-lite0"}}, "baseline": {"backbone": "b"},
+              "dual_backbone": {"backbones": ["b"]}}  # fmt: skip
+    given = copy.deepcopy(config)
+    validate(config, str(REPO / "config/schema.yaml"))
+    for path, default in _schema_defaults(schema):
+        value = config
+        for key in path:
+            assert key in value, f"{'.'.join(path)} not filled"
+            value = value[key]
+        if not isinstance(default, dict) and path[0] not in given:
+            assert value == default, path
+    assert config["backbones"]["b"]["batch_size"] == 32
+    assert config["thresholds"]["xgboost"] == "auto" and config["dual_backbone"]["training"]["batch_size"] == 16
+    rules = "\n".join(p.read_text() for p in sorted((REPO / "rules").glob("*.smk")))
+    calls = re.findall(r"config_provider\(([^)]*)\)", rules)
+    assert calls and not [c for c in calls if "default" in c]
+    for call in calls:
+        if call.startswith("*"):  # the definition
+            continue
+        value = config
+        for key in re.findall(r'"([^"]+)"', call):
+            assert isinstance(value, dict) and key in value, f"config_provider({call}) not filled by the schema"
+            value = value[key]
+
+
 def test_paper_settings():
     config = merged("config/animalclef2025.yaml")
     assert config["backbones"]["megadescriptor"]["source"] == "megadescriptor-l-384"

@@ -13,6 +13,7 @@ import torch
 from conftest import DOGFACENET, write_image
 
 import workflow.dual_backbone_frozen as fz
+import workflow.dual_backbone_heldout as ho
 from workflow.calibration import IsotonicCalibrator
 from workflow.dual_backbone import main as db_main
 from workflow.dual_backbone import stratified_split
@@ -112,9 +113,9 @@ def test_pseudo_runs_columns_splits_and_held_out_training(monkeypatch):
         trained_on.append(set(int(r) for r in rows))
         return real_fit(views_, identities, rows, *a, **kw)
 
-    monkeypatch.setattr(fz, "fit_on_rows", spy)
-    pseudo = fz.pseudo_runs(views, ids, image_ids, DIMS, FAST, {"s": 16, "m": 0.2}, TUNING)
-    assert list(pseudo.columns) == fz.PSEUDO_COLUMNS
+    monkeypatch.setattr(ho, "fit_on_rows", spy)
+    pseudo = ho.pseudo_runs(views, ids, image_ids, DIMS, FAST, {"s": 16, "m": 0.2}, TUNING)
+    assert list(pseudo.columns) == ho.PSEUDO_COLUMNS
     types = pd.api.types
     assert types.is_integer_dtype(pseudo["split"]) and types.is_float_dtype(pseudo["score"])
     assert types.is_bool_dtype(pseudo["is_new"])
@@ -135,7 +136,7 @@ def test_pseudo_runs_columns_splits_and_held_out_training(monkeypatch):
         assert set(run["identity"]) <= set(ids[split.gallery])
     assert pseudo["score"].between(0, 1).all()
     # the replaying scorer gives the same answers in the tuning's split order
-    scorer = fz.pseudo_scorer(pseudo, image_ids)
+    scorer = ho.pseudo_scorer(pseudo, image_ids)
     rng = np.random.default_rng(TUNING["seed"])
     split = simulate_open_set_split(ids, TUNING["new_fraction"], TUNING["query_fraction"], rng)
     top_id, score = scorer(split.query, split.gallery)
@@ -145,8 +146,8 @@ def test_pseudo_runs_columns_splits_and_held_out_training(monkeypatch):
 def test_abstaining_pseudo_has_the_same_splits():
     _, ids = synthetic_views()
     image_ids = np.array([f"img{i}" for i in range(len(ids))], dtype=object)
-    out = fz.abstaining_pseudo(ids, image_ids, TUNING)
-    assert list(out.columns) == fz.PSEUDO_COLUMNS
+    out = ho.abstaining_pseudo(ids, image_ids, TUNING)
+    assert list(out.columns) == ho.PSEUDO_COLUMNS
     assert (out["identity"] == "").all() and np.isneginf(out["score"]).all()
     assert sorted(out["split"].unique()) == [0, 1, 2]
 
@@ -164,7 +165,7 @@ def test_trained_source_is_held_out_and_calibrated_in_fusion(monkeypatch):
         trained_without.append(set(identities) - set(identities[rows]))
         return real_fit(views_, identities, rows, *a, **kw)
 
-    monkeypatch.setattr(fz, "fit_on_rows", spy)
+    monkeypatch.setattr(ho, "fit_on_rows", spy)
     model, _, _ = fz.train_head(views[gal], pd.Categorical(ids[gal]).codes.astype(np.int64), 12, DIMS, FAST,
                                 {"s": 16, "m": 0.2}, None, 0)  # fmt: skip
     emb = fz.project(model, views[:, 0])
@@ -173,10 +174,10 @@ def test_trained_source_is_held_out_and_calibrated_in_fusion(monkeypatch):
         for s in sources:  # every image against every other gallery image (a complete shortlist)
             rows += [(image_ids[s], image_ids[c], kind) for c in gal if c != s]
     pairs = pd.DataFrame(rows, columns=["query", "candidate", "kind"]).assign(cosine=0.5)
-    scores = fz.heldout_pair_scores(pairs, image_ids, emb, gal, views[gal], ids[gal], DIMS, FAST,
+    scores = ho.heldout_pair_scores(pairs, image_ids, emb, gal, views[gal], ids[gal], DIMS, FAST,
                                     {"s": 16, "m": 0.2}, seed=0)  # fmt: skip
     assert len(trained_without) == FAST["folds"]
-    folds = fz.fold_of_individuals(ids[gal], FAST["folds"], 0)
+    folds = ho.fold_of_individuals(ids[gal], FAST["folds"], 0)
     fold_of = dict(zip(ids[gal], folds))
     for f, held in enumerate(trained_without):
         assert held == {i for i, g in fold_of.items() if g == f}  # each fold model never saw its fold
@@ -227,7 +228,7 @@ def test_entry_point_train_predict(tmp_path):
     preds = pd.read_csv(out["predictions"], sep="\t", dtype=str)
     assert preds["image_id"].tolist() == [f"{i}_3" for i in range(8)]
     pseudo = pd.read_parquet(out["pseudo"])
-    assert list(pseudo.columns) == fz.PSEUDO_COLUMNS and sorted(pseudo["split"].unique()) == [0, 1, 2]
+    assert list(pseudo.columns) == ho.PSEUDO_COLUMNS and sorted(pseudo["split"].unique()) == [0, 1, 2]
     assert json.loads(Path(out["threshold"]).read_text())["source"] == "auto"
     assert len(list((tmp_path / "cache").rglob("*.npy"))) == 24 * FAST["views"] + 8  # queries: view 0 only
     # the shortlist's "trained" backbone and the fusion's "trained" source

@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 from fixtures import textured_image, warp_image
 
-from workflow._entry import atomic_path
 from workflow.calibration import IsotonicCalibrator
 from workflow.match import FeatureStore, extract_dataset, matcher_key, score_shard, shard_sources
 from workflow.matchers import create_matcher
+from workflow.stage_io import atomic_path
 from workflow.thresholds import pair_scorer, top_per_source
 from workflow.wildfusion import fit_calibrator, fuse, predict_queries, predict_stage, source_scores
 

@@ -19,8 +19,9 @@ import logging
 import numpy as np
 import pandas as pd
 
-from workflow._entry import read_tsv, setup_logging, write_parquet, write_stage_outputs
+from workflow.cli import run_stage, stage_parser
 from workflow.embed import load_embeddings
+from workflow.stage_io import read_tsv, write_parquet, write_stage_outputs
 from workflow.thresholds import apply_threshold, choose_threshold, scorer_pseudo_table
 
 logger = logging.getLogger(__name__)
@@ -87,20 +88,8 @@ def pseudo_cosine_table(
     return scorer_pseudo_table(cosine_scorer(g_emb, g_ids), gal["image_id"].to_numpy(dtype=object), g_ids, tuning)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--metadata", required=True)
-    parser.add_argument("--embeddings", required=True)
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--threshold", required=True, help="JSON: a number, 'auto' or {dataset: value}")
-    parser.add_argument("--tuning", required=True, help="JSON of workflow.thresholds.tune_threshold kwargs")
-    parser.add_argument("--predictions", required=True)
-    parser.add_argument("--threshold-out", required=True)
-    parser.add_argument("--curve", required=True)
-    parser.add_argument("--pseudo", help="pseudo.parquet: the stage on the simulated open-set splits of the gallery")
-    parser.add_argument("--log")
-    args = parser.parse_args(argv)
-    setup_logging(args.log)
+def run(args: argparse.Namespace) -> None:
+    """The stage on one dataset: predictions, threshold and curve (and ``pseudo.parquet`` with ``--pseudo``)."""
     meta = read_tsv(args.metadata)
     image_ids, embeddings = load_embeddings(args.embeddings)
     preds, info, curve = predict(
@@ -109,6 +98,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.pseudo:
         write_parquet(pseudo_cosine_table(meta, image_ids, embeddings, json.loads(args.tuning)), args.pseudo)
     write_stage_outputs(args.dataset, preds, info, curve, args.predictions, args.threshold_out, args.curve)
+
+
+def main(argv: list[str] | None = None) -> None:
+    stage = "metadata embeddings dataset threshold tuning predictions threshold-out curve pseudo log"
+    run_stage(stage_parser(__doc__, stage), argv, run)
 
 
 if __name__ == "__main__":

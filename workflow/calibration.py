@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workflow._entry import write_json
+from workflow.stage_io import write_json
 
 logger = logging.getLogger(__name__)
 

@@ -234,21 +234,10 @@ def _pairs(items: Sequence[str], what: str) -> dict[str, str]:
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    from workflow._entry import read_json, read_tsv, setup_logging, write_json, write_tsv
+def run(args: argparse.Namespace) -> None:
+    """The cascade of one dataset: its steps (``auto``: chosen on the gallery), predictions and choice."""
+    from workflow.stage_io import read_json, read_tsv, write_json, write_tsv
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", required=True, help='JSON list of cascade steps, or "auto"')
-    parser.add_argument("--pseudo", nargs="*", default=[], help="NAME=pseudo.parquet of each source (for auto)")
-    parser.add_argument("--search", default="{}", help="JSON keyword arguments of cascade_auto.choose_cascade")
-    parser.add_argument("--choice", help="choice.json: the steps used and, for auto, their simulated scores")
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--source", nargs="+", required=True, help="NAME=predictions.tsv of each source")
-    parser.add_argument("--threshold", nargs="*", default=[], help="NAME=threshold.json (for auto thresholds)")
-    parser.add_argument("--predictions", required=True)
-    parser.add_argument("--log")
-    args = parser.parse_args(argv)
-    setup_logging(args.log)
     raw = json.loads(args.steps)
     if raw == AUTO:
         from workflow.cascade_auto import choose_cascade
@@ -282,6 +271,21 @@ def main(argv: list[str] | None = None) -> None:
     counts = out["decided_by"].value_counts().to_dict()
     logger.info("%s: %d queries, decided by %s", args.dataset, len(out), counts)
     write_tsv(out, args.predictions)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from workflow.cli import arg, run_stage, stage_parser
+
+    parser = stage_parser(
+        __doc__, arg("--steps", required=True, help='JSON list of cascade steps, or "auto"'),
+        arg("--pseudo", nargs="*", default=[], help="NAME=pseudo.parquet of each source (for auto)"),
+        arg("--search", default="{}", help="JSON keyword arguments of cascade_auto.choose_cascade"),
+        arg("--choice", help="choice.json: the steps used and, for auto, their simulated scores"), "dataset",
+        arg("--source", nargs="+", required=True, help="NAME=predictions.tsv of each source"),
+        arg("--threshold", nargs="*", default=[], required=False, help="NAME=threshold.json (for auto thresholds)"),
+        "predictions log",
+    )  # fmt: skip
+    run_stage(parser, argv, run)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,9 @@ because such a typo silently falls back to the ``default`` entry.
 
 from __future__ import annotations
 
+import copy
 import difflib
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,23 @@ def _schema_at(root: Mapping, path: Sequence[Any]) -> Any:
 def load_schema(path: str | Path = SCHEMA_FILE) -> dict:
     with open(path) as fh:
         return yaml.safe_load(fh)
+
+
+@functools.cache
+def _repository_schema() -> dict:
+    return load_schema(Path(__file__).resolve().parents[1] / SCHEMA_FILE)
+
+
+def schema_defaults(*section: str) -> dict[str, Any]:
+    """The defaults ``config/schema.yaml`` gives the keys of the config section ``section`` (e.g. ``"demo"``).
+
+    For code that reads a section without the Snakefile's validation (a standalone entry point): the schema stays
+    the one place where a default is written.
+    """
+    node: Any = _repository_schema()
+    for key in section:
+        node = node["properties"][key]
+    return {key: copy.deepcopy(sub["default"]) for key, sub in node.get("properties", {}).items() if "default" in sub}
 
 
 def _format(error, root: Mapping) -> str:

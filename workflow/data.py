@@ -36,8 +36,9 @@ from pathlib import Path
 import pandas as pd
 
 from workflow import NEW_INDIVIDUAL
-from workflow._entry import setup_logging, write_tsv
+from workflow.cli import arg, run_stage, stage_parser
 from workflow.images import verify_image
+from workflow.stage_io import write_tsv
 
 logger = logging.getLogger(__name__)
 
@@ -369,18 +370,20 @@ def write_per_dataset(df: pd.DataFrame, out_dir: str | Path, datasets: list[str]
         write_tsv(df[df["dataset"] == dataset].reset_index(drop=True), Path(out_dir) / f"{dataset}.tsv")
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", required=True, help="dataset folder with metadata.csv")
-    parser.add_argument("--out-dir", required=True, help="where <dataset>.tsv files go")
-    parser.add_argument("--datasets", nargs="+", required=True)
-    parser.add_argument("--extra-columns", nargs="*", default=[])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--allow-external-symlinks", action="store_true",
-                        help="accept images that are symbolic links to files outside --root")  # fmt: skip
-    parser.add_argument("--log")
-    args = parser.parse_args(argv)
-    setup_logging(args.log)
+# The arguments of data validation (also those of ``python -m workflow.tables write``).
+VALIDATE_ARGS = (
+    arg("--root", required=True, help="dataset folder with metadata.csv"),
+    arg("--out-dir", required=True, help="where <dataset>.tsv files go"),
+    arg("--datasets", nargs="+", required=True),
+    arg("--extra-columns", nargs="*", default=[]),
+    arg("--threads", type=int, default=2),
+    arg("--allow-external-symlinks", action="store_true",
+        help="accept images that are symbolic links to files outside --root"),
+)  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> None:
+    """Validate the data and write every per-dataset table."""
     logger.info("validating %s", args.root)
     try:
         df, solution = validate_dataset(args.root, args.extra_columns, threads=args.threads,
@@ -392,6 +395,10 @@ def main(argv: list[str] | None = None) -> None:
     counts = df.groupby(["dataset", "split"]).size().unstack(fill_value=0)
     logger.info("valid: %d images\n%s", len(df), counts.to_string())
     logger.info("solution.csv: %s", "present" if solution is not None else "absent (stages are not scored)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_stage(stage_parser(__doc__, *VALIDATE_ARGS, "log"), argv, run)
 
 
 if __name__ == "__main__":

@@ -37,8 +37,9 @@ import numpy as np
 import pandas as pd
 
 from workflow import NEW_INDIVIDUAL
-from workflow._entry import atomic_path, read_json, read_tsv, setup_logging, write_json, write_parquet, write_tsv
 from workflow.calibration import IsotonicCalibrator, fuse_scores
+from workflow.cli import arg, command, run_stage, stage_parser
+from workflow.stage_io import atomic_path, read_json, read_tsv, write_json, write_parquet, write_tsv
 from workflow.thresholds import resolve_threshold, simulate_open_set_split
 
 logger = logging.getLogger(__name__)
@@ -270,7 +271,7 @@ def choose_discovery_threshold(
     if setting != "auto":
         return setting, {"threshold": setting, "source": "config"}, pd.DataFrame(columns=CURVE_COLUMNS)
     opts = {k: tuning[k] for k in ("new_fraction", "query_fraction", "repeats", "seed") if k in tuning}
-    grid = np.linspace(0.0, 1.0, int(tuning.get("grid_size", 101)))
+    grid = np.linspace(0.0, 1.0, int(tuning["grid_size"]))
     curve = discovery_curve(identities, i, j, score, grid, base=base, **opts)
     threshold = pick_by_ami(curve)
     best = curve.loc[curve["threshold"] == threshold].iloc[0]
@@ -433,88 +434,76 @@ def _cluster_main(args) -> None:
     write_json(cost, args.cost)
 
 
+def pairs_command(args: argparse.Namespace) -> None:
+    """``pairs``: the query x query shortlist of one dataset (global cosine) and its cost."""
+    from workflow.embed import load_embeddings
+
+    start = time.perf_counter()
+    meta = read_tsv(args.metadata)
+    image_ids, emb = load_embeddings(args.embeddings)
+    row_of = {str(q): r for r, q in enumerate(image_ids)}
+    query_ids = meta.loc[meta["split"] == "query", "image_id"].to_numpy(dtype=object)
+    pairs = query_query_pairs(query_ids, emb[[row_of[q] for q in query_ids]], args.k)
+    cost = {"queries": len(query_ids), "k": args.k, "query_query_pairs": len(pairs),
+            "shortlist_seconds": round(time.perf_counter() - start, 3)}  # fmt: skip
+    logger.info("%d query x query pairs among %d queries (top-%d)", len(pairs), len(query_ids), args.k)
+    write_parquet(pairs, args.out)
+    write_json(cost, args.cost)
+
+
+def submission_command(args: argparse.Namespace) -> None:
+    """``submission``: every dataset's clusters as one ``clusters.csv`` in metadata order."""
+    clusters = pd.concat([read_clusters(c) for c in args.clusters], ignore_index=True)[["image_id", "cluster"]]
+    meta = pd.concat([read_tsv(m) for m in args.metadata], ignore_index=True)
+    check_clusters(clusters, meta.loc[meta["split"] == "query", "image_id"].tolist())
+    order = {q: k for k, q in enumerate(meta["image_id"])}
+    clusters = clusters.sort_values("image_id", key=lambda s: s.map(order))
+    with atomic_path(args.out) as tmp:
+        clusters.to_csv(tmp, index=False)
+    logger.info("wrote %s: %d rows, %d clusters", args.out, len(clusters), clusters["cluster"].nunique())
+
+
+def score_command(args: argparse.Namespace) -> None:
+    """``score``: ARI and AMI of the clusters of every dataset (rows without solution.csv: unscored)."""
+    from workflow.data import read_table
+
+    truth = None
+    if args.solution:
+        sol = read_table(args.solution)
+        truth = dict(zip(sol["image_id"], sol["identity"]))
+    rows = []
+    for dataset, path, label_path in zip(args.datasets, args.clusters, args.labels, strict=True):
+        clusters = read_clusters(path)
+        rows.extend(score_rows(dataset, clusters, read_tsv(label_path)[["image_id", "identity"]], truth))
+    table = score_table(rows)
+    logger.info("\n%s", table.to_string(index=False))
+    write_tsv(table.round(6), args.out)
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("pairs")
-    p.add_argument("--metadata", required=True)
-    p.add_argument("--embeddings", required=True)
-    p.add_argument("--k", type=int, required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--cost", required=True)
-    p = sub.add_parser("cluster")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--metadata", required=True)
-    p.add_argument("--labels", required=True, help="predictions.tsv of the label stage")
-    p.add_argument("--gallery-pairs", required=True, help="WildFusion's pairs.parquet")
-    p.add_argument("--query-pairs", required=True)
-    p.add_argument("--pairs-cost", default="")
-    p.add_argument("--embeddings", default="", help="with it, unscored pairs take the calibrated global cosine")
-    p.add_argument("--matchers", nargs="*", default=[])
-    p.add_argument("--shards", nargs="*", default=[])
-    p.add_argument("--shard-benchmarks", nargs="*", default=[], help="Snakemake benchmark records of the shards")
-    p.add_argument("--calibrators", nargs="+", required=True, help="cosine first, then --matchers order")
-    p.add_argument("--weights", default="{}")
-    p.add_argument("--threshold", required=True)
-    p.add_argument("--tuning", required=True)
-    p.add_argument("--clusters", required=True)
-    p.add_argument("--threshold-out", required=True)
-    p.add_argument("--curve", required=True)
-    p.add_argument("--cost", required=True)
-    p = sub.add_parser("submission")
-    p.add_argument("--clusters", nargs="+", required=True)
-    p.add_argument("--metadata", nargs="+", required=True)
-    p.add_argument("--out", required=True)
-    p = sub.add_parser("score")
-    p.add_argument("--datasets", nargs="+", required=True)
-    p.add_argument("--clusters", nargs="+", required=True, help="--datasets order")
-    p.add_argument("--labels", nargs="+", required=True, help="the label stage's predictions, --clusters order")
-    p.add_argument("--solution", default="")
-    p.add_argument("--out", required=True)
-    for p in sub.choices.values():
-        p.add_argument("--log")
-    args = parser.parse_args(argv)
-    setup_logging(args.log)
-
-    if args.command == "pairs":
-        from workflow.embed import load_embeddings
-
-        start = time.perf_counter()
-        meta = read_tsv(args.metadata)
-        image_ids, emb = load_embeddings(args.embeddings)
-        row_of = {str(q): r for r, q in enumerate(image_ids)}
-        query_ids = meta.loc[meta["split"] == "query", "image_id"].to_numpy(dtype=object)
-        pairs = query_query_pairs(query_ids, emb[[row_of[q] for q in query_ids]], args.k)
-        cost = {"queries": len(query_ids), "k": args.k, "query_query_pairs": len(pairs),
-                "shortlist_seconds": round(time.perf_counter() - start, 3)}  # fmt: skip
-        logger.info("%d query x query pairs among %d queries (top-%d)", len(pairs), len(query_ids), args.k)
-        write_parquet(pairs, args.out)
-        write_json(cost, args.cost)
-    elif args.command == "cluster":
-        _cluster_main(args)
-    elif args.command == "submission":
-        clusters = pd.concat([read_clusters(c) for c in args.clusters], ignore_index=True)[["image_id", "cluster"]]
-        meta = pd.concat([read_tsv(m) for m in args.metadata], ignore_index=True)
-        check_clusters(clusters, meta.loc[meta["split"] == "query", "image_id"].tolist())
-        order = {q: k for k, q in enumerate(meta["image_id"])}
-        clusters = clusters.sort_values("image_id", key=lambda s: s.map(order))
-        with atomic_path(args.out) as tmp:
-            clusters.to_csv(tmp, index=False)
-        logger.info("wrote %s: %d rows, %d clusters", args.out, len(clusters), clusters["cluster"].nunique())
-    else:
-        from workflow.data import read_table
-
-        truth = None
-        if args.solution:
-            sol = read_table(args.solution)
-            truth = dict(zip(sol["image_id"], sol["identity"]))
-        rows = []
-        for dataset, path, label_path in zip(args.datasets, args.clusters, args.labels, strict=True):
-            clusters = read_clusters(path)
-            rows.extend(score_rows(dataset, clusters, read_tsv(label_path)[["image_id", "identity"]], truth))
-        table = score_table(rows)
-        logger.info("\n%s", table.to_string(index=False))
-        write_tsv(table.round(6), args.out)
+    commands = {
+        "pairs": command(None, "metadata embeddings", arg("--k", type=int, required=True), "out cost"),
+        "cluster": command(None, "dataset metadata",
+                           arg("--labels", required=True, help="predictions.tsv of the label stage"),
+                           arg("--gallery-pairs", required=True, help="WildFusion's pairs.parquet"),
+                           arg("--query-pairs", required=True), arg("--pairs-cost", default=""),
+                           arg("--embeddings", required=False, default="",
+                               help="with it, unscored pairs take the calibrated global cosine"),
+                           "matchers shards",
+                           arg("--shard-benchmarks", nargs="*", default=[],
+                               help="Snakemake benchmark records of the shards"),
+                           "calibrators weights threshold tuning", arg("--clusters", required=True),
+                           "threshold-out curve cost"),
+        "submission": command(None, arg("--clusters", nargs="+", required=True), arg("--metadata", nargs="+"), "out"),
+        "score": command(None, arg("--datasets", nargs="+", required=True),
+                         arg("--clusters", nargs="+", required=True, help="--datasets order"),
+                         arg("--labels", nargs="+", required=True,
+                             help="the label stage's predictions, --clusters order"),
+                         arg("--solution", required=False, default=""), "out"),
+    }  # fmt: skip
+    handlers = {"pairs": pairs_command, "cluster": _cluster_main, "submission": submission_command,
+                "score": score_command}  # fmt: skip
+    run_stage(stage_parser(__doc__, "log", commands=commands), argv, handlers)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workflow._entry import atomic_path, setup_logging
+from workflow.cli import arg, run_stage, stage_parser
 from workflow.data import read_table
 from workflow.discovery import clustering_scores, read_clusters
+from workflow.stage_io import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -58,17 +59,13 @@ def plot_cluster_sizes(clusters: pd.DataFrame, solution: pd.DataFrame, dataset: 
     return {"found": found.to_dict(), "true": true_new.to_dict(), **scores}
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--clusters", required=True)
-    parser.add_argument("--solution", required=True)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--log")
-    args = parser.parse_args(argv)
-    setup_logging(args.log)
+def run(args: argparse.Namespace) -> None:
     drawn = plot_cluster_sizes(read_clusters(args.clusters), read_table(args.solution), args.dataset, args.out)
     logger.info("%s: ARI %.3f, AMI %.3f", args.dataset, drawn["ARI"], drawn["AMI"])
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_stage(stage_parser(__doc__, "dataset", arg("--clusters", required=True), "solution out log"), argv, run)
 
 
 if __name__ == "__main__":

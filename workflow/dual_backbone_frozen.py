@@ -20,17 +20,7 @@ backbones frozen and trains only what sits on top of them, on cached vectors:
    frozen features of view 0), then the ArcFace argmax accuracy on view 0 of the validation images per epoch.
 3. **Retrieval** as in the paper mode: L2-normalised projections of view 0, faiss top-``k``, ``(cos + 1) / 2``.
 
-Held-out use of a similarity trained on the gallery:
-
-* ``pseudo.parquet`` (:func:`pseudo_runs`): for each simulated open-set split of the gallery
-  (:func:`workflow.thresholds.simulate_open_set_split`, the splits of ``threshold_tuning``) a head is trained on
-  that split's pseudo-gallery only and scores its pseudo-queries; the ``auto`` threshold of the stage is tuned
-  on the same per-split models, so no source is judged on images it was trained on.
-* ``pairs`` (:func:`heldout_pair_scores`): a raw score for each shortlist pair, a WildFusion source named
-  ``trained``. Query pairs are scored by the stage's model; each gallery pair (``a``, ``b``) is scored by a
-  fold model trained without the individuals of ``a``'s fold (``folds`` folds of the gallery individuals), so
-  the isotonic calibrator fitted on gallery pairs sees the similarity of an individual the head never saw
-  (conservative for known queries, exact for new ones) instead of the optimistic similarity of training pairs.
+Held-out use of the trained similarity (pseudo runs, fold-model pair scores): :mod:`workflow.dual_backbone_heldout`.
 
 Entry point ``python -m workflow.dual_backbone_frozen embed|pairs`` (``train`` and ``predict`` are reached through
 :mod:`workflow.dual_backbone`, which dispatches on ``--mode frozen`` and on the model file):
@@ -59,9 +49,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workflow._entry import atomic_path, read_tsv, set_threads, setup_logging, write_parquet
 from workflow.backbones import create_backbone, preprocess, resolve_device
+from workflow.cli import command, run_stage, stage_parser
 from workflow.dual_backbone import (
+    DEFAULT_TRAINING,
     ArcFaceHead,
     build_eval_transform,
     build_train_transform,
@@ -69,16 +60,14 @@ from workflow.dual_backbone import (
     stratified_split,
 )
 from workflow.embed import EmbeddingCache, backbone_key, l2_normalise, save_embeddings
-from workflow.faiss_search import topk_inner_product
 from workflow.images import load_image
 from workflow.safe_files import safe_load
-from workflow.thresholds import simulate_open_set_split
+from workflow.stage_io import atomic_path, read_tsv, write_parquet
 
 logger = logging.getLogger(__name__)
 
 MODES = ("finetune", "frozen")
 HISTORY_COLUMNS = ["epoch", "loss", "val_accuracy", "val_ncm", "seconds"]
-PSEUDO_COLUMNS = ["split", "image_id", "identity", "score", "truth", "is_new"]
 
 DEFAULT_FROZEN: dict[str, Any] = {
     "views": 2,  # cached views per gallery image: view 0 = embedding transform, 1.. = training augmentations
@@ -347,135 +336,6 @@ def fit_on_rows(
     return model
 
 
-# ------------------------------------------------------------------------------------------- held-out scoring
-
-
-def pseudo_runs(
-    views: np.ndarray, identities: np.ndarray, image_ids: np.ndarray, dims, cfg, head_cfg, tuning: Mapping[str, Any]
-) -> pd.DataFrame:
-    """``pseudo.parquet`` rows of the gallery (``views: [N x V x sum(D)]``): one retrained head per open-set split.
-
-    The splits are ``simulate_open_set_split(identities, new_fraction, query_fraction, rng)`` drawn
-    ``repeats`` times from ``np.random.default_rng(seed)`` (``tuning`` = config ``threshold_tuning``), exactly as
-    :func:`workflow.thresholds.tune_threshold` draws them. Each head is trained on the split's pseudo-gallery only;
-    a pseudo-query's ``identity`` is its nearest pseudo-gallery image's and ``score`` is ``(cos + 1) / 2``.
-    """
-    identities = np.asarray(identities, dtype=object)
-    rng = np.random.default_rng(int(tuning.get("seed", 0)))
-    frames = []
-    for r in range(int(tuning.get("repeats", 5))):
-        split = simulate_open_set_split(
-            identities, float(tuning.get("new_fraction", 0.33)), float(tuning.get("query_fraction", 0.3)), rng
-        )
-        t0 = time.perf_counter()
-        model = fit_on_rows(views, identities, split.gallery, dims, cfg, head_cfg, seed=r)
-        q, g = project(model, views[split.query, 0]), project(model, views[split.gallery, 0])
-        idx, cos = topk_inner_product(q, g, 1)
-        found = idx.shape[1] > 0
-        frames.append(
-            pd.DataFrame(
-                {
-                    "split": r,
-                    "image_id": np.asarray(image_ids, dtype=object)[split.query].astype(str),
-                    "identity": identities[split.gallery][idx[:, 0]].astype(str) if found else "",
-                    "score": (np.clip(cos[:, 0], -1, 1) + 1) / 2 if found else -np.inf,
-                    "truth": identities[split.query].astype(str),
-                    "is_new": split.is_new,
-                }
-            )
-        )
-        logger.info("pseudo split %d: head trained on %d pseudo-gallery images in %.1f s", r, len(split.gallery),
-                    time.perf_counter() - t0)  # fmt: skip
-    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=PSEUDO_COLUMNS)
-    return out.astype({"split": int, "image_id": str, "identity": str, "score": float, "truth": str, "is_new": bool})
-
-
-def pseudo_scorer(pseudo: pd.DataFrame, image_ids: np.ndarray):
-    """A :data:`workflow.thresholds.Scorer` that replays :func:`pseudo_runs` (called in the same split order)."""
-    pos = {str(i): n for n, i in enumerate(image_ids)}
-    runs = [g for _, g in pseudo.groupby("split", sort=True)]
-    calls = iter(range(len(runs)))
-
-    def scorer(query_idx: np.ndarray, gallery_idx: np.ndarray):
-        run = runs[next(calls)]
-        if [pos[i] for i in run["image_id"]] != list(np.asarray(query_idx)):
-            raise RuntimeError("pseudo_scorer: the tuning splits differ from the pseudo splits (seed or repeats)")
-        return run["identity"].to_numpy(dtype=object), run["score"].to_numpy(float)
-
-    return scorer
-
-
-def abstaining_pseudo(identities: np.ndarray, image_ids: np.ndarray, tuning: Mapping[str, Any]) -> pd.DataFrame:
-    """``pseudo.parquet`` of a source that cannot be judged without its training images (the fine-tuned model):
-    the same splits, ``identity`` ``""`` and ``score`` ``-inf`` for every pseudo-query."""
-    identities = np.asarray(identities, dtype=object)
-    rng = np.random.default_rng(int(tuning.get("seed", 0)))
-    frames = []
-    for r in range(int(tuning.get("repeats", 5))):
-        s = simulate_open_set_split(
-            identities, float(tuning.get("new_fraction", 0.33)), float(tuning.get("query_fraction", 0.3)), rng
-        )
-        frames.append(pd.DataFrame({"split": r, "image_id": np.asarray(image_ids, dtype=object)[s.query].astype(str),
-                                    "identity": "", "score": -np.inf, "truth": identities[s.query].astype(str),
-                                    "is_new": s.is_new}))  # fmt: skip
-    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=PSEUDO_COLUMNS)
-    return out.astype({"split": int, "image_id": str, "identity": str, "score": float, "truth": str, "is_new": bool})
-
-
-def fold_of_individuals(identities: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
-    """Fold ``0 .. folds-1`` of each row, the same for every image of an individual (individuals shuffled)."""
-    individuals = np.array(sorted(set(np.asarray(identities, dtype=object))), dtype=object)
-    order = np.random.default_rng(seed).permutation(len(individuals))
-    fold = {individuals[j]: n % folds for n, j in enumerate(order)}
-    return np.array([fold[i] for i in identities], np.int64)
-
-
-def heldout_pair_scores(
-    pairs: pd.DataFrame,
-    image_ids: np.ndarray,
-    embeddings: np.ndarray,
-    gallery_rows: np.ndarray,
-    gallery_views: np.ndarray,
-    gallery_identities: np.ndarray,
-    dims,
-    cfg,
-    head_cfg,
-    seed: int = 0,
-) -> pd.DataFrame:
-    """Raw ``trained`` score (cosine) of every shortlist pair: ``query, candidate, score``.
-
-    ``embeddings: [N x P]`` are the stage model's (rows of ``image_ids``) and score the query pairs.
-    ``gallery_views: [G x V x sum(D)]`` are the gallery's cached views (rows ``gallery_rows`` of ``image_ids``):
-    gallery pair ``(a, b)`` is scored by the fold model trained without ``a``'s fold of individuals (see the
-    module docstring), which is what the calibrator is fitted on.
-    """
-    cfg = resolve_frozen(cfg)
-    row = {str(i): n for n, i in enumerate(image_ids)}
-    q = pairs["query"].astype(str).map(row).to_numpy()
-    c = pairs["candidate"].astype(str).map(row).to_numpy()
-    if np.isnan(q.astype(float)).any() or np.isnan(c.astype(float)).any():
-        raise ValueError("shortlist pairs name images that are not in the metadata table")
-    score = np.einsum("ij,ij->i", embeddings[q.astype(int)], embeddings[c.astype(int)]).astype(np.float64)
-    is_gal = (pairs["kind"] == "gallery").to_numpy()
-    gpos = {int(r): n for n, r in enumerate(gallery_rows)}
-    folds = fold_of_individuals(gallery_identities, int(cfg["folds"]), seed)
-    qg = np.array([gpos[int(v)] for v in q[is_gal]], np.int64)
-    cg = np.array([gpos[int(v)] for v in c[is_gal]], np.int64)
-    gscore = np.full(len(qg), np.nan)
-    for f in range(int(cfg["folds"])):
-        held = folds == f
-        t0 = time.perf_counter()
-        model = fit_on_rows(gallery_views, gallery_identities, np.flatnonzero(~held), dims, cfg, head_cfg, seed + f)
-        emb = project(model, gallery_views[:, 0])
-        sel = held[qg]
-        gscore[sel] = np.einsum("ij,ij->i", emb[qg[sel]], emb[cg[sel]])
-        logger.info("fold %d: %d held-out gallery images, %d pairs scored, %.1f s", f, int(held.sum()),
-                    int(sel.sum()), time.perf_counter() - t0)  # fmt: skip
-    score[is_gal] = gscore
-    return pd.DataFrame({"query": pairs["query"].astype(str), "candidate": pairs["candidate"].astype(str),
-                         "score": score})  # fmt: skip
-
-
 # ------------------------------------------------------------------------------------------------ model file
 
 
@@ -529,7 +389,7 @@ def _table_views(meta, settings, views, cache, device) -> tuple[np.ndarray, list
 
 def train_main(args: argparse.Namespace, meta: pd.DataFrame) -> None:
     """``dual_backbone train --mode frozen``: cache the gallery's views, train, write the model and history."""
-    from workflow._entry import write_tsv
+    from workflow.stage_io import write_tsv
 
     gal = meta[meta["split"] == "database"].reset_index(drop=True)
     frozen = resolve_frozen(json.loads(args.frozen))
@@ -541,8 +401,9 @@ def train_main(args: argparse.Namespace, meta: pd.DataFrame) -> None:
     t_cache = time.perf_counter() - t0
     classes = sorted(set(gal["identity"].astype(str)))
     labels = pd.Categorical(gal["identity"].astype(str), classes).codes.astype(np.int64)
-    seed = int(training.get("seed", 0))
-    tr, va = stratified_split(gal["identity"].to_numpy(), float(training.get("val_fraction", 0.1)), seed)
+    resolved = {**DEFAULT_TRAINING, **training}  # the keys not set keep the fine-tuning mode's defaults
+    seed = int(resolved["seed"])
+    tr, va = stratified_split(gal["identity"].to_numpy(), float(resolved["val_fraction"]), seed)
     t0 = time.perf_counter()
     model, head, history = train_head(views[tr], labels[tr], len(classes), dims, frozen, settings["head"],
                                       (views[va, 0], labels[va]), seed)  # fmt: skip
@@ -559,8 +420,9 @@ def train_main(args: argparse.Namespace, meta: pd.DataFrame) -> None:
 
 def predict_main(args: argparse.Namespace, meta: pd.DataFrame) -> None:
     """``dual_backbone predict`` on a frozen-mode model: retrieval, per-split pseudo runs, ``auto`` threshold."""
-    from workflow._entry import write_stage_outputs
     from workflow.dual_backbone import retrieve
+    from workflow.dual_backbone_heldout import pseudo_runs, pseudo_scorer
+    from workflow.stage_io import write_stage_outputs
     from workflow.thresholds import apply_threshold, choose_threshold
 
     model, _, _, settings = load_frozen_model(args.model)
@@ -603,40 +465,28 @@ def embed_table(model_path: str, meta: pd.DataFrame, cache: str, device: str = "
     return project(model, table_views(meta, settings, 1, cache, device)[:, 0])
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("embed", help="embeddings of every image by the trained model (shortlist backbone 'trained')")
-    p.add_argument("--out", required=True)
-    p = sub.add_parser("pairs", help="held-out raw scores of the shortlist pairs (WildFusion source 'trained')")
-    p.add_argument("--shortlist", required=True)
-    p.add_argument("--out", required=True)
-    for p in sub.choices.values():
-        p.add_argument("--model", required=True)
-        p.add_argument("--metadata", required=True)
-        p.add_argument("--cache", required=True)
-        p.add_argument("--device", default="auto")
-        p.add_argument("--threads", type=int)
-        p.add_argument("--log")
-    args = parser.parse_args(argv)
-    setup_logging(args.log)
-    set_threads(args.threads)
+def embed_command(args: argparse.Namespace) -> None:
+    """``embed``: embeddings of every image of the table by the trained model."""
     meta = read_tsv(args.metadata)
-    if args.command == "embed":
-        save_embeddings(args.out, meta["image_id"].to_numpy(), embed_table(args.model, meta, args.cache, args.device))
-        return
-    if not is_frozen_model(args.model):
-        raise ValueError(f"{args.model}: the 'trained' fusion source needs dual_backbone.mode: frozen")
-    model, _, _, settings = load_frozen_model(args.model)
-    pairs = pd.read_parquet(args.shortlist)
-    emb = embed_table(args.model, meta, args.cache, args.device)
-    is_gal = (meta["split"] == "database").to_numpy()
-    gal = meta[is_gal].reset_index(drop=True)
-    gviews = table_views(gal, settings, int(settings["frozen"]["views"]), args.cache, args.device)
-    scores = heldout_pair_scores(pairs, meta["image_id"].astype(str).to_numpy(), emb, np.flatnonzero(is_gal), gviews,
-                                 gal["identity"].to_numpy(dtype=object), settings["dims"], settings["frozen"],
-                                 settings["head"], int(settings["training"].get("seed", 0)))  # fmt: skip
-    write_parquet(scores, args.out)
+    save_embeddings(args.out, meta["image_id"].to_numpy(), embed_table(args.model, meta, args.cache, args.device))
+
+
+def pairs_command(args: argparse.Namespace) -> None:
+    """``pairs``: held-out raw scores of the shortlist pairs (:mod:`workflow.dual_backbone_heldout`)."""
+    from workflow.dual_backbone_heldout import shortlist_pair_scores
+
+    meta = read_tsv(args.metadata)
+    write_parquet(shortlist_pair_scores(args.model, meta, pd.read_parquet(args.shortlist), args.cache, args.device),
+                  args.out)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    commands = {
+        "embed": command("embeddings of every image by the trained model (shortlist backbone 'trained')", "out"),
+        "pairs": command("held-out raw scores of the shortlist pairs (WildFusion source 'trained')", "shortlist out"),
+    }
+    parser = stage_parser(__doc__, "model metadata cache device threads log", commands=commands)
+    run_stage(parser, argv, {"embed": embed_command, "pairs": pairs_command}, torch_threads=True)
 
 
 if __name__ == "__main__":

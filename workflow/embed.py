@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from workflow._entry import atomic_path, read_tsv, set_threads, setup_logging
+from workflow.cli import arg, run_stage, stage_parser
 from workflow.keys import UNRESOLVED, param_key, weights_identity
+from workflow.stage_io import atomic_path, read_tsv
 
 logger = logging.getLogger(__name__)
 
@@ -119,24 +120,22 @@ def embed_dataset(
     return l2_normalise(np.stack(vectors))
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--metadata", required=True)
-    parser.add_argument("--backbone", required=True, help="JSON backbone configuration")
-    parser.add_argument("--cache", required=True)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--log")
-    args = parser.parse_args(argv)
-    setup_logging(args.log)
-    set_threads(args.threads)
+def run(args: argparse.Namespace) -> None:
+    """Embeddings of every image of one dataset's table."""
     meta = read_tsv(args.metadata)
     emb = embed_dataset(
         meta["abspath"].tolist(), meta["sha1"].tolist(), json.loads(args.backbone), args.cache, args.device
     )
     save_embeddings(args.out, meta["image_id"].to_numpy(), emb)
     logger.info("wrote %s: %s", args.out, emb.shape)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = stage_parser(
+        __doc__, "metadata", arg("--backbone", required=True, help="JSON backbone configuration"),
+        "cache device threads out log",
+    )  # fmt: skip
+    run_stage(parser, argv, run, torch_threads=True)
 
 
 if __name__ == "__main__":

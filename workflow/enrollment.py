@@ -37,8 +37,9 @@ from pathlib import Path
 import pandas as pd
 
 from workflow import NEW_INDIVIDUAL
-from workflow._entry import atomic_path, setup_logging
+from workflow.cli import arg, command, run_stage, stage_parser
 from workflow.data import DataValidationError, Problem, check_split_coverage, hash_file, read_table, validate_dataset
+from workflow.stage_io import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -393,19 +394,7 @@ def undo(directory: str | Path) -> int:
     return base
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    e = sub.add_parser("enroll", help="the next gallery version from a decisions CSV")
-    e.add_argument("--decisions", required=True)
-    e.add_argument("--new-name-prefix", default="new_")
-    u = sub.add_parser("undo", help="go back to the previous gallery version")
-    for p in (e, u):
-        p.add_argument("--data-root", required=True)
-        p.add_argument("--dir", required=True, help="the data's enrollment folder (enrollment_dir)")
-        p.add_argument("--log")
-    args = parser.parse_args(argv)
-    setup_logging(args.log)
+def _run(args: argparse.Namespace) -> None:
     try:
         if args.command == "enroll":
             enroll(args.data_root, args.dir, args.decisions, args.new_name_prefix)
@@ -414,6 +403,18 @@ def main(argv: list[str] | None = None) -> None:
     except (DataValidationError, EnrollmentError) as err:
         logger.error("%s", err)
         raise SystemExit(1) from None
+
+
+def main(argv: list[str] | None = None) -> None:
+    commands = {
+        "enroll": command("the next gallery version from a decisions CSV", arg("--decisions", required=True),
+                          arg("--new-name-prefix", default="new_")),
+        "undo": command("go back to the previous gallery version"),
+    }  # fmt: skip
+    parser = stage_parser(__doc__, arg("--data-root", required=True),
+                          arg("--dir", required=True, help="the data's enrollment folder (enrollment_dir)"), "log",
+                          commands=commands)  # fmt: skip
+    run_stage(parser, argv, _run)
 
 
 if __name__ == "__main__":

@@ -20,9 +20,10 @@ import numpy as np
 import pandas as pd
 
 from workflow import NEW_INDIVIDUAL
-from workflow._entry import atomic_path, read_tsv, setup_logging, write_tsv
+from workflow.cli import arg, command, run_stage, stage_parser
 from workflow.data import read_table
 from workflow.metrics import SCORE_COLUMNS, score_table
+from workflow.stage_io import atomic_path, read_tsv, write_tsv
 
 logger = logging.getLogger(__name__)
 
@@ -61,54 +62,54 @@ def check_submission(sub: pd.DataFrame, query_ids: list[str], gallery_identities
         raise ValueError(f"submission predicts identities that are not in the database: {bad[:5]}")
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("score")
-    p.add_argument("--stage", required=True)
-    p.add_argument("--predictions", nargs="+", required=True)
-    p.add_argument("--metadata", nargs="+", required=True, help="validated per-dataset tables")
-    p.add_argument("--solution", default="", nargs="?", const="", help="solution.csv (absent: not scored)")
-    p.add_argument("--out", required=True)
-    p = sub.add_parser("table")
-    p.add_argument("--scores", nargs="+", required=True)
-    p.add_argument("--out", required=True)
-    p = sub.add_parser("submission")
-    p.add_argument("--predictions", nargs="+", required=True)
-    p.add_argument("--metadata", nargs="+", required=True)
-    p.add_argument("--out", required=True)
-    for p in sub.choices.values():
-        p.add_argument("--log")
-    args = parser.parse_args(argv)
-    setup_logging(args.log)
-
-    if args.command == "score":
-        preds = concat_predictions(args.predictions)
-        meta = pd.concat([read_tsv(m) for m in args.metadata], ignore_index=True)
-        if args.solution and Path(args.solution).is_file():
-            solution = read_table(args.solution)
-            # photos enrolled into the gallery (workflow/enrollment.py) are no longer queries: not scored
-            queries = set(meta.loc[meta["split"] == "query", "image_id"].astype(str))
-            table = score_table(args.stage, preds, solution[solution["image_id"].isin(queries)])
-        else:
-            table = unscored_table(args.stage, preds, sorted(meta["dataset"].unique()), meta)
-        logger.info("%s\n%s", args.stage, table.to_string(index=False))
-        write_tsv(table, args.out)
-    elif args.command == "table":
-        table = pd.concat([read_tsv(s) for s in args.scores], ignore_index=True)[SCORE_COLUMNS]
-        logger.info("\n%s", table.to_string(index=False))
-        write_tsv(table.round(6), args.out)
+def score_stage(args: argparse.Namespace) -> None:
+    """``score``: the stage's scores per dataset (unscored rows without solution.csv)."""
+    preds = concat_predictions(args.predictions)
+    meta = pd.concat([read_tsv(m) for m in args.metadata], ignore_index=True)
+    if args.solution and Path(args.solution).is_file():
+        solution = read_table(args.solution)
+        # photos enrolled into the gallery (workflow/enrollment.py) are no longer queries: not scored
+        queries = set(meta.loc[meta["split"] == "query", "image_id"].astype(str))
+        table = score_table(args.stage, preds, solution[solution["image_id"].isin(queries)])
     else:
-        preds = concat_predictions(args.predictions)[["image_id", "identity"]]
-        meta = pd.concat([read_tsv(m) for m in args.metadata], ignore_index=True)
-        query_ids = meta.loc[meta["split"] == "query", "image_id"].tolist()
-        check_submission(preds, query_ids, set(meta.loc[meta["split"] == "database", "identity"]))
-        order = {image_id: i for i, image_id in enumerate(meta["image_id"])}
-        preds = preds.sort_values("image_id", key=lambda s: s.map(order))
-        with atomic_path(args.out) as tmp:
-            preds.to_csv(tmp, index=False)
-        logger.info("wrote %s: %d rows, %.1f%% new_individual", args.out, len(preds),
-                    100 * float(np.mean(preds["identity"] == NEW_INDIVIDUAL)) if len(preds) else 0.0)  # fmt: skip
+        table = unscored_table(args.stage, preds, sorted(meta["dataset"].unique()), meta)
+    logger.info("%s\n%s", args.stage, table.to_string(index=False))
+    write_tsv(table, args.out)
+
+
+def scores_table(args: argparse.Namespace) -> None:
+    """``table``: every stage's scores in one table."""
+    scores = pd.concat([read_tsv(s) for s in args.scores], ignore_index=True)[SCORE_COLUMNS]
+    logger.info("\n%s", scores.to_string(index=False))
+    write_tsv(scores.round(6), args.out)
+
+
+def write_submission(args: argparse.Namespace) -> None:
+    """``submission``: the submitted stage's predictions of every dataset, checked, in metadata order."""
+    preds = concat_predictions(args.predictions)[["image_id", "identity"]]
+    meta = pd.concat([read_tsv(m) for m in args.metadata], ignore_index=True)
+    query_ids = meta.loc[meta["split"] == "query", "image_id"].tolist()
+    check_submission(preds, query_ids, set(meta.loc[meta["split"] == "database", "identity"]))
+    order = {image_id: i for i, image_id in enumerate(meta["image_id"])}
+    preds = preds.sort_values("image_id", key=lambda s: s.map(order))
+    with atomic_path(args.out) as tmp:
+        preds.to_csv(tmp, index=False)
+    logger.info("wrote %s: %d rows, %.1f%% new_individual", args.out, len(preds),
+                100 * float(np.mean(preds["identity"] == NEW_INDIVIDUAL)) if len(preds) else 0.0)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    predictions = arg("--predictions", nargs="+", required=True)
+    commands = {
+        "score": command(None, arg("--stage", required=True), predictions,
+                         arg("--metadata", nargs="+", help="validated per-dataset tables"),
+                         arg("--solution", required=False, default="", nargs="?", const="",
+                             help="solution.csv (absent: not scored)"), "out"),
+        "table": command(None, arg("--scores", nargs="+", required=True), "out"),
+        "submission": command(None, predictions, arg("--metadata", nargs="+"), "out"),
+    }  # fmt: skip
+    run_stage(stage_parser(__doc__, "log", commands=commands), argv, {"score": score_stage, "table": scores_table,
+                                                                     "submission": write_submission})  # fmt: skip
 
 
 if __name__ == "__main__":

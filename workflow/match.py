@@ -34,10 +34,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workflow._entry import atomic_path, read_tsv, set_threads, setup_logging, write_json, write_tsv
+from workflow.cli import arg, command, run_stage, stage_parser
 from workflow.keys import file_identity, param_key
 from workflow.pair_cache import PairCache, cache_enabled, pair_cache_key
 from workflow.shortlist import read_pairs
+from workflow.stage_io import atomic_path, read_tsv, write_json, write_tsv
 
 logger = logging.getLogger(__name__)
 
@@ -219,39 +220,17 @@ def read_shards(paths: list[str]) -> pd.DataFrame:
     return pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("extract")
-    p.add_argument("--metadata", required=True)
-    p.add_argument("--cache", required=True)
-    p.add_argument("--out", required=True)
-    p = sub.add_parser("shard")
-    p.add_argument("--shortlist", required=True)
-    p.add_argument("--features", required=True, help="manifest written by 'extract'")
-    p.add_argument("--shard", type=int, required=True, help="0-based shard index")
-    p.add_argument("--n-shards", type=int, required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--pair-cache", default="", help="root of the pair-level score cache; empty: no cache")
-    p.add_argument("--learned-pairs", type=str.lower, choices=["true", "false"], default="false",
-                   help="cache the scores of learned (batch-dependent) matchers too")  # fmt: skip
-    p.add_argument("--cost", help="JSON: pairs requested, served from the pair cache, matched; seconds")
-    for p in sub.choices.values():
-        p.add_argument("--matcher", required=True)
-        p.add_argument("--conf", default="{}", help="JSON matcher options")
-        p.add_argument("--device", default="auto", help="for learned matchers: auto, cpu or cuda")
-        p.add_argument("--threads", type=int)
-        p.add_argument("--log")
-    args = parser.parse_args(argv)
-    setup_logging(args.log)
-    set_threads(args.threads)
+def extract(args: argparse.Namespace) -> None:
+    """``extract``: local features of every image of one dataset (cached), and their manifest."""
     conf = with_device(args.matcher, json.loads(args.conf), args.device)
-    if args.command == "extract":
-        manifest = extract_dataset(read_tsv(args.metadata), args.matcher, conf, args.cache)
-        write_tsv(manifest, args.out)
-        return
+    write_tsv(extract_dataset(read_tsv(args.metadata), args.matcher, conf, args.cache), args.out)
+
+
+def shard(args: argparse.Namespace) -> None:
+    """``shard``: match the shortlist pairs of one shard's source images."""
     from workflow.matchers import create_matcher
 
+    conf = with_device(args.matcher, json.loads(args.conf), args.device)
     pairs = read_pairs(args.shortlist)
     sources = set(shard_sources(pairs, args.shard, args.n_shards))
     mine = pairs[pairs["query"].isin(sources)]
@@ -278,6 +257,25 @@ def main(argv: list[str] | None = None) -> None:
         table.to_parquet(tmp, index=False)
     if args.cost:
         write_json(counts, args.cost)
+
+
+def main(argv: list[str] | None = None) -> None:
+    commands = {
+        "extract": command(None, "metadata cache out"),
+        "shard": command(None, "shortlist", arg("--features", required=True, help="manifest written by 'extract'"),
+                         arg("--shard", type=int, required=True, help="0-based shard index"),
+                         arg("--n-shards", type=int, required=True), "out",
+                         arg("--pair-cache", default="", help="root of the pair-level score cache; empty: no cache"),
+                         arg("--learned-pairs", type=str.lower, choices=["true", "false"], default="false",
+                             help="cache the scores of learned (batch-dependent) matchers too"),
+                         arg("--cost", help="JSON: pairs requested, served from the pair cache, matched; seconds")),
+    }  # fmt: skip
+    parser = stage_parser(
+        __doc__, arg("--matcher", required=True),
+        arg("--conf", required=False, default="{}", help="JSON matcher options"),
+        arg("--device", help="for learned matchers: auto, cpu or cuda"), "threads log", commands=commands,
+    )  # fmt: skip
+    run_stage(parser, argv, {"extract": extract, "shard": shard}, torch_threads=True)
 
 
 if __name__ == "__main__":

@@ -38,8 +38,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workflow._entry import atomic_path
 from workflow.keys import file_identity, param_key
+from workflow.stage_io import atomic_path
 
 logger = logging.getLogger(__name__)
 

@@ -23,9 +23,10 @@ import numpy as np
 import pandas as pd
 
 from workflow import NEW_INDIVIDUAL
-from workflow._entry import atomic_path, read_tsv, setup_logging
+from workflow.cli import arg, command, run_stage, stage_parser
 from workflow.data import read_table
 from workflow.metrics import score_predictions
+from workflow.stage_io import atomic_path, read_tsv
 
 logger = logging.getLogger(__name__)
 
@@ -309,70 +310,70 @@ def scores_html(table: pd.DataFrame) -> str:
 # ------------------------------------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("new-share")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--stages", nargs="+", required=True)
-    p.add_argument("--predictions", nargs="+", required=True, help="one per stage, in the order of --stages")
-    p.add_argument("--solution", required=True)
-    p.add_argument("--out", required=True)
-    p = sub.add_parser("matches")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--pairs", required=True)
-    p.add_argument("--metadata", required=True)
-    p.add_argument("--solution", default="", nargs="?", const="", help="solution.csv (absent: not scored)")
-    p.add_argument("--matchers", required=True, help="JSON {name: options}, in row order")
-    p.add_argument("--n", type=int, default=3)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--out", required=True)
-    p = sub.add_parser("scores-html")
-    p.add_argument("--scores", required=True)
-    p.add_argument("--out", required=True)
-    for p in sub.choices.values():
-        p.add_argument("--log", default=None)
-    args = parser.parse_args(argv)
-    setup_logging(args.log)
+def new_share(args: argparse.Namespace) -> None:
+    """``new-share``: score versus share predicted new of every stage on one dataset."""
+    if len(args.stages) != len(args.predictions):
+        raise SystemExit(f"error: {len(args.stages)} stages but {len(args.predictions)} prediction files")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    solution = read_table(args.solution)
+    curves = {}
+    for stage, path in zip(args.stages, args.predictions):
+        pred = read_tsv(path)
+        curves[stage] = (new_share_curve(pred, solution), used_point(pred, solution))
+        logger.info(
+            "%s/%s: used share %.3f score %.3f",
+            args.dataset,
+            stage,
+            curves[stage][1]["new_share"],
+            curves[stage][1]["score"],
+        )
+    plot_new_share(curves, args.dataset, args.out)
 
-    if args.command == "new-share":
-        if len(args.stages) != len(args.predictions):
-            parser.error(f"{len(args.stages)} stages but {len(args.predictions)} prediction files")
-        solution = read_table(args.solution)
-        curves = {}
-        for stage, path in zip(args.stages, args.predictions):
-            pred = read_tsv(path)
-            curves[stage] = (new_share_curve(pred, solution), used_point(pred, solution))
-            logger.info(
-                "%s/%s: used share %.3f score %.3f",
-                args.dataset,
-                stage,
-                curves[stage][1]["new_share"],
-                curves[stage][1]["score"],
-            )
-        plot_new_share(curves, args.dataset, args.out)
-    elif args.command == "matches":
-        from workflow.match import with_device
 
-        pairs = pd.read_parquet(args.pairs)
-        meta = read_tsv(args.metadata)
-        known = None
-        if args.solution:
-            sol = read_table(args.solution)
-            known = set(sol.loc[~_is_new(sol["new"]), "image_id"].astype(str))
-        examples = pick_examples(pairs, args.n, known)
-        if examples.empty and known is not None:
-            examples = pick_examples(pairs, args.n)
-        logger.info("%s: examples %s", args.dataset, examples.to_dict("records"))
-        matchers = {name: with_device(name, conf, args.device) for name, conf in json.loads(args.matchers).items()}
-        paths = dict(zip(meta["image_id"].astype(str), meta["abspath"]))
-        plot_matches(examples, paths, matchers, args.dataset, args.out)
-    else:
-        table = read_tsv(args.scores)
-        with atomic_path(args.out) as tmp:
-            Path(tmp).write_text(scores_html(table))
-        logger.info("wrote %s: %d rows", args.out, len(table))
+def matches(args: argparse.Namespace) -> None:
+    """``matches``: keypoint matches of example pairs, one row per matcher."""
+    from workflow.match import with_device
+
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    pairs = pd.read_parquet(args.pairs)
+    meta = read_tsv(args.metadata)
+    known = None
+    if args.solution:
+        sol = read_table(args.solution)
+        known = set(sol.loc[~_is_new(sol["new"]), "image_id"].astype(str))
+    examples = pick_examples(pairs, args.n, known)
+    if examples.empty and known is not None:
+        examples = pick_examples(pairs, args.n)
+    logger.info("%s: examples %s", args.dataset, examples.to_dict("records"))
+    matchers = {name: with_device(name, conf, args.device) for name, conf in json.loads(args.matchers).items()}
+    paths = dict(zip(meta["image_id"].astype(str), meta["abspath"]))
+    plot_matches(examples, paths, matchers, args.dataset, args.out)
+
+
+def scores_page(args: argparse.Namespace) -> None:
+    """``scores-html``: the scores table as an HTML page."""
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    table = read_tsv(args.scores)
+    with atomic_path(args.out) as tmp:
+        Path(tmp).write_text(scores_html(table))
+    logger.info("wrote %s: %d rows", args.out, len(table))
+
+
+def main(argv: list[str] | None = None) -> None:
+    solution = arg("--solution", required=False, default="", nargs="?", const="",
+                   help="solution.csv (absent: not scored)")  # fmt: skip
+    commands = {
+        "new-share": command(None, "dataset", arg("--stages", nargs="+", required=True),
+                             arg("--predictions", nargs="+", help="one per stage, in the order of --stages"),
+                             "solution out"),
+        "matches": command(None, "dataset", arg("--pairs", required=True), "metadata", solution,
+                           arg("--matchers", nargs=None, default=None, required=True,
+                               help="JSON {name: options}, in row order"),
+                           arg("--n", type=int, default=3), arg("--device", default="cpu"), "out"),
+        "scores-html": command(None, arg("--scores", required=True), "out"),
+    }  # fmt: skip
+    handlers = {"new-share": new_share, "matches": matches, "scores-html": scores_page}
+    run_stage(stage_parser(__doc__, "log", commands=commands), argv, handlers)
 
 
 if __name__ == "__main__":

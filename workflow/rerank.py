@@ -37,7 +37,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from workflow._entry import read_tsv, setup_logging, write_json, write_parquet, write_stage_outputs
+from workflow.cli import arg, run_stage, stage_parser
+from workflow.stage_io import read_tsv, write_json, write_parquet, write_stage_outputs
 from workflow.thresholds import pseudo_best_score
 from workflow.wildfusion import predict_stage, pseudo_pairs_table
 
@@ -132,37 +133,22 @@ def choose_rerank(
     same splits of the gallery (its gallery x gallery pairs only: no query truth is read). Returns whether
     re-ranking applies and the two simulated scores.
     """
-    grid = int(tuning.get("grid_size", 101))
+    grid = int(tuning["grid_size"])
     wf_score, _ = pseudo_best_score(pseudo_pairs_table(meta, pairs, fused, tuning), grid)
     rr_score, _ = pseudo_best_score(pseudo_pairs_table(meta, pairs, reranked, tuning), grid)
     applied = bool(rr_score > wf_score)
     return applied, {"wildfusion_score": round(wf_score, 6), "rerank_score": round(rr_score, 6), "auto": True}
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--metadata", required=True)
-    parser.add_argument("--pairs", required=True, help="WildFusion's pairs.parquet")
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--conf", required=True, help="JSON: datasets, k1, k2, lambda")
-    parser.add_argument("--threshold", required=True)
-    parser.add_argument("--tuning", required=True)
-    parser.add_argument("--predictions", required=True)
-    parser.add_argument("--threshold-out", required=True)
-    parser.add_argument("--curve", required=True)
-    parser.add_argument("--pairs-out", required=True)
-    parser.add_argument("--cost", required=True)
-    parser.add_argument("--pseudo", help="pseudo.parquet: the stage on the simulated open-set splits of the gallery")
-    parser.add_argument("--log")
-    args = parser.parse_args(argv)
-    setup_logging(args.log)
+def run(args: argparse.Namespace) -> None:
+    """The stage on one dataset: re-ranked (or passed-through) scores, predictions, threshold, curve and cost."""
     conf = json.loads(args.conf)
     meta = read_tsv(args.metadata)
     pairs = pd.read_parquet(args.pairs)
     fused = pairs["fused"].to_numpy(np.float64)
     tuning = json.loads(args.tuning)
-    setting = conf.get("datasets", [])
-    k1, k2, lam = int(conf.get("k1", 20)), int(conf.get("k2", 6)), float(conf.get("lambda", 0.1))
+    setting = conf["datasets"]
+    k1, k2, lam = int(conf["k1"]), int(conf["k2"]), float(conf["lambda"])
     start = time.perf_counter()
     choice: dict = {}
     if setting == "auto":
@@ -205,6 +191,15 @@ def main(argv: list[str] | None = None) -> None:
         write_parquet(pseudo_pairs_table(meta, pairs, score, tuning), args.pseudo)
     write_stage_outputs(args.dataset, preds, info, curve, args.predictions, args.threshold_out, args.curve)
     write_json(cost, args.cost)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = stage_parser(
+        __doc__, "metadata", arg("--pairs", required=True, help="WildFusion's pairs.parquet"), "dataset",
+        arg("--conf", help="JSON: datasets, k1, k2, lambda"), "threshold tuning predictions threshold-out curve",
+        "pairs-out cost pseudo log",
+    )  # fmt: skip
+    run_stage(parser, argv, run)
 
 
 if __name__ == "__main__":

@@ -20,9 +20,10 @@ import logging
 import numpy as np
 import pandas as pd
 
-from workflow._entry import read_tsv, setup_logging, write_parquet
+from workflow.cli import arg, run_stage, stage_parser
 from workflow.embed import load_embeddings
 from workflow.faiss_search import topk_inner_product
+from workflow.stage_io import read_tsv, write_parquet
 
 logger = logging.getLogger(__name__)
 
@@ -73,18 +74,8 @@ def read_pairs(path) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--metadata", required=True)
-    parser.add_argument("--embeddings", required=True)
-    parser.add_argument("--k-query", type=int, required=True)
-    parser.add_argument("--k-gallery", type=int, required=True)
-    parser.add_argument("--device", default="cpu", help="cpu, auto or cuda: faiss's GPU index where it has GPU support")
-    parser.add_argument("--threads", type=int)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--log")
-    args = parser.parse_args(argv)
-    setup_logging(args.log)
+def run(args: argparse.Namespace) -> None:
+    """The shortlist of one dataset (faiss limited to ``--threads``)."""
     if args.threads:
         import faiss
 
@@ -96,6 +87,16 @@ def main(argv: list[str] | None = None) -> None:
         "%d query pairs, %d gallery pairs", (pairs["kind"] == "query").sum(), (pairs["kind"] == "gallery").sum()
     )
     write_parquet(pairs, args.out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = stage_parser(
+        __doc__, "metadata embeddings", arg("--k-query", type=int, required=True),
+        arg("--k-gallery", type=int, required=True),
+        arg("--device", default="cpu", help="cpu, auto or cuda: faiss's GPU index where it has GPU support"),
+        "threads out log",
+    )  # fmt: skip
+    run_stage(parser, argv, run)
 
 
 if __name__ == "__main__":

@@ -15,27 +15,24 @@ from __future__ import annotations
 import argparse
 import logging
 
-from workflow._entry import read_tsv, setup_logging, write_json
+from workflow.cli import arg, run_stage, stage_parser
 from workflow.data import read_table
 from workflow.shortlist import read_pairs, shortlist_recall
+from workflow.stage_io import read_tsv, write_json
 
 logger = logging.getLogger(__name__)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pairs", required=True)
-    parser.add_argument("--metadata", required=True)
-    parser.add_argument("--solution", required=True)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--log")
-    args = parser.parse_args(argv)
-    setup_logging(args.log)
+def run(args: argparse.Namespace) -> None:
     recall = shortlist_recall(read_pairs(args.pairs), read_tsv(args.metadata), read_table(args.solution))
     logger.info(
         "shortlist recall@%d over %d known queries: %.3f", recall["k"], recall["known_queries"], recall["recall"]
     )
     write_json(recall, args.out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_stage(stage_parser(__doc__, arg("--pairs", required=True), "metadata solution out log"), argv, run)
 
 
 if __name__ == "__main__":

@@ -32,8 +32,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from workflow._entry import atomic_path, read_tsv, setup_logging
+from workflow.cli import arg, command, run_stage, stage_parser
 from workflow.data import (
+    VALIDATE_ARGS,
     DataValidationError,
     Problem,
     check_images,
@@ -42,6 +43,7 @@ from workflow.data import (
     validate_dataset,
 )
 from workflow.enrollment import ENROLLED, apply_changes, read_changes
+from workflow.stage_io import atomic_path, read_tsv
 
 logger = logging.getLogger(__name__)
 
@@ -213,45 +215,38 @@ def check_solution_file(root: str | Path, tables: list[str | Path]) -> dict:
     return {"queries": int(len(solution)), "new": int(new.sum()), "known": int((~new).sum())}
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    w = sub.add_parser("write", help="validate the data and write the per-dataset tables (content-stable)")
-    w.add_argument("--root", required=True, help="dataset folder with metadata.csv")
-    w.add_argument("--out-dir", required=True, help="where <dataset>.tsv files go")
-    w.add_argument("--datasets", nargs="+", required=True)
-    w.add_argument("--extra-columns", nargs="*", default=[])
-    w.add_argument("--threads", type=int, default=2)
-    w.add_argument(
-        "--allow-external-symlinks", action="store_true", help="accept images linked from outside the data folder"
+def write(args: argparse.Namespace) -> None:
+    """Validate the data and bring the per-dataset tables up to date (content-stable)."""
+    logger.info("validating %s", args.root)
+    changed = sync_tables(
+        args.root,
+        args.out_dir,
+        args.datasets,
+        args.extra_columns,
+        args.threads,
+        allow_external_symlinks=args.allow_external_symlinks,
+        enrollment=args.enrollment or None,
     )
-    w.add_argument("--enrollment", default="", help="changes.csv of the active gallery version (empty: none)")
-    w.add_argument("--log")
-    s = sub.add_parser("solution", help="validate solution.csv against the tables")
-    s.add_argument("--root", required=True)
-    s.add_argument("--tables", nargs="+", required=True)
-    s.add_argument("--out", required=True)
-    s.add_argument("--log")
-    args = parser.parse_args(argv)
-    setup_logging(args.log)
+    logger.info("tables written: %s (unchanged: the others)", changed or "none")
+
+
+def solution(args: argparse.Namespace) -> None:
+    """Validate solution.csv against the tables and write its summary."""
+    summary = check_solution_file(args.root, args.tables)
+    with atomic_path(args.out) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    logger.info("solution.csv is valid: %s", summary)
+
+
+def main(argv: list[str] | None = None) -> None:
+    commands = {
+        "write": command("validate the data and write the per-dataset tables (content-stable)", *VALIDATE_ARGS,
+                         arg("--enrollment", default="", help="changes.csv of the active gallery (or empty)")),
+        "solution": command("validate solution.csv against the tables", arg("--root", required=True),
+                            arg("--tables", nargs="+", required=True), "out"),
+    }  # fmt: skip
     try:
-        if args.command == "write":
-            logger.info("validating %s", args.root)
-            changed = sync_tables(
-                args.root,
-                args.out_dir,
-                args.datasets,
-                args.extra_columns,
-                args.threads,
-                allow_external_symlinks=args.allow_external_symlinks,
-                enrollment=args.enrollment or None,
-            )
-            logger.info("tables written: %s (unchanged: the others)", changed or "none")
-        else:
-            summary = check_solution_file(args.root, args.tables)
-            with atomic_path(args.out) as tmp:
-                tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-            logger.info("solution.csv is valid: %s", summary)
+        run_stage(stage_parser(__doc__, "log", commands=commands), argv, {"write": write, "solution": solution})
     except DataValidationError as err:
         logger.error("%s", err)
         raise SystemExit(1) from None

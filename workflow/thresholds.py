@@ -207,10 +207,10 @@ def pseudo_splits(identities: np.ndarray, tuning: dict, repeats: int | None = No
     ``rng = np.random.default_rng(seed)`` and ``n = repeats`` (default ``tuning["repeats"]``): the first ``n``
     splits are the same for any larger ``n``, so a trained source may write fewer splits than the others.
     """
-    rng = np.random.default_rng(tuning.get("seed", 0))
-    n = int(tuning.get("repeats", 10) if repeats is None else repeats)
+    rng = np.random.default_rng(tuning["seed"])
+    n = int(tuning["repeats"] if repeats is None else repeats)
     identities = np.asarray(identities, dtype=object)
-    nf, qf = tuning.get("new_fraction", 0.33), tuning.get("query_fraction", 0.3)
+    nf, qf = tuning["new_fraction"], tuning["query_fraction"]
     return [simulate_open_set_split(identities, nf, qf, rng) for _ in range(n)]
 
 

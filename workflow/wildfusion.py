@@ -23,10 +23,11 @@ import logging
 import numpy as np
 import pandas as pd
 
-from workflow._entry import read_tsv, setup_logging, write_parquet, write_stage_outputs
 from workflow.calibration import IsotonicCalibrator, fuse_scores
+from workflow.cli import arg, command, run_stage, stage_parser
 from workflow.match import read_shards
 from workflow.shortlist import read_pairs
+from workflow.stage_io import read_tsv, write_parquet, write_stage_outputs
 from workflow.thresholds import apply_threshold, choose_threshold, pair_scorer, scorer_pseudo_table, top_per_source
 
 logger = logging.getLogger(__name__)
@@ -117,45 +118,23 @@ def predict_stage(
     return preds, info, curve
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("calibrate")
-    p.add_argument("--source", required=True, help="a matcher name, or 'cosine'")
-    p.add_argument("--shards", nargs="*", default=[])
-    p.add_argument("--out", required=True)
-    p = sub.add_parser("fuse")
-    p.add_argument("--matchers", nargs="*", default=[])
-    p.add_argument("--shards", nargs="*", default=[], help="every shard of every matcher, in --matchers order")
-    p.add_argument("--calibrators", nargs="+", required=True, help="cosine first, then --matchers order")
-    p.add_argument("--weights", default="{}")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--threshold", required=True)
-    p.add_argument("--tuning", required=True)
-    p.add_argument("--predictions", required=True)
-    p.add_argument("--threshold-out", required=True)
-    p.add_argument("--curve", required=True)
-    p.add_argument("--pairs-out", required=True)
-    p.add_argument("--pseudo", help="pseudo.parquet: the stage on the simulated open-set splits of the gallery")
-    for p in sub.choices.values():
-        p.add_argument("--metadata", required=True)
-        p.add_argument("--shortlist", required=True)
-        p.add_argument("--log")
-    args = parser.parse_args(argv)
-    setup_logging(args.log)
+def calibrate(args: argparse.Namespace) -> None:
+    """``calibrate``: the isotonic calibrator of one source on the labelled gallery pairs."""
     meta = read_tsv(args.metadata)
     identity = dict(zip(meta["image_id"], meta["identity"]))
     pairs = read_pairs(args.shortlist)
+    shards = {} if args.source == COSINE else {args.source: read_shards(args.shards)}
+    raw = source_scores(pairs, shards)[args.source].to_numpy()
+    cal = fit_calibrator(pairs, raw, identity)
+    logger.info("%s: isotonic fit on %d same- and %d different-individual gallery pairs, %d knots",
+                args.source, cal.n_pos, cal.n_neg, len(cal.x))  # fmt: skip
+    cal.save(args.out)
 
-    if args.command == "calibrate":
-        shards = {} if args.source == COSINE else {args.source: read_shards(args.shards)}
-        raw = source_scores(pairs, shards)[args.source].to_numpy()
-        cal = fit_calibrator(pairs, raw, identity)
-        logger.info("%s: isotonic fit on %d same- and %d different-individual gallery pairs, %d knots",
-                    args.source, cal.n_pos, cal.n_neg, len(cal.x))  # fmt: skip
-        cal.save(args.out)
-        return
 
+def fuse_stage(args: argparse.Namespace) -> None:
+    """``fuse``: calibrated sources fused per pair, predictions, threshold and curve of one dataset."""
+    meta = read_tsv(args.metadata)
+    pairs = read_pairs(args.shortlist)
     by_matcher: dict[str, list[str]] = {m: [] for m in args.matchers}
     for path in args.shards:
         matcher = next((m for m in args.matchers if f"/{m}/" in path), None)
@@ -175,6 +154,17 @@ def main(argv: list[str] | None = None) -> None:
     if args.pseudo:
         write_parquet(pseudo_pairs_table(meta, pairs, fused["fused"].to_numpy(), json.loads(args.tuning)), args.pseudo)
     write_stage_outputs(args.dataset, preds, info, curve, args.predictions, args.threshold_out, args.curve)
+
+
+def main(argv: list[str] | None = None) -> None:
+    commands = {
+        "calibrate": command(None, arg("--source", required=True, help="a matcher name, or 'cosine'"), "shards out"),
+        "fuse": command(None, "matchers", arg("--shards", help="every shard of every matcher, in --matchers order"),
+                        "calibrators weights dataset threshold tuning predictions threshold-out curve pairs-out",
+                        "pseudo"),
+    }  # fmt: skip
+    parser = stage_parser(__doc__, "metadata shortlist log", commands=commands)
+    run_stage(parser, argv, {"calibrate": calibrate, "fuse": fuse_stage})
 
 
 if __name__ == "__main__":

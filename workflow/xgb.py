@@ -43,18 +43,11 @@ import numpy as np
 import pandas as pd
 
 from workflow import NEW_INDIVIDUAL
-from workflow._entry import (
-    atomic_path,
-    read_json,
-    read_tsv,
-    setup_logging,
-    write_json,
-    write_parquet,
-    write_stage_outputs,
-)
+from workflow.cli import arg, command, run_stage, stage_parser
 from workflow.embed import l2_normalise, load_embeddings
 from workflow.metrics import score_predictions
 from workflow.shortlist import topk_inner_product
+from workflow.stage_io import atomic_path, read_json, read_tsv, write_json, write_parquet, write_stage_outputs
 from workflow.thresholds import CURVE_COLUMNS, pair_scorer, pick_threshold, resolve_threshold
 
 logger = logging.getLogger(__name__)
@@ -425,8 +418,8 @@ def tune_gate(
     gmeta = meta.iloc[gal].reset_index(drop=True)
     gblocks = [b[gal] for b in blocks]
     identity = gmeta["identity"].to_numpy(dtype=object)
-    rng = np.random.default_rng(tuning.get("seed", 0))
-    split = simulate_open_set_split(identity, tuning.get("new_fraction", 0.33), 1e-9, rng)
+    rng = np.random.default_rng(tuning["seed"])
+    split = simulate_open_set_split(identity, tuning["new_fraction"], 1e-9, rng)
     train_rows = np.sort(split.gallery)
     known_q = split.query[~split.is_new]
     model = fit_dataset(gmeta, gblocks, backbones, params, k, train_rows, known_q, threads)
@@ -489,62 +482,40 @@ def pseudo_xgb_table(
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("train")
-    p.add_argument("--model", required=True)
-    p.add_argument("--model-meta", required=True)
-    p = sub.add_parser("gate")
-    p.add_argument("--model", required=True)
-    p.add_argument("--model-meta", required=True)
-    p.add_argument("--base-predictions", required=True)
-    p.add_argument("--base-pairs", required=True)
-    p.add_argument("--base-threshold", required=True)
-    p.add_argument("--score-column", required=True)
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--threshold", required=True, help="JSON gate threshold: number, 'auto' or {dataset: value}")
-    p.add_argument("--tuning", required=True)
-    p.add_argument("--predictions", required=True)
-    p.add_argument("--threshold-out", required=True)
-    p.add_argument("--curve", required=True)
-    p = sub.add_parser("pseudo")
-    p.add_argument("--tuning", required=True, help="JSON: threshold_tuning (the splits)")
-    p.add_argument("--repeats", type=int, default=1, help="splits (one auxiliary model each)")
-    p.add_argument("--pseudo", required=True)
-    for p in sub.choices.values():
-        p.add_argument("--metadata", required=True)
-        p.add_argument("--embeddings", nargs="+", required=True, help="one .npz per backbone, in --backbones order")
-        p.add_argument("--backbones", nargs="+", required=True)
-        p.add_argument("--conf", required=True, help="JSON: the xgboost config section")
-        p.add_argument("--device", help="cpu, auto or cuda (default: the conf's device)")
-        p.add_argument("--threads", type=int)
-        p.add_argument("--log")
-    args = parser.parse_args(argv)
-    setup_logging(args.log)
+def _inputs(args: argparse.Namespace) -> tuple[dict, int, dict, pd.DataFrame, list[np.ndarray]]:
+    """``(conf, neighbours, XGBoost params, metadata, embedding blocks)`` of a command."""
     conf = json.loads(args.conf)
-    k = int(conf.get("neighbours", 10))
+    k = int(conf["neighbours"])
     params = {key: conf[key] for key in DEFAULT_PARAMS if key in conf}
     if args.device:  # the job's device (its gpu resource) decides, not xgboost.device
         params["device"] = "cuda" if args.device.startswith("cuda") else args.device
     meta = read_tsv(args.metadata)
-    blocks = load_blocks(meta, args.embeddings)
+    return conf, k, params, meta, load_blocks(meta, args.embeddings)
 
-    if args.command == "train":
-        gal = np.flatnonzero((meta["split"] == "database").to_numpy())
-        gmeta = meta.iloc[gal].reset_index(drop=True)
-        rng = np.random.default_rng(int(conf.get("seed", 0)))
-        train_rows, val_rows = holdout_one_per_individual(gmeta["identity"].to_numpy(dtype=object), rng)
-        model = fit_dataset(gmeta, [b[gal] for b in blocks], args.backbones, params, k, train_rows, val_rows,
-                            args.threads)  # fmt: skip
-        model.save(args.model, args.model_meta)
-        return
-    if args.command == "pseudo":
-        pseudo = pseudo_xgb_table(meta, blocks, args.backbones, params, k, json.loads(args.tuning), args.repeats,
-                                  args.threads)  # fmt: skip
-        write_parquet(pseudo, args.pseudo)
-        return
 
+def train(args: argparse.Namespace) -> None:
+    """``train``: the dataset's model on its gallery (one image per individual held out for early stopping)."""
+    conf, k, params, meta, blocks = _inputs(args)
+    gal = np.flatnonzero((meta["split"] == "database").to_numpy())
+    gmeta = meta.iloc[gal].reset_index(drop=True)
+    rng = np.random.default_rng(int(conf["seed"]))
+    train_rows, val_rows = holdout_one_per_individual(gmeta["identity"].to_numpy(dtype=object), rng)
+    model = fit_dataset(gmeta, [b[gal] for b in blocks], args.backbones, params, k, train_rows, val_rows,
+                        args.threads)  # fmt: skip
+    model.save(args.model, args.model_meta)
+
+
+def pseudo(args: argparse.Namespace) -> None:
+    """``pseudo``: ``pseudo.parquet`` of auxiliary models trained on the simulated splits of the gallery."""
+    _, k, params, meta, blocks = _inputs(args)
+    table = pseudo_xgb_table(meta, blocks, args.backbones, params, k, json.loads(args.tuning), args.repeats,
+                             args.threads)  # fmt: skip
+    write_parquet(table, args.pseudo)
+
+
+def gate(args: argparse.Namespace) -> None:
+    """``gate``: XGBoost's class replaces the base stage's label where its probability exceeds the gate."""
+    _, k, params, meta, blocks = _inputs(args)
     model = TrainedModel.load(args.model, args.model_meta)
     x = concat_embeddings(blocks)
     gal = np.flatnonzero((meta["split"] == "database").to_numpy())
@@ -577,6 +548,28 @@ def main(argv: list[str] | None = None) -> None:
     logger.info("%s: gate %.3f (%s): XGBoost changed %d of %d labels", args.dataset, threshold, info["source"],
                 overridden, len(preds))  # fmt: skip
     write_stage_outputs(args.dataset, preds, info, curve, args.predictions, args.threshold_out, args.curve)
+
+
+def main(argv: list[str] | None = None) -> None:
+    model = (arg("--model", required=True), arg("--model-meta", required=True))
+    commands = {
+        "train": command(None, *model),
+        "gate": command(None, *model, arg("--base-predictions", required=True), arg("--base-pairs", required=True),
+                        arg("--base-threshold", required=True), arg("--score-column", required=True), "dataset",
+                        arg("--threshold", help="JSON gate threshold: number, 'auto' or {dataset: value}"),
+                        "tuning predictions threshold-out curve"),
+        "pseudo": command(None, arg("--tuning", help="JSON: threshold_tuning (the splits)"),
+                          arg("--repeats", type=int, default=1, help="splits (one auxiliary model each)"),
+                          arg("--pseudo", required=True)),
+    }  # fmt: skip
+    parser = stage_parser(
+        __doc__, "metadata",
+        arg("--embeddings", nargs="+", help="one .npz per backbone, in --backbones order"),
+        arg("--backbones", nargs="+", required=True), arg("--conf", help="JSON: the xgboost config section"),
+        arg("--device", default=None, help="cpu, auto or cuda (default: the conf's device)"), "threads log",
+        commands=commands,
+    )  # fmt: skip
+    run_stage(parser, argv, {"train": train, "gate": gate, "pseudo": pseudo})
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from workflow._entry import setup_logging
+from workflow.cli import arg, run_stage, stage_parser
 from workflow.demo.plan import demo_datasets_from_config, demo_settings_from_config
 from workflow.demo.write import generate_demo
 
@@ -34,19 +34,8 @@ def read_config(value: str) -> dict:
     return cfg
 
 
-def main(argv: list[str] | None = None) -> None:
-    from workflow import demo  # the package docstring describes the inputs and outputs
-
-    parser = argparse.ArgumentParser(
-        prog="python -m workflow.demo", description=demo.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--config", required=True, help="demo section (or whole config): inline JSON or a YAML/JSON file"
-    )
-    parser.add_argument("--out", required=True, help="output folder (AnimalCLEF 2025 layout)")
-    parser.add_argument("--log", help="log file")
-    args = parser.parse_args(argv)
-    setup_logging(args.log)
+def run(args: argparse.Namespace) -> None:
+    """Generate the demo data set described by ``--config`` in ``--out``."""
     try:
         cfg = read_config(args.config)
         datasets = demo_datasets_from_config(cfg)
@@ -64,3 +53,14 @@ def main(argv: list[str] | None = None) -> None:
         int(solution["new"].sum()),
         time.perf_counter() - start,
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    from workflow import demo  # the package docstring describes the inputs and outputs
+
+    parser = stage_parser(
+        demo.__doc__,
+        arg("--config", required=True, help="demo section (or whole config): inline JSON or a YAML/JSON file"),
+        arg("--out", help="output folder (AnimalCLEF 2025 layout)"), "log", prog="python -m workflow.demo",
+    )  # fmt: skip
+    run_stage(parser, argv, run)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 import pandas as pd
 
+from workflow.config_check import schema_defaults
 from workflow.demo.shapes import PATTERNS
 
 DISTRIBUTIONS = ("longtail", "sparse", "medium")
@@ -156,9 +157,9 @@ def demo_datasets_from_config(cfg: dict) -> list[DemoDataset]:
 
 
 def demo_settings_from_config(cfg: dict) -> tuple[int, int]:
-    """``(seed, image_size)`` from the ``demo`` section (defaults 2025 and 224)."""
-    section = _demo_section(cfg)
-    seed, size = section.get("seed", 2025), section.get("image_size", 224)
+    """``(seed, image_size)`` from the ``demo`` section (defaults: config/schema.yaml)."""
+    section = {**schema_defaults("demo"), **_demo_section(cfg)}
+    seed, size = section["seed"], section["image_size"]
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"demo config: seed must be an integer >= 0, got {seed!r}")
     if not isinstance(size, int) or isinstance(size, bool) or size < 32:

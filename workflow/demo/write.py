@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from workflow._entry import atomic_path
 from workflow.demo.plan import _IDENTITY, _PHOTO, DemoDataset, _key, plan_dataset
 from workflow.demo.render import _encode_jpeg, render_canonical, render_individual_image
 from workflow.demo.shapes import make_identity
+from workflow.stage_io import atomic_path
 
 logger = logging.getLogger(__name__)
 

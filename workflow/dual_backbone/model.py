@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workflow._entry import atomic_path
 from workflow.backbones import Backbone, create_backbone
 from workflow.safe_files import safe_load
+from workflow.stage_io import atomic_path
 
 
 class DualBackbone(nn.Module):

@@ -17,12 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from workflow._entry import write_parquet, write_stage_outputs
 from workflow.backbones import resolve_device
 from workflow.dual_backbone.data import ImageDataset, _orientations, build_eval_transform
 from workflow.dual_backbone.model import DualBackbone, load_model
 from workflow.embed import l2_normalise, save_embeddings
 from workflow.faiss_search import topk_inner_product
+from workflow.stage_io import write_parquet, write_stage_outputs
 from workflow.thresholds import apply_threshold, choose_threshold
 
 
@@ -142,8 +142,8 @@ def predict_dataset(
     if embeddings_out:
         save_embeddings(embeddings_out, meta["image_id"].to_numpy(), emb)
     if pseudo_out:  # judged on its own training images, the fine-tuned model abstains from `auto` choices
-        from workflow import dual_backbone_frozen as frozen
+        from workflow.dual_backbone_heldout import abstaining_pseudo
 
-        pseudo = frozen.abstaining_pseudo(gal["identity"].to_numpy(), gal["image_id"].to_numpy(), tuning)
+        pseudo = abstaining_pseudo(gal["identity"].to_numpy(), gal["image_id"].to_numpy(), tuning)
         write_parquet(pseudo, pseudo_out)
     write_stage_outputs(dataset, preds, info, curve, predictions_out, threshold_out, curve_out)

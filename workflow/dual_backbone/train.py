@@ -20,7 +20,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from workflow._entry import atomic_path, write_tsv
 from workflow.backbones import resolve_device
 from workflow.dual_backbone.data import (
     ImageDataset,
@@ -33,6 +32,7 @@ from workflow.dual_backbone.data import (
 )
 from workflow.dual_backbone.model import ArcFaceHead, DualBackbone, save_model
 from workflow.safe_files import rng_state, safe_load, set_rng_state, workers_for_threads
+from workflow.stage_io import atomic_path, write_tsv
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from workflow._entry import atomic_path
+from workflow.stage_io import atomic_path
 
 FEATURES_FORMAT_VERSION = 1
 

@@ -26,10 +26,11 @@ from pathlib import Path
 import pandas as pd
 
 from workflow import NEW_INDIVIDUAL
-from workflow._entry import atomic_path, read_json, read_tsv, setup_logging, write_tsv
+from workflow.cli import arg, run_stage, stage_parser
 from workflow.review.cards import card_records, review_table, top_candidates
 from workflow.review.images import match_lines, thumbnail
 from workflow.review.render import render_page
+from workflow.stage_io import atomic_path, read_json, read_tsv, write_tsv
 
 logger = logging.getLogger(__name__)
 
@@ -93,26 +94,8 @@ def _named(items: list[str]) -> dict[str, str]:
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--stage", required=True, help="the submitted stage (whose predictions are the decisions)")
-    parser.add_argument("--metadata", required=True)
-    parser.add_argument("--pairs", required=True, help="WildFusion pairs.parquet")
-    parser.add_argument("--threshold", required=True, help="WildFusion threshold.json")
-    parser.add_argument("--decision", required=True, help="predictions.tsv of the submitted stage")
-    parser.add_argument("--stages", nargs="*", default=[], help="NAME=predictions.tsv of every stage run")
-    parser.add_argument("--clusters", default="", nargs="?", const="", help="discovery clusters.tsv (absent: none)")
-    parser.add_argument("--matcher", required=True)
-    parser.add_argument("--conf", default="{}", help="JSON options of the matcher")
-    parser.add_argument("--features", required=True, help="feature manifest of the matcher")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--settings", default="{}", help="JSON: config review")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--table", required=True)
-    parser.add_argument("--log")
-    args = parser.parse_args(argv)
-    setup_logging(args.log)
+def write_page(args: argparse.Namespace) -> None:
+    """The review page and its table of one dataset."""
     from workflow.match import with_device
 
     settings = {k: v for k, v in json.loads(args.settings).items() if k in DEFAULTS}
@@ -144,6 +127,23 @@ def main(argv: list[str] | None = None) -> None:
         len(data["images"]),
         len(page.encode()) / 1024,
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = stage_parser(
+        __doc__, "dataset",
+        arg("--stage", required=True, help="the submitted stage (whose predictions are the decisions)"),
+        "metadata", arg("--pairs", required=True, help="WildFusion pairs.parquet"),
+        arg("--threshold", required=True, help="WildFusion threshold.json"),
+        arg("--decision", required=True, help="predictions.tsv of the submitted stage"),
+        arg("--stages", nargs="*", default=[], help="NAME=predictions.tsv of every stage run"),
+        arg("--clusters", default="", nargs="?", const="", help="discovery clusters.tsv (absent: none)"),
+        arg("--matcher", required=True),
+        arg("--conf", required=False, default="{}", help="JSON options of the matcher"),
+        arg("--features", required=True, help="feature manifest of the matcher"), arg("--device", default="cpu"),
+        arg("--settings", default="{}", help="JSON: config review"), "out", arg("--table", required=True), "log",
+    )  # fmt: skip
+    run_stage(parser, argv, write_page)
 
 
 if __name__ == "__main__":

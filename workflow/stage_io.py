@@ -1,36 +1,20 @@
-"""Helpers for the small entry points that rules call (``python -m workflow.<stage> ...``)."""
+"""Reading and writing the workflow's tables and files, atomically (a killed job never leaves a finished-looking file).
+
+``read_tsv``/``write_tsv`` (ids and names as exact strings), ``write_parquet``, ``read_json``/``write_json``,
+``atomic_path`` and ``write_stage_outputs`` (a stage's predictions, threshold and tuning curve of one dataset).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
-import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
-
-
-def setup_logging(log: str | Path | None = None, level: int = logging.INFO) -> None:
-    """Send log records (and uncaught tracebacks) to ``log`` and to stderr."""
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if log:
-        Path(log).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(log, mode="a"))
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        handlers=handlers,
-        force=True,
-    )
-
-    def _excepthook(exc_type, exc, tb):
-        logging.getLogger("workflow").critical("stage failed", exc_info=(exc_type, exc, tb))
-
-    sys.excepthook = _excepthook
 
 
 @contextmanager
@@ -50,14 +34,6 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
-
-
-def set_threads(threads: int | None) -> None:
-    """Limit torch's intra-op threads to the rule's ``threads`` (no-op when not given)."""
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
 
 
 def write_tsv(df: pd.DataFrame, path: str | Path) -> None:
