@@ -7,7 +7,10 @@ Subcommands (each called by one rule):
 ``table``       stage score tables -> ``results/scores.tsv`` (columns ``stage, dataset, BAKS, BAUS, score,
                 new_share``, one ``dataset=ALL`` row per stage, stages in the configured order).
 ``submission``  the final stage's predictions -> ``results/submission.csv`` (``image_id,identity``, each
-                query image exactly once, checked against the metadata).
+                query image exactly once, checked against the metadata); the queries of a dataset without a
+                gallery (``--no-gallery`` tables: no stage identifies them) are all ``new_individual``.
+
+Only the datasets whose tables are given are scored (the per-query stages skip datasets without a gallery).
 """
 
 from __future__ import annotations
@@ -61,6 +64,19 @@ def check_submission(sub: pd.DataFrame, query_ids: list[str], gallery_identities
         raise ValueError(f"submission predicts identities that are not in the database: {bad[:5]}")
 
 
+def submission_rows(predictions: list[str], no_gallery: list[str]) -> pd.DataFrame:
+    """``image_id, identity`` of the predicted queries, then ``new_individual`` for every query of the
+    ``no_gallery`` tables (datasets without a gallery: nothing known to match)."""
+    parts = [concat_predictions(predictions)[["image_id", "identity"]]] if predictions else []
+    for table in no_gallery:
+        meta = read_tsv(table)
+        parts.append(pd.DataFrame({"image_id": meta.loc[meta["split"] == "query", "image_id"],
+                                   "identity": NEW_INDIVIDUAL}))  # fmt: skip
+    if not parts:
+        return pd.DataFrame(columns=["image_id", "identity"])
+    return pd.concat(parts, ignore_index=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -74,8 +90,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--scores", nargs="+", required=True)
     p.add_argument("--out", required=True)
     p = sub.add_parser("submission")
-    p.add_argument("--predictions", nargs="+", required=True)
-    p.add_argument("--metadata", nargs="+", required=True)
+    p.add_argument("--predictions", nargs="*", default=[])
+    p.add_argument("--metadata", nargs="*", default=[], help="tables of the datasets with predictions")
+    p.add_argument("--no-gallery", nargs="*", default=[], help="tables of the datasets without a gallery")
     p.add_argument("--out", required=True)
     for p in sub.choices.values():
         p.add_argument("--log")
@@ -86,7 +103,9 @@ def main(argv: list[str] | None = None) -> None:
         preds = concat_predictions(args.predictions)
         meta = pd.concat([read_tsv(m) for m in args.metadata], ignore_index=True)
         if args.solution and Path(args.solution).is_file():
-            table = score_table(args.stage, preds, read_table(args.solution))
+            solution = read_table(args.solution)
+            solution = solution[solution["image_id"].isin(set(meta["image_id"]))]  # the datasets scored here
+            table = score_table(args.stage, preds, solution)
         else:
             table = unscored_table(args.stage, preds, sorted(meta["dataset"].unique()), meta)
         logger.info("%s\n%s", args.stage, table.to_string(index=False))
@@ -96,8 +115,8 @@ def main(argv: list[str] | None = None) -> None:
         logger.info("\n%s", table.to_string(index=False))
         write_tsv(table.round(6), args.out)
     else:
-        preds = concat_predictions(args.predictions)[["image_id", "identity"]]
-        meta = pd.concat([read_tsv(m) for m in args.metadata], ignore_index=True)
+        preds = submission_rows(args.predictions, args.no_gallery)
+        meta = pd.concat([read_tsv(m) for m in [*args.metadata, *args.no_gallery]], ignore_index=True)
         query_ids = meta.loc[meta["split"] == "query", "image_id"].tolist()
         check_submission(preds, query_ids, set(meta.loc[meta["split"] == "database", "identity"]))
         order = {image_id: i for i, image_id in enumerate(meta["image_id"])}

@@ -17,7 +17,7 @@ Outputs
 ``sync_tables`` runs when the workflow starts (rules/common.smk), so bad metadata or a corrupt image
 stops the run before any job starts, and nothing already computed is deleted or rewritten.
 
-    python -m workflow.tables write --root R --out-dir D --datasets A B [--extra-columns C] [--threads N]
+    python -m workflow.tables write --root R --out-dir D --datasets A B [--extra-columns C] [--threads N] [--discovery]
     python -m workflow.tables solution --root R --tables D/A.tsv D/B.tsv --out S.json
 """
 
@@ -135,14 +135,17 @@ def build_tables(
     threads: int = 2,
     stats_dir: str | Path = STATS_DIR,
     allow_external_symlinks: bool = False,
+    discovery: bool = False,
 ) -> dict[str, pd.DataFrame]:
     """Validate the metadata and the images it names; return the table of each of ``datasets``.
+
+    ``discovery``: the discovery stage runs, so a dataset without a gallery (only query rows) is valid.
 
     Raises :class:`DataValidationError` listing every problem (the solution is not read here).
     """
     root = Path(root)
     meta_file = str(root / "metadata.csv")
-    df, _ = validate_dataset(root, extra_columns, check_files=False, with_solution=False)
+    df, _ = validate_dataset(root, extra_columns, check_files=False, with_solution=False, discovery=discovery)
     # the path as jobs open it (they run in the working directory): a copy of the working directory with its
     # relative data_root (the demo) keeps its tables, and so its results
     df = df.assign(abspath=[os.path.normpath(root / p) for p in df["path"]])
@@ -174,9 +177,10 @@ def sync_tables(
     threads: int = 2,
     stats_dir: str | Path = STATS_DIR,
     allow_external_symlinks: bool = False,
+    discovery: bool = False,
 ) -> list[str]:
     """Bring ``<out_dir>/<dataset>.tsv`` up to date with the data; return the datasets whose table changed."""
-    tables = build_tables(root, datasets, extra_columns, threads, stats_dir, allow_external_symlinks)
+    tables = build_tables(root, datasets, extra_columns, threads, stats_dir, allow_external_symlinks, discovery)
     return [d for d, table in tables.items() if write_if_changed(table, Path(out_dir) / f"{d}.tsv")]
 
 
@@ -206,6 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     w.add_argument(
         "--allow-external-symlinks", action="store_true", help="accept images linked from outside the data folder"
     )
+    w.add_argument("--discovery", action="store_true", help="discovery runs: accept datasets without a gallery")
     w.add_argument("--log")
     s = sub.add_parser("solution", help="validate solution.csv against the tables")
     s.add_argument("--root", required=True)
@@ -224,6 +229,7 @@ def main(argv: list[str] | None = None) -> None:
                 args.extra_columns,
                 args.threads,
                 allow_external_symlinks=args.allow_external_symlinks,
+                discovery=args.discovery,
             )
             logger.info("tables written: %s (unchanged: the others)", changed or "none")
         else:
