@@ -824,12 +824,14 @@ def discovery_labels(wildcards):
     return f"results/stages/{discovery_setting('stage')}/{wildcards.dataset}/predictions.tsv"
 
 
-def first_or_empty(name):
-    """A params function: the rule's input ``name`` (a one-file list) as a path, or ``""`` when it is empty."""
+def optional_arg(flag, name):
+    """A params function: ``[flag, file]`` for the rule's input ``name`` (a one-file list), ``[]`` when it is empty
+    (an empty string quoted by ``:q`` vanishes from the command line, so the flag goes with it).
+    """
 
     def inner(wildcards, input):
-        files = list(input[name]) if not isinstance(input[name], str) else [input[name]]
-        return files[0] if files else ""
+        files = [input[name]] if isinstance(input[name], str) else list(input[name])
+        return [flag, files[0]] if files else []
 
     return inner
 

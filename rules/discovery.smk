@@ -87,8 +87,8 @@ rule discovery:
         threshold=as_json(config_provider("discovery", "threshold")),
         fallback=config_provider("discovery", "fallback_threshold"),
         tuning=as_json(config_provider("threshold_tuning")),
-        labels=first_or_empty("labels"),
-        gallery_pairs=first_or_empty("gallery_pairs"),
+        labels=optional_arg("--labels", "labels"),
+        gallery_pairs=optional_arg("--gallery-pairs", "gallery_pairs"),
         cosine=discovery_cosine_calibration,
         dense=lambda wc: (
             ["--dense-cosine"] if discovery_setting("dense_cosine") else []
@@ -97,7 +97,7 @@ rule discovery:
         "Discovery on {wildcards.dataset}: clustering the new photos (matchers on query pairs: {params.matchers})"
     shell:
         "python -m workflow.discovery cluster --dataset {wildcards.dataset:q} --metadata {input.metadata:q} "
-        "--labels {params.labels:q} --gallery-pairs {params.gallery_pairs:q} "
+        "{params.labels:q} {params.gallery_pairs:q} "
         "--query-pairs {input.query_pairs:q} --pairs-cost {input.pairs_cost:q} --embeddings {input.embeddings:q} "
         "{params.dense:q} --cosine-calibration {params.cosine:q} "
         "--matchers {params.matchers:q} --shards {input.shards:q} --shard-benchmarks {input.shard_benchmarks:q} "

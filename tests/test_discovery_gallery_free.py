@@ -184,12 +184,13 @@ LIZARD = {"name": "LizardTiny", "species": "horned_lizard", "pattern": "spots", 
 ALL_STAGES = ["baseline", "wildfusion", "rerank", "xgboost", "dual_backbone", "cascade", "discovery"]
 
 
-def _overlay(path, datasets, stages, **extra):
+def _overlay(path, datasets, stages, fallback=0.95, **extra):
     tiny = yaml.safe_load((REPO / "tests/configs/tiny.yaml").read_text())
     keep = [d for d in tiny["demo"]["datasets"] if d["name"] in datasets]
     lizard = [LIZARD] if "LizardTiny" in datasets else []
     overlay = {"stages": stages, "demo": {"datasets": keep + lizard},
-               "discovery": {"stage": "cascade", "k": 4, "matchers": ["rootsift"], "shards": 1}, **extra}  # fmt: skip
+               "discovery": {"stage": "cascade", "k": 4, "matchers": ["rootsift"], "shards": 1,
+                             "fallback_threshold": fallback}, **extra}  # fmt: skip
     path.write_text(yaml.safe_dump(overlay))
     return ["--configfile", str(REPO / "tests/configs/tiny.yaml"), str(path)]
 
@@ -263,8 +264,8 @@ def test_only_datasets_without_gallery_use_their_own_ranks(tmp_path):
     from workflow_helpers import make_workdir, snakemake
 
     work = make_workdir(tmp_path / "w")
-    config = _overlay(tmp_path / "o.yaml", ["LizardTiny"], ["discovery"], submission={"stage": "baseline"})
-    proc = snakemake(work, "--cores", "2", *config, "--config", "discovery={'fallback_threshold': 0.9}")
+    config = _overlay(tmp_path / "o.yaml", ["LizardTiny"], ["discovery"], 0.9, submission={"stage": "baseline"})
+    proc = snakemake(work, "--cores", "2", *config)
     assert not re.search(r"^(baseline|wildfusion|calibrate|shortlist)\s", proc.stdout, re.M)
     info = json.loads((work / "results/stages/discovery/LizardTiny/threshold.json").read_text())
     assert info["source"] == "discovery.fallback_threshold" and info["threshold"] == 0.9
