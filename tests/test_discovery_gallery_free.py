@@ -321,3 +321,41 @@ def test_animalclef2026_layout_plans_discovery_only_for_the_lizard(tmp_path):
     assert counts["calibrate"] == str(3 * 6)  # cosine + five matchers, on the three galleries only
     assert "results/stages/cascade/TexasHornedLizards" not in proc.stdout
     assert "results/clusters.csv" in proc.stdout
+
+
+# ------------------------------------------------------------------------------- the cosine discovery calibrates
+
+
+def test_refit_cosine_calibrates_discovery_own_embedding():
+    from workflow.discovery_calibration import refit_cosine
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 16))
+    ids = [f"g{i}" for i in range(40)]
+    identity = {g: f"ind{i % 4}" for i, g in enumerate(ids)}
+    emb = {}
+    for i, g in enumerate(ids):
+        v = centres[i % 4] + 0.3 * rng.normal(size=16)
+        emb[g] = v / np.linalg.norm(v)
+    pairs = [(a, b) for a in ids for b in ids if a < b]
+    cal = refit_cosine([a for a, _ in pairs], [b for _, b in pairs], identity, emb)
+    assert cal.predict(np.array([0.99]))[0] > 0.9 and cal.predict(np.array([0.0]))[0] < 0.1
+
+
+def test_a_trained_shortlist_makes_discovery_refit_its_cosine(tmp_path):
+    """shortlist.backbone: trained: the WildFusion cosine calibrator is of the trained embedding, discovery's
+    query x query cosine is of the baseline's: the discovery job refits the cosine and does not read that one."""
+    from workflow_helpers import make_workdir, snakemake
+
+    work = make_workdir(tmp_path / "w")
+    config = _overlay(tmp_path / "o.yaml", ["LynxTiny", "LizardTiny"], ALL_STAGES,
+                      shortlist={"backbone": "trained", "k_query": 6, "k_gallery": 5})  # fmt: skip
+    proc = snakemake(work, "-n", "-p", "--cores", "1", *config, "--", "results/clusters.csv")
+    commands = [line for line in proc.stdout.splitlines() if "workflow.discovery cluster" in line]
+    assert len(commands) == 2
+    lynx = next(c for c in commands if "--dataset LynxTiny" in c)
+    assert "--cosine-calibration refit" in lynx and "results/calibration/LynxTiny/cosine/" not in lynx
+    assert "results/calibration/LynxTiny/rootsift/" in lynx
+    lizard = next(c for c in commands if "--dataset LizardTiny" in c)
+    assert "--labels" not in lizard and "--gallery-pairs" not in lizard
+    assert "--pooled-calibrators results/stages/discovery/LynxTiny/calibrators.json" in lizard
