@@ -15,6 +15,7 @@ from workflow.data import (
     DataValidationError,
     dataset_name_problem,
     read_dataset_names,
+    read_gallery_free,
 )
 
 DATA_ROOT = Path(config["data_root"])
@@ -60,6 +61,43 @@ def _read_datasets():
 
 
 DATASETS = _read_datasets()
+# Discovery (rules/discovery.smk): query x query pairs, their matching shards and the clustering inputs.
+DISCOVERY = "discovery" in config["stages"]
+
+
+def _read_gallery_free():
+    """Datasets without a gallery (every row a query): the demo's with known_individuals 0, else from the data."""
+    if IS_DEMO:
+        return sorted(
+            d["name"]
+            for d in config["demo"]["datasets"]
+            if d.get("known_individuals") == 0
+        )
+    return read_gallery_free(DATA_ROOT)
+
+
+# Datasets without a gallery: only discovery runs on them (the stages that need identities skip them).
+GALLERY_FREE = _read_gallery_free()
+if GALLERY_FREE and not DISCOVERY:
+    raise WorkflowError(
+        f"dataset(s) {GALLERY_FREE} have no gallery (no database rows): only the discovery stage can group their "
+        "query images into individuals. Enable discovery (add discovery to stages, e.g. "
+        "--config stages='[baseline, wildfusion, rerank, dual_backbone, cascade, discovery]'), or add database "
+        "rows for them, or remove their rows from metadata.csv."
+    )
+# Datasets with a gallery: those that the per-query stages (baseline ... cascade) identify and score.
+IDENTIFIED = [d for d in DATASETS if d not in GALLERY_FREE]
+if GALLERY_FREE:
+    logger.info(
+        f"No gallery: {', '.join(GALLERY_FREE)} (only discovery runs on them, clustering their query images "
+        "from scratch; every one of their queries is new_individual in results/submission.csv)"
+    )
+
+
+def has_gallery(dataset):
+    return dataset not in GALLERY_FREE
+
+
 # Per-dataset keys, cascade sources and backbone references against this data (workflow/config_check.py).
 check_config(
     config,
@@ -115,6 +153,7 @@ def _start_run():
             threads=min(8, os.cpu_count() or 1),
             allow_external_symlinks=config["data"]["allow_external_symlinks"],
             enrollment=ENROLLMENT,
+            discovery=DISCOVERY,
         )
     except DataValidationError as err:
         raise WorkflowError(
@@ -620,26 +659,44 @@ def dataset_tables(wildcards=None):
     return expand("results/data/{dataset}.tsv", dataset=DATASETS)
 
 
+def identified_tables(wildcards=None):
+    """Tables of the datasets with a gallery (the per-query stages run and are scored on them only)."""
+    return expand("results/data/{dataset}.tsv", dataset=IDENTIFIED)
+
+
+def gallery_free_tables(wildcards=None):
+    """Tables of the datasets without a gallery (their queries are new_individual in the submission)."""
+    return expand("results/data/{dataset}.tsv", dataset=GALLERY_FREE)
+
+
 def stage_predictions(wildcards):
     return expand(
         "results/stages/{stage}/{dataset}/predictions.tsv",
         stage=wildcards.stage,
-        dataset=DATASETS,
+        dataset=IDENTIFIED,
+    )
+
+
+def submission_predictions(wildcards):
+    return expand(
+        "results/stages/{stage}/{dataset}/predictions.tsv",
+        stage=config["submission"]["stage"],
+        dataset=IDENTIFIED,
     )
 
 
 def final_outputs():
+    """Everything rule all requests; the per-query stages' outputs only for datasets with a gallery."""
     return [
         "results/submission.csv",
-        "results/scores.tsv",
-        "results/plots/scores.html",
+        *(["results/scores.tsv", "results/plots/scores.html"] if IDENTIFIED else []),
         *expand(
             "results/plots/matches/{dataset}.png",
-            dataset=DATASETS if "wildfusion" in STAGES else [],
+            dataset=IDENTIFIED if "wildfusion" in STAGES else [],
         ),
         *expand(
             "results/plots/new_share/{dataset}.png",
-            dataset=DATASETS if HAS_SOLUTION else [],
+            dataset=IDENTIFIED if HAS_SOLUTION else [],
         ),
         *discovery_outputs(),
         *expand(
@@ -648,13 +705,11 @@ def final_outputs():
         ),
         *[
             shortlist_path(dataset, ".recall.json")
-            for dataset in (DATASETS if HAS_SOLUTION and "wildfusion" in STAGES else [])
+            for dataset in (
+                IDENTIFIED if HAS_SOLUTION and "wildfusion" in STAGES else []
+            )
         ],
     ]
-
-
-# Discovery (rules/discovery.smk): query x query pairs, their matching shards and the clustering inputs.
-DISCOVERY = "discovery" in config["stages"]
 
 
 def discovery_setting(key):
@@ -734,23 +789,67 @@ def discovery_shard_files(pattern):
     return inner
 
 
+def discovery_cosine_calibration(wildcards=None):
+    """``gallery``: the WildFusion cosine calibrator fits discovery's embedding; ``refit``: it does not
+    (``shortlist.backbone: trained``), so discovery refits the cosine on its own embedding (gallery pairs).
+    """
+    return "gallery" if shortlist_backbone() == discovery_backbone() else "refit"
+
+
 def discovery_calibrators(wildcards):
-    """The dataset's gallery calibrators: cosine first, then discovery.matchers order."""
+    """The dataset's gallery calibrators (cosine first unless refit, then discovery.matchers order); none
+    without a gallery (they are pooled from the other datasets: discovery_pooled)."""
+    if not has_gallery(wildcards.dataset):
+        return []
+    cosine = ["cosine"] if discovery_cosine_calibration() == "gallery" else []
     return [
         f"results/calibration/{wildcards.dataset}/{source}/{calibration_key(source, wildcards.dataset)}.json"
-        for source in ["cosine", *discovery_matchers()]
+        for source in [*cosine, *discovery_matchers()]
     ]
 
 
-def discovery_embeddings(wildcards):
-    """The shortlist backbone's embeddings when unscored pairs take the calibrated global cosine."""
-    if not discovery_setting("dense_cosine"):
+def discovery_pooled(name):
+    """Without a gallery: ``calibrators.json`` or ``threshold.json`` of every dataset with one (pooled)."""
+
+    def inner(wildcards):
+        if has_gallery(wildcards.dataset):
+            return []
+        return expand(
+            "results/stages/discovery/{dataset}/{name}", dataset=IDENTIFIED, name=name
+        )
+
+    return inner
+
+
+def discovery_gallery_pairs(wildcards):
+    """WildFusion's pair table (its gallery pairs tune the threshold); none without a gallery."""
+    if not has_gallery(wildcards.dataset):
         return []
+    return f"results/stages/wildfusion/{wildcards.dataset}/pairs.parquet"
+
+
+def discovery_embeddings(wildcards):
+    """Discovery's global embedding (its query x query shortlist's): dense cosine, refit and rank fallback."""
     return embedding_path(wildcards.dataset, discovery_backbone())
 
 
 def discovery_labels(wildcards):
+    """The label stage's predictions (anchors); none without a gallery (every query is new)."""
+    if not has_gallery(wildcards.dataset):
+        return []
     return f"results/stages/{discovery_setting('stage')}/{wildcards.dataset}/predictions.tsv"
+
+
+def optional_arg(flag, name):
+    """A params function: ``[flag, file]`` for the rule's input ``name`` (a one-file list), ``[]`` when it is empty
+    (an empty string quoted by ``:q`` vanishes from the command line, so the flag goes with it).
+    """
+
+    def inner(wildcards, input):
+        files = [input[name]] if isinstance(input[name], str) else list(input[name])
+        return [flag, files[0]] if files else []
+
+    return inner
 
 
 def discovery_outputs():

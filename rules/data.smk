@@ -20,12 +20,13 @@ if TABLE_RULE:
                 if config["data"]["allow_external_symlinks"]
                 else []
             ),
+            discovery=["--discovery"] if DISCOVERY else [],
         message:
             "Validating {input.metadata} and every {wildcards.dataset} image it names"
         shell:
             "python -m workflow.tables write --root {params.root:q} --out-dir results/data "
             "--datasets {wildcards.dataset:q} --extra-columns {params.extra:q} "
-            "{params.symlinks:q} --threads {threads} --log {log:q}"
+            "{params.symlinks:q} {params.discovery:q} --threads {threads} --log {log:q}"
 
 
 # Only scoring, the plots and the shortlist's recall depend on the answer key (and so on this check).

@@ -56,11 +56,13 @@ rule discovery_match_shard:
         "--out {output.scores:q} --cost {output.cost:q} --log {log:q}"
 
 
+# A dataset without a gallery has no labels, no gallery pairs and no calibrators of its own: the input functions
+# (rules/common.smk) give it the other datasets' calibrators.json and threshold.json instead.
 rule discovery:
     input:
         metadata="results/data/{dataset}.tsv",
         labels=discovery_labels,
-        gallery_pairs="results/stages/wildfusion/{dataset}/pairs.parquet",
+        gallery_pairs=discovery_gallery_pairs,
         query_pairs=discovery_pairs("pairs.parquet"),
         pairs_cost=discovery_pairs("cost.json"),
         shards=discovery_shard_files(
@@ -70,12 +72,15 @@ rule discovery:
             "logs/benchmarks/discovery_match_shard/{dataset}/{matcher}/{key}/shard{shard}.tsv"
         ),
         calibrators=discovery_calibrators,
+        pooled_calibrators=discovery_pooled("calibrators.json"),
+        pooled_thresholds=discovery_pooled("threshold.json"),
         embeddings=discovery_embeddings,
     output:
         clusters="results/stages/discovery/{dataset}/clusters.tsv",
         threshold="results/stages/discovery/{dataset}/threshold.json",
         curve="results/stages/discovery/{dataset}/threshold_curve.tsv",
         cost="results/stages/discovery/{dataset}/cost.json",
+        calibrators="results/stages/discovery/{dataset}/calibrators.json",
     log:
         "logs/discovery/{dataset}.log",
     conda:
@@ -84,19 +89,27 @@ rule discovery:
         matchers=discovery_matchers,
         weights=as_json(config_provider("wildfusion", "weights")),
         threshold=as_json(config_provider("discovery", "threshold")),
+        fallback=config_provider("discovery", "fallback_threshold"),
         tuning=as_json(config_provider("threshold_tuning")),
-        embeddings=lambda wc, input: input.embeddings if input.embeddings else "",
+        labels=optional_arg("--labels", "labels"),
+        gallery_pairs=optional_arg("--gallery-pairs", "gallery_pairs"),
+        cosine=discovery_cosine_calibration,
+        dense=lambda wc: (
+            ["--dense-cosine"] if discovery_setting("dense_cosine") else []
+        ),
     message:
         "Discovery on {wildcards.dataset}: clustering the new photos (matchers on query pairs: {params.matchers})"
     shell:
         "python -m workflow.discovery cluster --dataset {wildcards.dataset:q} --metadata {input.metadata:q} "
-        "--labels {input.labels:q} --gallery-pairs {input.gallery_pairs:q} "
-        "--query-pairs {input.query_pairs:q} --pairs-cost {input.pairs_cost:q} --embeddings {params.embeddings:q} "
+        "{params.labels:q} {params.gallery_pairs:q} "
+        "--query-pairs {input.query_pairs:q} --pairs-cost {input.pairs_cost:q} --embeddings {input.embeddings:q} "
+        "{params.dense:q} --cosine-calibration {params.cosine:q} "
         "--matchers {params.matchers:q} --shards {input.shards:q} --shard-benchmarks {input.shard_benchmarks:q} "
-        "--calibrators {input.calibrators:q} "
+        "--calibrators {input.calibrators:q} --pooled-calibrators {input.pooled_calibrators:q} "
+        "--pooled-thresholds {input.pooled_thresholds:q} --fallback-threshold {params.fallback:q} "
         "--weights {params.weights:q} --threshold {params.threshold:q} --tuning {params.tuning:q} "
         "--clusters {output.clusters:q} --threshold-out {output.threshold:q} --curve {output.curve:q} "
-        "--cost {output.cost:q} --log {log:q}"
+        "--cost {output.cost:q} --calibrators-out {output.calibrators:q} --log {log:q}"
 
 
 rule discovery_submission:
@@ -127,11 +140,6 @@ rule score_discovery:
         clusters=expand(
             "results/stages/discovery/{dataset}/clusters.tsv", dataset=DATASETS
         ),
-        labels=lambda wc: expand(
-            "results/stages/{stage}/{dataset}/predictions.tsv",
-            stage=discovery_setting("stage"),
-            dataset=DATASETS,
-        ),
         solution=solution_input(),
     output:
         scores=report(
@@ -150,7 +158,7 @@ rule score_discovery:
         "Scoring discovery (ARI, AMI) against the trivial clusterings"
     shell:
         "python -m workflow.discovery score --datasets {params.datasets:q} --clusters {input.clusters:q} "
-        "--labels {input.labels:q} --solution {params.solution:q} --out {output.scores:q} --log {log:q}"
+        "--solution {params.solution:q} --out {output.scores:q} --log {log:q}"
 
 
 rule plot_discovery:

@@ -1,7 +1,7 @@
 rule score_stage:
     input:
         predictions=stage_predictions,
-        metadata=dataset_tables(),
+        metadata=identified_tables(),
         solution=solution_input(),
         solution_check=solution_check(),
     output:
@@ -39,12 +39,9 @@ rule scores_table:
 
 rule submission:
     input:
-        predictions=lambda wc: expand(
-            "results/stages/{stage}/{dataset}/predictions.tsv",
-            stage=config["submission"]["stage"],
-            dataset=DATASETS,
-        ),
-        metadata=dataset_tables(),
+        predictions=submission_predictions,
+        metadata=identified_tables(),
+        no_gallery=gallery_free_tables(),
     output:
         submission=report(
             "results/submission.csv",
@@ -61,4 +58,4 @@ rule submission:
         "Writing the submission from stage {params.stage}"
     shell:
         "python -m workflow.evaluate submission --predictions {input.predictions:q} "
-        "--metadata {input.metadata:q} --out {output.submission:q} --log {log:q}"
+        "--metadata {input.metadata:q} --no-gallery {input.no_gallery:q} --out {output.submission:q} --log {log:q}"

@@ -214,8 +214,9 @@ def data_problems(config: Mapping, datasets: Sequence[str]) -> tuple[list[str], 
 
     if "baseline" in config and "backbone" in config["baseline"]:
         backbone_ref("baseline.backbone", config["baseline"]["backbone"])
-    if (config.get("shortlist") or {}).get("backbone") is not None:
-        backbone_ref("shortlist.backbone", config["shortlist"]["backbone"])
+    shortlist_backbone = (config.get("shortlist") or {}).get("backbone")
+    if shortlist_backbone is not None and shortlist_backbone != "trained":  # trained: the dual-backbone's embedding
+        backbone_ref("shortlist.backbone", shortlist_backbone)
     for section in ("xgboost", "dual_backbone"):
         for i, name in enumerate((config.get(section) or {}).get("backbones") or []):
             backbone_ref(f"{section}.backbones[{i}]", name)

@@ -13,7 +13,8 @@ Validation collects *every* problem before failing, each naming the file, the ro
 both CSV files are UTF-8 CSV; the columns; no empty ``image_id``/``path``/``split``/``dataset``; unique
 ``image_id``; ``split`` is database or query; database rows have an identity; no identity is
 ``new_individual`` and no id holds a control character; dataset names match :data:`SAFE_NAME` (at most
-:data:`SAFE_NAME_MAX` characters); every dataset has database and query rows; every ``path`` is relative and
+:data:`SAFE_NAME_MAX` characters); every dataset has database and query rows (query rows alone: valid only
+when the discovery stage runs, which clusters them from scratch); every ``path`` is relative and
 stays inside ``<root>`` (also through symbolic links, unless allowed); every image decodes; the solution lists
 each query once with a boolean ``new``.
 :func:`read_dataset_names` is the cheap subset that the Snakefile runs when it is parsed (so that an unsafe
@@ -114,8 +115,12 @@ def check_columns(df: pd.DataFrame, required: list[str], file: str) -> list[Prob
     return [Problem(file, 1, f"missing column(s) {missing}; found {list(df.columns)}")]
 
 
-def check_metadata_rows(df: pd.DataFrame, file: str) -> list[Problem]:
-    """Row-level checks of a metadata table that already has all required columns."""
+def check_metadata_rows(df: pd.DataFrame, file: str, discovery: bool = False) -> list[Problem]:
+    """Row-level checks of a metadata table that already has all required columns.
+
+    ``discovery``: the discovery stage runs, so a dataset without a gallery is valid (see
+    :func:`check_split_coverage`).
+    """
     problems: list[Problem] = []
     for col in ("image_id", "path", "split", "dataset"):
         for idx in df.index[df[col].str.strip() == ""]:
@@ -135,7 +140,7 @@ def check_metadata_rows(df: pd.DataFrame, file: str) -> list[Problem]:
     problems += check_ids(df, file)
     problems += check_dataset_names(df, file)
     problems += check_paths(df, file)
-    problems += check_split_coverage(df, file)
+    problems += check_split_coverage(df, file, discovery=discovery)
     return problems
 
 
@@ -213,20 +218,41 @@ def check_paths(df: pd.DataFrame, file: str) -> list[Problem]:
     return problems
 
 
-def check_split_coverage(df: pd.DataFrame, file: str, need: tuple[str, ...] = SPLITS) -> list[Problem]:
+def check_split_coverage(
+    df: pd.DataFrame, file: str, need: tuple[str, ...] = SPLITS, discovery: bool = False
+) -> list[Problem]:
     """Each dataset needs rows of every split in ``need`` (database: the gallery; query: the images to identify).
 
     One place for this rule, so that a stage that accepts a gallery-only or query-only dataset can relax it.
+    With ``discovery`` (the discovery stage is in ``stages``), a dataset whose rows are all queries is valid: it
+    is logged as clustered from scratch. Without it, the problem says to enable discovery.
     """
     problems = []
     for dataset, part in df[df["dataset"] != ""].groupby("dataset", sort=True):
+        query_only = not (part["split"] == "database").any() and (part["split"] == "query").any()
         for split in need:
-            if not (part["split"] == split).any():
-                what = "database images (labelled gallery)" if split == "database" else "query images"
-                problems.append(Problem(file, _line(part.index[0]), (
-                    f"dataset {dataset!r} has no {what}; add rows with split={split} for it, or remove its "
-                    f"{len(part)} row(s) (first on line {_line(part.index[0])})")))  # fmt: skip
+            if (part["split"] == split).any():
+                continue
+            if split == "database" and query_only and discovery:
+                logger.info("dataset %r has no gallery (%d query images, no database rows): the stages that need "
+                            "identities skip it and discovery clusters its query images from scratch",
+                            dataset, len(part))  # fmt: skip
+                continue
+            what = "database images (labelled gallery)" if split == "database" else "query images"
+            first = _line(part.index[0])
+            fix = f"add rows with split={split} for it, or remove its {len(part)} row(s) (first on line {first})"
+            if split == "database" and query_only:
+                fix += ("; or, to group its query images into individuals without a gallery (AnimalCLEF 2026), "
+                        "enable discovery: add discovery to stages in the config")  # fmt: skip
+            problems.append(Problem(file, _line(part.index[0]), f"dataset {dataset!r} has no {what}; {fix}"))
     return problems
+
+
+def gallery_free_datasets(df: pd.DataFrame) -> list[str]:
+    """Sorted names of the datasets whose rows are all queries (no gallery: discovery only)."""
+    named = df[df["dataset"] != ""]
+    has_gallery = set(named.loc[named["split"] == "database", "dataset"])
+    return sorted(set(named["dataset"]) - has_gallery)
 
 
 def hash_file(path: str | Path) -> str:
@@ -316,6 +342,14 @@ def read_dataset_names(root: str | Path) -> list[str]:
     return sorted(df.loc[df["dataset"] != "", "dataset"].unique())
 
 
+def read_gallery_free(root: str | Path) -> list[str]:
+    """Datasets of ``<root>/metadata.csv`` without any database row (read when the Snakefile is parsed)."""
+    df = read_table(Path(root) / "metadata.csv")
+    if not {"dataset", "split"} <= set(df.columns):
+        return []
+    return gallery_free_datasets(df)
+
+
 def validate_dataset(
     root: str | Path,
     extra_columns: list[str] | None = None,
@@ -323,10 +357,12 @@ def validate_dataset(
     threads: int = 2,
     allow_external_symlinks: bool = False,
     with_solution: bool = True,
+    discovery: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Validate ``root`` and return (metadata with ``abspath``/``sha1``, solution or None).
 
-    ``with_solution=False`` leaves ``solution.csv`` unread (the workflow checks it in its own job).
+    ``with_solution=False`` leaves ``solution.csv`` unread (the workflow checks it in its own job);
+    ``discovery=True`` accepts datasets without a gallery (:func:`check_split_coverage`).
 
     Raises :class:`DataValidationError` listing every problem found.
     """
@@ -339,7 +375,7 @@ def validate_dataset(
     problems = check_columns(df, required, str(meta_file))
     if problems:
         raise DataValidationError(problems)
-    problems = check_metadata_rows(df, str(meta_file))
+    problems = check_metadata_rows(df, str(meta_file), discovery=discovery)
     shas = [""] * len(df)
     if check_files:
         image_problems, shas = check_images(df, root, str(meta_file), threads, allow_external_symlinks)
@@ -379,6 +415,7 @@ VALIDATE_ARGS = (
     arg("--threads", type=int, default=2),
     arg("--allow-external-symlinks", action="store_true",
         help="accept images that are symbolic links to files outside --root"),
+    arg("--discovery", action="store_true", help="discovery runs: accept datasets without a gallery"),
 )  # fmt: skip
 
 
@@ -387,7 +424,8 @@ def run(args: argparse.Namespace) -> None:
     logger.info("validating %s", args.root)
     try:
         df, solution = validate_dataset(args.root, args.extra_columns, threads=args.threads,
-                                        allow_external_symlinks=args.allow_external_symlinks)  # fmt: skip
+                                        allow_external_symlinks=args.allow_external_symlinks,
+                                        discovery=args.discovery)  # fmt: skip
         write_per_dataset(df, args.out_dir, args.datasets)
     except DataValidationError as err:
         logger.error("%s", err)

@@ -17,10 +17,15 @@ Subcommands (one rule each):
 ``cluster``     label-stage predictions + WildFusion's pair table (gallery pairs) + query x query pairs with raw
                 scores (cosine and optional matcher shards) + the dataset's calibrators ->
                 ``results/stages/discovery/<dataset>/clusters.tsv`` (``image_id, cluster, anchored``),
-                ``threshold.json``, ``threshold_curve.tsv`` (``threshold, AMI, ARI, clusters``) and ``cost.json``.
+                ``threshold.json``, ``threshold_curve.tsv`` (``threshold, AMI, ARI, clusters``), ``cost.json`` and
+                ``calibrators.json`` (the calibrators used and their origin). A dataset without a gallery has no
+                label stage and no gallery pairs: every query is new, its calibrators are pooled from the other
+                datasets' ``calibrators.json`` (else its raw scores rank-normalised) and its threshold is theirs
+                (else ``discovery.fallback_threshold``): see :mod:`workflow.discovery_calibration`.
 ``submission``  every dataset's clusters -> ``results/clusters.csv`` (``image_id,cluster``, one row per query).
-``score``       clusters + label-stage predictions + ``solution.csv`` -> ``results/discovery_scores.tsv`` (``stage,
-                dataset, ARI, AMI, clusters, true_clusters``): discovery and three reference clusterings
+``score``       clusters (their ``anchored`` column keeps the label stage's labels) + ``solution.csv`` ->
+                ``results/discovery_scores.tsv`` (``stage, dataset, ARI, AMI, clusters, true_clusters``): discovery
+                and three reference clusterings
                 (``all_alone``: every photo alone; ``new_alone``: labels kept, every new photo alone;
                 ``new_together``: labels kept, every new photo in one cluster). Only this reads the solution.
 """
@@ -300,6 +305,14 @@ def reference_clusterings(labels: pd.DataFrame) -> dict[str, np.ndarray]:
     }
 
 
+def anchor_labels(clusters: pd.DataFrame) -> pd.DataFrame:
+    """``image_id, identity`` of the label stage as a ``clusters.tsv`` keeps it: the identity of an anchored photo
+    (its cluster), ``new_individual`` for the others (all of them in a dataset without a gallery)."""
+    anchored = clusters["anchored"].astype(str).str.lower().isin(["true", "1"]).to_numpy()
+    identity = np.where(anchored, clusters["cluster"].astype(str).to_numpy(dtype=object), NEW_INDIVIDUAL)
+    return pd.DataFrame({"image_id": clusters["image_id"].to_numpy(dtype=object), "identity": identity})
+
+
 def score_rows(dataset: str, clusters: pd.DataFrame, labels: pd.DataFrame, truth: dict | None) -> list[dict]:
     """Rows of the discovery score table of one dataset (discovery and the references)."""
     labels = labels.set_index("image_id").loc[clusters["image_id"]].reset_index()
@@ -367,57 +380,103 @@ def _split_shards(paths: list[str], matchers: list[str]) -> dict[str, list[str]]
 
 def dense_cosine(embeddings_path: str, calibrator: IsotonicCalibrator) -> Callable[[np.ndarray], np.ndarray]:
     """``f(image_ids [n]) -> [n x n]`` calibrated global cosine of every pair (the score of unmatched pairs)."""
-    from workflow.embed import load_embeddings
-
-    ids, emb = load_embeddings(embeddings_path)
-    row = {str(q): r for r, q in enumerate(ids)}
+    emb = embedding_rows(embeddings_path)
 
     def dense(image_ids: np.ndarray) -> np.ndarray:
-        x = emb[[row[str(q)] for q in image_ids]].astype(np.float64)
+        x = np.stack([emb[str(q)] for q in image_ids]).astype(np.float64) if len(image_ids) else np.zeros((0, 1))
         return calibrator.predict((x @ x.T).ravel()).reshape(len(x), len(x))
 
     return dense
 
 
+def embedding_rows(embeddings_path: str) -> dict[str, np.ndarray]:
+    """Image id -> its embedding ``[D]`` of an embeddings file."""
+    from workflow.embed import load_embeddings
+
+    ids, emb = load_embeddings(embeddings_path)
+    return {str(q): emb[r] for r, q in enumerate(ids)}
+
+
+def _gallery_calibration(args, meta: pd.DataFrame, sources: list[str]):
+    """Calibrators, gallery pair scores and threshold of a dataset with a gallery (the module docstring)."""
+    from workflow.discovery_calibration import GALLERY, REFIT, refit_cosine
+
+    given = [s for s in sources if not (s == "cosine" and args.cosine_calibration == REFIT)]
+    calibrators = {s: IsotonicCalibrator.load(c) for s, c in zip(given, args.calibrators, strict=True)}
+    origin = {s: GALLERY for s in given}
+    gal_meta = meta[meta["split"] == "database"]
+    gal_ids = gal_meta["image_id"].to_numpy(dtype=object)
+    gal_identity = gal_meta["identity"].to_numpy(dtype=object)
+    wf = pd.read_parquet(args.gallery_pairs)
+    wf = wf[wf["kind"] == "gallery"].reset_index(drop=True)
+    calibrated = wf.reindex(columns=sources)
+    if args.cosine_calibration == REFIT:
+        # the WildFusion cosine is that of the shortlist's (trained) embedding: refit on discovery's own
+        emb = embedding_rows(args.embeddings)
+        identity = dict(zip(gal_ids, gal_identity))
+        calibrators["cosine"] = refit_cosine(wf["query"], wf["candidate"], identity, emb)
+        origin["cosine"] = REFIT
+        cos = np.array([float(emb[str(q)] @ emb[str(c)]) for q, c in zip(wf["query"], wf["candidate"])])
+        calibrated["cosine"] = calibrators["cosine"].predict(cos)
+    absent = [s for s in sources if s not in wf.columns and not (s == "cosine" and origin.get(s) == REFIT)]
+    if absent:
+        raise ValueError(f"{args.gallery_pairs} has no calibrated column for {absent}: add them to wildfusion.matchers")
+    gscore = fuse_scores(calibrated[sources], json.loads(args.weights))
+    gpos = {g: p for p, g in enumerate(gal_ids)}
+    dense = dense_cosine(args.embeddings, calibrators["cosine"]) if args.dense_cosine else None
+    threshold, info, curve = choose_discovery_threshold(
+        json.loads(args.threshold), args.dataset, gal_identity,
+        wf["query"].map(gpos).to_numpy(), wf["candidate"].map(gpos).to_numpy(), gscore, json.loads(args.tuning),
+        None if dense is None else (lambda rows: dense(gal_ids[rows])),
+    )  # fmt: skip
+    return calibrators, origin, threshold, info, curve, set(gal_identity)
+
+
+def _gallery_free_calibration(args, meta: pd.DataFrame, sources: list[str], raw: pd.DataFrame):
+    """Calibrators and threshold of a dataset without a gallery (workflow/discovery_calibration.py)."""
+    from workflow.discovery_calibration import borrowed_threshold, fallback_calibrators
+
+    query_ids = meta.loc[meta["split"] == "query", "image_id"].to_numpy(dtype=object)
+    dense_raw = None
+    if args.embeddings:
+        emb = embedding_rows(args.embeddings)
+        x = np.stack([emb[str(q)] for q in query_ids]).astype(np.float64) if len(query_ids) else np.zeros((0, 1))
+        dense_raw = x @ x.T
+    calibrators, origin = fallback_calibrators(sources, args.pooled_calibrators, raw, dense_raw)
+    setting = resolve_threshold(json.loads(args.threshold), args.dataset)
+    threshold, info = borrowed_threshold(setting, args.pooled_thresholds, args.fallback_threshold)
+    logger.info("%s has no gallery: threshold %.3f (%s)", args.dataset, threshold, info["source"])
+    return calibrators, origin, threshold, info, pd.DataFrame(columns=CURVE_COLUMNS), set()
+
+
 def _cluster_main(args) -> None:
+    from workflow.discovery_calibration import save_calibrators
     from workflow.match import read_shards
     from workflow.wildfusion import source_scores
 
     start = time.perf_counter()
     meta = read_tsv(args.metadata)
     sources = ["cosine", *args.matchers]
-    weights = json.loads(args.weights)
-    calibrators = {s: IsotonicCalibrator.load(c) for s, c in zip(sources, args.calibrators, strict=True)}
-
     qq = pd.read_parquet(args.query_pairs)
     raw = source_scores(qq, {m: read_shards(p) for m, p in _split_shards(args.shards, args.matchers).items()})
-    qq = qq.assign(score=fuse_sources(raw[sources], calibrators, weights))
+    if args.gallery_pairs:
+        calibrators, origin, threshold, info, curve, taken = _gallery_calibration(args, meta, sources)
+    else:
+        calibrators, origin, threshold, info, curve, taken = _gallery_free_calibration(args, meta, sources, raw)
+    qq = qq.assign(score=fuse_sources(raw[sources], calibrators, json.loads(args.weights)))
+    dense = dense_cosine(args.embeddings, calibrators["cosine"]) if args.dense_cosine else None
+    info.update(dense_cosine=dense is not None, calibrators=origin, gallery=bool(args.gallery_pairs))
 
-    gal_meta = meta[meta["split"] == "database"]
-    gal_ids = gal_meta["image_id"].to_numpy(dtype=object)
-    gal_identity = gal_meta["identity"].to_numpy(dtype=object)
-    wf = pd.read_parquet(args.gallery_pairs)
-    wf = wf[wf["kind"] == "gallery"].reset_index(drop=True)
-    absent = [s for s in sources if s not in wf.columns]
-    if absent:
-        raise ValueError(f"{args.gallery_pairs} has no calibrated column for {absent}: add them to wildfusion.matchers")
-    gscore = fuse_scores(wf[sources], weights)
-    gpos = {g: p for p, g in enumerate(gal_ids)}
-    dense = dense_cosine(args.embeddings, calibrators["cosine"]) if args.embeddings else None
-    threshold, info, curve = choose_discovery_threshold(
-        json.loads(args.threshold), args.dataset, gal_identity,
-        wf["query"].map(gpos).to_numpy(), wf["candidate"].map(gpos).to_numpy(), gscore, json.loads(args.tuning),
-        None if dense is None else (lambda rows: dense(gal_ids[rows])),
-    )  # fmt: skip
-    info["dense_cosine"] = dense is not None
-
-    preds = read_tsv(args.labels)[["image_id", "identity"]]
     query_ids = meta.loc[meta["split"] == "query", "image_id"].tolist()
-    missing = sorted(set(query_ids) - set(preds["image_id"]))
-    if missing:
-        raise ValueError(f"{args.labels} has no label for query image(s) {missing[:3]}")
-    preds = preds.set_index("image_id").loc[query_ids].reset_index()
-    clusters = cluster_queries(args.dataset, preds, qq, threshold, set(gal_identity), dense)
+    if args.labels:
+        preds = read_tsv(args.labels)[["image_id", "identity"]]
+        missing = sorted(set(query_ids) - set(preds["image_id"]))
+        if missing:
+            raise ValueError(f"{args.labels} has no label for query image(s) {missing[:3]}")
+        preds = preds.set_index("image_id").loc[query_ids].reset_index()
+    else:  # no gallery: every query is a new individual's photo
+        preds = pd.DataFrame({"image_id": query_ids, "identity": NEW_INDIVIDUAL})
+    clusters = cluster_queries(args.dataset, preds, qq, threshold, taken, dense)
     n_new = int((~clusters["anchored"]).sum())
     n_new_clusters = clusters.loc[~clusters["anchored"], "cluster"].nunique()
     logger.info("%s: %d queries, %d anchored to known individuals, %d new photos in %d new individuals "
@@ -432,6 +491,7 @@ def _cluster_main(args) -> None:
     write_json(info, args.threshold_out)
     write_tsv(curve, args.curve)
     write_json(cost, args.cost)
+    save_calibrators(calibrators, origin, args.calibrators_out)
 
 
 def pairs_command(args: argparse.Namespace) -> None:
@@ -472,9 +532,9 @@ def score_command(args: argparse.Namespace) -> None:
         sol = read_table(args.solution)
         truth = dict(zip(sol["image_id"], sol["identity"]))
     rows = []
-    for dataset, path, label_path in zip(args.datasets, args.clusters, args.labels, strict=True):
+    for dataset, path in zip(args.datasets, args.clusters, strict=True):
         clusters = read_clusters(path)
-        rows.extend(score_rows(dataset, clusters, read_tsv(label_path)[["image_id", "identity"]], truth))
+        rows.extend(score_rows(dataset, clusters, anchor_labels(clusters), truth))
     table = score_table(rows)
     logger.info("\n%s", table.to_string(index=False))
     write_tsv(table.round(6), args.out)
@@ -484,21 +544,35 @@ def main(argv: list[str] | None = None) -> None:
     commands = {
         "pairs": command(None, "metadata embeddings", arg("--k", type=int, required=True), "out cost"),
         "cluster": command(None, "dataset metadata",
-                           arg("--labels", required=True, help="predictions.tsv of the label stage"),
-                           arg("--gallery-pairs", required=True, help="WildFusion's pairs.parquet"),
+                           arg("--labels", default="",
+                               help="predictions.tsv of the label stage (none: every query is new)"),
+                           arg("--gallery-pairs", default="",
+                               help="WildFusion's pairs.parquet (none: a dataset without gallery)"),
                            arg("--query-pairs", required=True), arg("--pairs-cost", default=""),
                            arg("--embeddings", required=False, default="",
-                               help="with it, unscored pairs take the calibrated global cosine"),
+                               help="discovery's global embedding (dense cosine, refit, rank)"),
+                           arg("--dense-cosine", action="store_true",
+                               help="unscored pairs take the calibrated global cosine"),
+                           arg("--cosine-calibration", choices=["gallery", "refit"], default="gallery",
+                               help="refit: the cosine calibrator is refitted on --embeddings "
+                               "(the shortlist's is another one)"),
+                           arg("--pooled-calibrators", nargs="*", default=[],
+                               help="no gallery: other datasets' calibrators.json"),
+                           arg("--pooled-thresholds", nargs="*", default=[],
+                               help="no gallery: other datasets' threshold.json"),
+                           arg("--fallback-threshold", type=float, default=0.95),
                            "matchers shards",
                            arg("--shard-benchmarks", nargs="*", default=[],
                                help="Snakemake benchmark records of the shards"),
-                           "calibrators weights threshold tuning", arg("--clusters", required=True),
-                           "threshold-out curve cost"),
+                           arg("--calibrators", nargs="*", default=[],
+                               help="the gallery's: cosine first (unless refit), then --matchers order"),
+                           "weights threshold tuning", arg("--clusters", required=True),
+                           "threshold-out curve cost",
+                           arg("--calibrators-out", required=True,
+                               help="calibrators.json: the calibrators used, their origin")),
         "submission": command(None, arg("--clusters", nargs="+", required=True), arg("--metadata", nargs="+"), "out"),
         "score": command(None, arg("--datasets", nargs="+", required=True),
                          arg("--clusters", nargs="+", required=True, help="--datasets order"),
-                         arg("--labels", nargs="+", required=True,
-                             help="the label stage's predictions, --clusters order"),
                          arg("--solution", required=False, default=""), "out"),
     }  # fmt: skip
     handlers = {"pairs": pairs_command, "cluster": _cluster_main, "submission": submission_command,

@@ -7,7 +7,10 @@ Subcommands (each called by one rule):
 ``table``       stage score tables -> ``results/scores.tsv`` (columns ``stage, dataset, BAKS, BAUS, score,
                 new_share``, one ``dataset=ALL`` row per stage, stages in the configured order).
 ``submission``  the final stage's predictions -> ``results/submission.csv`` (``image_id,identity``, each
-                query image exactly once, checked against the metadata).
+                query image exactly once, checked against the metadata); the queries of a dataset without a
+                gallery (``--no-gallery`` tables: no stage identifies them) are all ``new_individual``.
+
+Only the datasets whose tables are given are scored (the per-query stages skip datasets without a gallery).
 """
 
 from __future__ import annotations
@@ -84,10 +87,24 @@ def scores_table(args: argparse.Namespace) -> None:
     write_tsv(scores.round(6), args.out)
 
 
+def submission_rows(predictions: list[str], no_gallery: list[str]) -> pd.DataFrame:
+    """``image_id, identity`` of the predicted queries, then ``new_individual`` for every query of the
+    ``no_gallery`` tables (datasets without a gallery: nothing known to match)."""
+    parts = [concat_predictions(predictions)[["image_id", "identity"]]] if predictions else []
+    for table in no_gallery:
+        meta = read_tsv(table)
+        parts.append(pd.DataFrame({"image_id": meta.loc[meta["split"] == "query", "image_id"],
+                                   "identity": NEW_INDIVIDUAL}))  # fmt: skip
+    if not parts:
+        return pd.DataFrame(columns=["image_id", "identity"])
+    return pd.concat(parts, ignore_index=True)
+
+
 def write_submission(args: argparse.Namespace) -> None:
-    """``submission``: the submitted stage's predictions of every dataset, checked, in metadata order."""
-    preds = concat_predictions(args.predictions)[["image_id", "identity"]]
-    meta = pd.concat([read_tsv(m) for m in args.metadata], ignore_index=True)
+    """``submission``: the submitted stage's predictions of every dataset (``new_individual`` for every query of
+    a dataset without a gallery), checked, in metadata order."""
+    preds = submission_rows(args.predictions, args.no_gallery)
+    meta = pd.concat([read_tsv(m) for m in [*args.metadata, *args.no_gallery]], ignore_index=True)
     query_ids = meta.loc[meta["split"] == "query", "image_id"].tolist()
     check_submission(preds, query_ids, set(meta.loc[meta["split"] == "database", "identity"]))
     order = {image_id: i for i, image_id in enumerate(meta["image_id"])}
@@ -106,7 +123,10 @@ def main(argv: list[str] | None = None) -> None:
                          arg("--solution", required=False, default="", nargs="?", const="",
                              help="solution.csv (absent: not scored)"), "out"),
         "table": command(None, arg("--scores", nargs="+", required=True), "out"),
-        "submission": command(None, predictions, arg("--metadata", nargs="+"), "out"),
+        "submission": command(None, arg("--predictions", nargs="*", default=[]),
+                              arg("--metadata", nargs="*", default=[], help="tables of the datasets with predictions"),
+                              arg("--no-gallery", nargs="*", default=[],
+                                  help="tables of the datasets without a gallery"), "out"),
     }  # fmt: skip
     run_stage(stage_parser(__doc__, "log", commands=commands), argv, {"score": score_stage, "table": scores_table,
                                                                      "submission": write_submission})  # fmt: skip

@@ -17,7 +17,7 @@ Outputs
 ``sync_tables`` runs when the workflow starts (rules/common.smk), so bad metadata or a corrupt image
 stops the run before any job starts, and nothing already computed is deleted or rewritten.
 
-    python -m workflow.tables write --root R --out-dir D --datasets A B [--extra-columns C] [--threads N]
+    python -m workflow.tables write --root R --out-dir D --datasets A B [--extra-columns C] [--threads N] [--discovery]
     python -m workflow.tables solution --root R --tables D/A.tsv D/B.tsv --out S.json
 """
 
@@ -139,16 +139,18 @@ def build_tables(
     stats_dir: str | Path = STATS_DIR,
     allow_external_symlinks: bool = False,
     enrollment: str | Path | None = None,
+    discovery: bool = False,
 ) -> dict[str, pd.DataFrame]:
     """Validate the metadata and the images it names; return the table of each of ``datasets``.
 
     ``enrollment``: the active gallery version's ``changes.csv`` (:mod:`workflow.enrollment`), applied to the
-    metadata (enrolled query photos become gallery photos of their identity). Raises :class:`DataValidationError`
-    listing every problem (the solution is not read here).
+    metadata (enrolled query photos become gallery photos of their identity). ``discovery``: the discovery stage
+    runs, so a dataset without a gallery (only query rows) is valid. Raises :class:`DataValidationError` listing
+    every problem (the solution is not read here).
     """
     root = Path(root)
     meta_file = str(root / "metadata.csv")
-    df, _ = validate_dataset(root, extra_columns, check_files=False, with_solution=False)
+    df, _ = validate_dataset(root, extra_columns, check_files=False, with_solution=False, discovery=discovery)
     if enrollment:
         df, problems = apply_changes(df, read_changes(enrollment), str(enrollment))
         if problems:
@@ -187,9 +189,11 @@ def sync_tables(
     stats_dir: str | Path = STATS_DIR,
     allow_external_symlinks: bool = False,
     enrollment: str | Path | None = None,
+    discovery: bool = False,
 ) -> list[str]:
     """Bring ``<out_dir>/<dataset>.tsv`` up to date with the data; return the datasets whose table changed."""
-    tables = build_tables(root, datasets, extra_columns, threads, stats_dir, allow_external_symlinks, enrollment)
+    tables = build_tables(root, datasets, extra_columns, threads, stats_dir, allow_external_symlinks, enrollment,
+                          discovery)  # fmt: skip
     return [d for d, table in tables.items() if write_if_changed(table, Path(out_dir) / f"{d}.tsv")]
 
 
@@ -226,6 +230,7 @@ def write(args: argparse.Namespace) -> None:
         args.threads,
         allow_external_symlinks=args.allow_external_symlinks,
         enrollment=args.enrollment or None,
+        discovery=args.discovery,
     )
     logger.info("tables written: %s (unchanged: the others)", changed or "none")
 

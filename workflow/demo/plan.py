@@ -49,6 +49,24 @@ class DemoDataset:
     orientations: list[str] = field(default_factory=lambda: ["left", "right"])
     date_range: tuple[int, int] | None = None
 
+    @property
+    def gallery_free(self) -> bool:
+        """No gallery (known_individuals 0): every query photo shows a new individual (discovery only)."""
+        return self.known_individuals == 0
+
+    def _check_gallery_free(self, where: str) -> None:
+        if self.known_individuals or self.gallery_images:
+            raise ValueError(
+                f"{where}: known_individuals must be an integer >= 1 and gallery_images >= known_individuals, or "
+                f"both 0 (a dataset without a gallery); got {self.known_individuals} and {self.gallery_images}"
+            )
+        if self.new_individuals < 1 or self.query_images < self.new_individuals:
+            raise ValueError(
+                f"{where}: a dataset without a gallery needs new_individuals >= 1 and query_images >= "
+                f"new_individuals (each new individual photographed once at least); got {self.new_individuals} "
+                f"and {self.query_images}"
+            )
+
     def __post_init__(self) -> None:
         where = f"demo dataset {self.name!r}"
         # YAML/JSON give lists: store orientations as a fresh list and date_range as a tuple
@@ -64,10 +82,13 @@ class DemoDataset:
             raise ValueError(f"{where}: pattern must be one of {list(PATTERNS)}, got {self.pattern!r}")
         if self.distribution not in DISTRIBUTIONS:
             raise ValueError(f"{where}: distribution must be one of {list(DISTRIBUTIONS)}, got {self.distribution!r}")
-        for key, low in (("known_individuals", 1), ("new_individuals", 0), ("gallery_images", 1), ("query_images", 1)):
+        for key, low in (("known_individuals", 0), ("new_individuals", 0), ("gallery_images", 0), ("query_images", 1)):
             value = getattr(self, key)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{where}: {key} must be an integer >= {low}, got {value!r}")
+        if self.known_individuals == 0 or self.gallery_images == 0:
+            self._check_gallery_free(where)
+            return
         if (
             not isinstance(self.orientations, (list, tuple))
             or not self.orientations
@@ -105,8 +126,10 @@ class DemoDataset:
             raise ValueError(f"{where}: {err}") from None
 
 
-def _query_split(query_images: int, new_individuals: int) -> tuple[int, int]:
-    """(query photos of new individuals, query photos of known ones)."""
+def _query_split(query_images: int, new_individuals: int, gallery_free: bool = False) -> tuple[int, int]:
+    """(query photos of new individuals, query photos of known ones); without a gallery every photo is new."""
+    if gallery_free:
+        return query_images, 0
     if new_individuals == 0:
         return 0, query_images
     n_new = max(new_individuals, round(query_images * NEW_FRACTION))
@@ -272,12 +295,16 @@ def plan_dataset(ds: DemoDataset, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng([seed, _key(ds.name), _PLAN, 0])
     n_known, n_total = ds.known_individuals, ds.known_individuals + ds.new_individuals
     identities = [f"{ds.name}_{i:03d}" for i in range(n_total)]
-    gallery = gallery_counts(ds.distribution, n_known, ds.gallery_images, rng)
-    q_new, q_known = _query_split(ds.query_images, ds.new_individuals)
-    n_kq = min(n_known, q_known)
-    p = np.sqrt(gallery) / np.sqrt(gallery).sum()
-    chosen = np.sort(rng.choice(n_known, size=n_kq, replace=False, p=p))
-    known_q = _allocate(q_known, np.sqrt(gallery[chosen]), low=1)
+    if ds.gallery_free:
+        gallery = chosen = known_q = np.zeros(0, dtype=np.int64)
+        q_new, q_known = _query_split(ds.query_images, ds.new_individuals, gallery_free=True)
+    else:
+        gallery = gallery_counts(ds.distribution, n_known, ds.gallery_images, rng)
+        q_new, q_known = _query_split(ds.query_images, ds.new_individuals)
+        n_kq = min(n_known, q_known)
+        p = np.sqrt(gallery) / np.sqrt(gallery).sum()
+        chosen = np.sort(rng.choice(n_known, size=n_kq, replace=False, p=p))
+        known_q = _allocate(q_known, np.sqrt(gallery[chosen]), low=1)
     new_q = (
         _allocate(q_new, rng.lognormal(0.0, 0.5, ds.new_individuals), low=1)
         if ds.new_individuals
