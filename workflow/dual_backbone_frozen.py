@@ -351,9 +351,21 @@ def fit_on_rows(
 
 
 def pseudo_runs(
-    views: np.ndarray, identities: np.ndarray, image_ids: np.ndarray, dims, cfg, head_cfg, tuning: Mapping[str, Any]
+    views: np.ndarray,
+    identities: np.ndarray,
+    image_ids: np.ndarray,
+    dims,
+    cfg,
+    head_cfg,
+    tuning: Mapping[str, Any],
+    queries: np.ndarray | None = None,
+    query_scores: list[np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """``pseudo.parquet`` rows of the gallery (``views: [N x V x sum(D)]``): one retrained head per open-set split.
+
+    With ``queries`` (view 0 of the real queries, ``[Q x sum(D)]``) and a list ``query_scores``, each split's head
+    also scores the real queries against the whole gallery and appends their top ``(cos + 1) / 2`` (``[Q]``) to
+    ``query_scores``: the scale of the split heads, for :func:`workflow.score_scale.quantile_map`.
 
     The splits are ``simulate_open_set_split(identities, new_fraction, query_fraction, rng)`` drawn
     ``repeats`` times from ``np.random.default_rng(seed)`` (``tuning`` = config ``threshold_tuning``), exactly as
@@ -372,6 +384,9 @@ def pseudo_runs(
         q, g = project(model, views[split.query, 0]), project(model, views[split.gallery, 0])
         idx, cos = topk_inner_product(q, g, 1)
         found = idx.shape[1] > 0
+        if queries is not None and query_scores is not None and len(queries):
+            _, qcos = topk_inner_product(project(model, queries), project(model, views[:, 0]), 1)
+            query_scores.append((np.clip(qcos[:, 0], -1, 1) + 1) / 2)
         frames.append(
             pd.DataFrame(
                 {
@@ -561,6 +576,7 @@ def predict_main(args: argparse.Namespace, meta: pd.DataFrame) -> None:
     """``dual_backbone predict`` on a frozen-mode model: retrieval, per-split pseudo runs, ``auto`` threshold."""
     from workflow._entry import write_stage_outputs
     from workflow.dual_backbone import retrieve
+    from workflow.score_scale import quantile_map
     from workflow.thresholds import apply_threshold, choose_threshold
 
     model, _, _, settings = load_frozen_model(args.model)
@@ -571,11 +587,18 @@ def predict_main(args: argparse.Namespace, meta: pd.DataFrame) -> None:
     frozen = settings["frozen"]
     gviews = table_views(gal, settings, int(frozen["views"]), args.cache, args.device)
     qviews = table_views(qry, settings, 1, args.cache, args.device)
+    split_scores: list[np.ndarray] = []
     pseudo = pseudo_runs(gviews, gal["identity"].to_numpy(dtype=object), gal["image_id"].to_numpy(dtype=object),
-                         settings["dims"], frozen, settings["head"], tuning)  # fmt: skip
+                         settings["dims"], frozen, settings["head"], tuning, qviews[:, 0], split_scores)  # fmt: skip
     scorer = pseudo_scorer(pseudo, gal["image_id"].astype(str).to_numpy())
     g_emb, q_emb = project(model, gviews[:, 0]), project(model, qviews[:, 0])
     idx, conf = retrieve(q_emb, g_emb, k=int(args.k))
+    if split_scores and conf.shape[1]:
+        # The final head's scores onto the split heads' scale, on which every threshold of this source is tuned.
+        raw_median = float(np.median(conf[:, 0]))
+        conf = quantile_map(conf[:, 0], np.concatenate(split_scores))[:, None].astype(np.float32)
+        logger.info("query top scores quantile-mapped onto the %d split heads' scale: median %.4f -> %.4f",
+                    len(split_scores), raw_median, float(np.median(conf[:, 0])))  # fmt: skip
     threshold, info, curve = choose_threshold(json.loads(args.threshold), args.dataset, scorer,
                                               gal["identity"].to_numpy(dtype=object), tuning)  # fmt: skip
     top_identity = gal["identity"].to_numpy(dtype=object)[idx[:, 0]] if idx.shape[1] else np.full(len(qry), "", object)
