@@ -16,6 +16,11 @@ The search, on the splits that every source holds (scores are means of ``sqrt(BA
    ``>= b`` and sets new where it is ``< c`` (``c <= b``; either may be left out), with ``a, b, c`` searched
    jointly on a grid of quantiles of each source's pseudo scores: the paper's step kinds.
 3. Greedily, further override steps of the remaining sources on top of the best cascade so far.
+4. The agreement family: a first step ``A`` whose threshold drops from ``a`` to ``a2`` where another stage ``B``
+   names the same individual (``agree_with``; both thresholds on a grid of ``A``'s quantiles), grown as in 3;
+   it replaces the cascade of 1-3 when its simulated score is higher by more than ``min_gain``, or within
+   ``min_gain`` with fewer thresholds (two stages that agree on an individual are right far more often than
+   either alone, a signal the override steps cannot express).
 
 A cascade with more steps is kept only when it beats the best one with fewer steps by more than ``min_gain``, so
 the choice is, by construction, at least as good on the simulated splits as the best single stage (which is
@@ -250,11 +255,26 @@ def search(data: PseudoData, grid_size: int, min_gain: float, max_steps: int):
             pair = _extend(data, firsts, b, grid_size)
             if pair[0] > best[0] + min_gain:
                 best = pair
+    best, evaluated = _grow(data, best, grid_size, min_gain, max_steps, evaluated)
     if max_steps >= 2 and data.ident is not None:
+        # The agreement family (first step with agree_with), grown the same way; the better of the two wins.
         agree = _best_agreement(data, grid_size)
         evaluated += agree[3]
-        if agree[0] > best[0] + min_gain:
-            best = agree[:3]
+        if agree[0] > singles[best_name][0] + min_gain:
+            grown, evaluated = _grow(data, agree[:3], grid_size, min_gain, max_steps, evaluated)
+            # Within min_gain of each other the simpler rule (fewer thresholds) wins, as for added steps.
+            if grown[0] > best[0] + min_gain or (grown[0] > best[0] - min_gain and _size(grown[1]) < _size(best[1])):
+                best = grown
+    return best, singles, best_name, evaluated
+
+
+def _size(steps: Sequence[Mapping]) -> int:
+    """The number of thresholds of a cascade (its complexity for the ``min_gain`` rule)."""
+    return sum(1 for step in steps for key in step if key not in ("source", "agree_with"))
+
+
+def _grow(data: PseudoData, best, grid_size: int, min_gain: float, max_steps: int, evaluated: int):
+    """Greedily add override steps of unused sources to a cascade of two or more sources while each gains."""
     while len(best[1]) < max_steps and (len(best[1]) >= 2 or "agree_with" in best[1][0]):
         used = {step["source"] for step in best[1]}
         more = (-1.0, [], {})
@@ -266,7 +286,7 @@ def search(data: PseudoData, grid_size: int, min_gain: float, max_steps: int):
         if more[0] <= best[0] + min_gain:
             break
         best = more
-    return best, singles, best_name, evaluated
+    return best, evaluated
 
 
 def _best_agreement(data: PseudoData, grid_size: int) -> tuple[float, list[dict], dict, int]:
