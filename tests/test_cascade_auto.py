@@ -193,3 +193,39 @@ def test_auto_choices_never_read_the_query_truth(tmp_path):
         best = max(r["score"] for r in choice["single_stages"].values())
         assert choice["simulated"]["score"] >= best - 1e-9
     assert set(choice["single_stages"]) == {"baseline", "wildfusion", "rerank", "xgboost"}
+
+
+def test_agreement_first_step_is_chosen_when_agreement_separates_known_from_new():
+    """Two sources whose scores overlap for known and new pseudo-queries but whose identities agree only for
+    known ones: no threshold or override separates them, the agreement step does."""
+    rng = np.random.default_rng(0)
+    rows = {"a": [], "b": []}
+    for split in range(4):
+        for i in range(200):
+            truth = f"id{i % 40}"
+            is_new = i % 3 == 0
+            score_a, score_b = rng.uniform(0.4, 0.6), rng.uniform(0.4, 0.6)
+            if is_new:
+                ident_a, ident_b = f"id{rng.integers(40)}", f"x{rng.integers(40)}"  # wrong, and disagreeing
+            else:
+                ident_a = ident_b = truth
+            for name, ident, score in (("a", ident_a, score_a), ("b", ident_b, score_b)):
+                rows[name].append({"split": split, "image_id": f"q{i}", "identity": ident, "score": score,
+                                   "truth": truth, "is_new": is_new})  # fmt: skip
+    tables = {name: pd.DataFrame(r) for name, r in rows.items()}
+    steps, report = choose_cascade(tables, grid_size=11)
+    assert "agree_with" in steps[0]
+    assert report["simulated"]["score"] > 0.99
+    assert max(s["score"] for s in report["single_stages"].values()) < 0.9
+    data = align(tables)
+    assert evaluate(data, apply_steps(data, steps))["score"] == pytest.approx(report["simulated"]["score"], abs=1e-6)
+
+
+def test_run_cascade_agreement_step_matches_the_search():
+    from workflow.cascade import run_cascade
+
+    a = pd.DataFrame({"image_id": ["1", "2", "3"], "top_identity": ["x", "y", "z"], "top_score": [0.5, 0.5, 0.9]})
+    b = pd.DataFrame({"image_id": ["1", "2", "3"], "top_identity": ["x", "w", "q"], "top_score": [0.1, 0.9, 0.9]})
+    steps = [{"source": "rerank", "new_below": 0.8, "agree_with": "baseline", "agree_new_below": 0.3}]
+    out = run_cascade(steps, {"rerank": a, "baseline": b})
+    assert out["identity"].tolist() == ["x", "new_individual", "z"]

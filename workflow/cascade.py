@@ -16,6 +16,9 @@ first step (defines the initial label)
     ``{source: S, new_below: t}``: label = S's ``top_identity``; ``new_individual`` where ``top_score < t``
     (a missing or non-finite score, or an empty identity, also gives ``new_individual``). ``new_below`` may be
     left out (the top identity is always kept). Override keys are refused here.
+    ``agree_with: B`` and ``agree_new_below: t2`` (together, first step only): where stage B's ``top_identity``
+    equals S's, the threshold is ``t2`` instead of ``t`` (two stages that agree on an individual are more often
+    right than either alone; ``t2 <= t``).
 later steps (refine the label; each key optional, at least one required)
     ``override_at_or_above: t`` / ``override_above: t``: label = S's ``top_identity`` where ``top_score >= t``
     (resp. ``> t``); ``new_below: t``: label = ``new_individual`` where ``top_score < t``. An override is tested
@@ -55,6 +58,7 @@ logger = logging.getLogger(__name__)
 
 SOURCES: tuple[str, ...] = ("baseline", "wildfusion", "rerank", "xgboost", "dual_backbone")
 THRESHOLD_KEYS: tuple[str, ...] = ("new_below", "override_above", "override_at_or_above")
+AGREE_KEYS: tuple[str, ...] = ("agree_with", "agree_new_below")
 SOURCE_COLUMNS: tuple[str, ...] = ("image_id", "top_identity", "top_score")
 
 AUTO = "auto"
@@ -73,7 +77,18 @@ CASCADE_STEP_SCHEMA: dict[str, Any] = {
         "new_below": _threshold_schema("top_score below this -> new_individual", minimum=0),
         "override_above": _threshold_schema("top_score above this -> the source's top identity"),
         "override_at_or_above": _threshold_schema("top_score >= this -> the source's top identity"),
+        "agree_with": {
+            "type": "string",
+            "enum": list(SOURCES),
+            "description": "first step only: a second stage whose agreeing top identity lowers the threshold",
+        },
+        "agree_new_below": {
+            "type": "number",
+            "minimum": 0,
+            "description": "first step only: new_below where agree_with's top identity agrees",
+        },
     },
+    "dependencies": {"agree_with": ["agree_new_below", "new_below"], "agree_new_below": ["agree_with"]},
     "required": ["source"],
     "additionalProperties": False,
     "not": {"required": ["override_above", "override_at_or_above"]},
@@ -120,9 +135,10 @@ def validate_steps(steps: Sequence[Mapping[str, Any]], known_sources: Sequence[s
         where = f"cascade step {i + 1} ({step!r})"
         if not isinstance(step, Mapping):
             raise CascadeConfigError(f"{where}: must be a mapping like {{source: wildfusion, new_below: 0.4}}")
-        unknown = sorted(set(step) - {"source", *THRESHOLD_KEYS})
+        unknown = sorted(set(step) - {"source", *THRESHOLD_KEYS, *AGREE_KEYS})
         if unknown:
-            raise CascadeConfigError(f"{where}: unknown key(s) {unknown}; allowed: source, {', '.join(THRESHOLD_KEYS)}")
+            raise CascadeConfigError(f"{where}: unknown key(s) {unknown}; allowed: source, "
+                                     f"{', '.join(THRESHOLD_KEYS + AGREE_KEYS)}")  # fmt: skip
         if step.get("source") not in known_sources:
             raise CascadeConfigError(
                 f"{where}: source must be one of {list(known_sources)}, got {step.get('source')!r}"
@@ -135,6 +151,17 @@ def validate_steps(steps: Sequence[Mapping[str, Any]], known_sources: Sequence[s
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 raise CascadeConfigError(f"{where}: {key} must be a finite number, got {value!r}")
             clean[key] = float(value)
+        if any(k in step for k in AGREE_KEYS):
+            if i > 0:
+                raise CascadeConfigError(f"{where}: {list(AGREE_KEYS)} belong to the first step only")
+            if not all(k in step for k in AGREE_KEYS) or "new_below" not in clean:
+                raise CascadeConfigError(f"{where}: agree_with needs agree_new_below and new_below")
+            if step["agree_with"] not in known_sources or step["agree_with"] == step["source"]:
+                raise CascadeConfigError(f"{where}: agree_with must be another of {list(known_sources)}")
+            value = step["agree_new_below"]
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise CascadeConfigError(f"{where}: agree_new_below must be a finite number, got {value!r}")
+            clean["agree_with"], clean["agree_new_below"] = str(step["agree_with"]), float(value)
         overrides = [k for k in ("override_above", "override_at_or_above") if k in clean]
         if i == 0 and overrides:
             raise CascadeConfigError(f"{where}: the first step defines the initial label; {overrides} has no meaning")
@@ -170,17 +197,25 @@ def run_cascade(steps: Sequence[Mapping[str, Any]], sources: Mapping[str, pd.Dat
     See the module docstring for the step kinds. Every source a step names must be in ``sources``.
     """
     steps = validate_steps(steps)
-    absent = sorted({s["source"] for s in steps} - set(sources))
+    names = {s["source"] for s in steps} | {s["agree_with"] for s in steps if "agree_with" in s}
+    absent = sorted(names - set(sources))
     if absent:
         raise ValueError(f"cascade steps name source(s) {absent} that were not given; given: {sorted(sources)}")
-    tables = {name: _source_table(name, sources[name]) for name in {s["source"] for s in steps}}
+    tables = {name: _source_table(name, sources[name]) for name in names}
 
     first = steps[0]
     base = tables[first["source"]]
     image_ids = base["image_id"].to_numpy(dtype=object)
     top_id, score = base["top_identity"].to_numpy(dtype=object), base["top_score"].to_numpy(float)
     is_new = (top_id == "") | ~np.isfinite(score)
-    if "new_below" in first:
+    if "agree_with" in first:
+        other = tables[first["agree_with"]].set_index("image_id").reindex(image_ids)
+        agree = other["top_identity"].fillna("").to_numpy(dtype=object) == top_id
+        agree &= np.isfinite(other["top_score"].to_numpy(float))
+        is_new |= score < np.where(agree, first["agree_new_below"], first["new_below"])
+        logger.info("cascade step 1: %s agrees with %s on %d of %d images", first["agree_with"], first["source"],
+                    int(agree.sum()), len(agree))  # fmt: skip
+    elif "new_below" in first:
         is_new |= score < first["new_below"]
     identity = np.where(is_new, NEW_INDIVIDUAL, top_id).astype(object)
     decided_by = np.where(is_new, f"{first['source']}:new", f"{first['source']}:label").astype(object)

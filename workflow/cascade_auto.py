@@ -16,6 +16,11 @@ The search, on the splits that every source holds (scores are means of ``sqrt(BA
    ``>= b`` and sets new where it is ``< c`` (``c <= b``; either may be left out), with ``a, b, c`` searched
    jointly on a grid of quantiles of each source's pseudo scores: the paper's step kinds.
 3. Greedily, further override steps of the remaining sources on top of the best cascade so far.
+4. The agreement family: a first step ``A`` whose threshold drops from ``a`` to ``a2`` where another stage ``B``
+   names the same individual (``agree_with``; both thresholds on a grid of ``A``'s quantiles), grown as in 3;
+   it replaces the cascade of 1-3 when its simulated score is higher by more than ``min_gain``, or within
+   ``min_gain`` with fewer thresholds (two stages that agree on an individual are right far more often than
+   either alone, a signal the override steps cannot express).
 
 A cascade with more steps is kept only when it beats the best one with fewer steps by more than ``min_gain``, so
 the choice is, by construction, at least as good on the simulated splits as the best single stage (which is
@@ -53,6 +58,7 @@ class PseudoData:
     has_known: np.ndarray  # [S] the split has known pseudo-queries
     has_new: np.ndarray  # [S] the split has new pseudo-queries
     n_splits: int
+    ident: np.ndarray | None = None  # [M x Q] each source's top identity as a code (-1 where none)
 
 
 def align(tables: Mapping[str, pd.DataFrame]) -> PseudoData:
@@ -75,7 +81,7 @@ def align(tables: Mapping[str, pd.DataFrame]) -> PseudoData:
     key = base[["split", "image_id"]]
     truth = base["truth"].astype(str).to_numpy(object)
     is_new = base["is_new"].to_numpy(bool)
-    score, has, correct = [], [], []
+    score, has, correct, idents = [], [], [], []
     for name in sources:
         t = tables[name]
         if t.duplicated(["split", "image_id"]).any():
@@ -90,6 +96,7 @@ def align(tables: Mapping[str, pd.DataFrame]) -> PseudoData:
         score.append(np.where(ok, s, -np.inf))
         has.append(ok)
         correct.append(ok & (ident == truth) & ~is_new)
+        idents.append(np.where(ok, ident, ""))
     split_codes, split = np.unique(base["split"].to_numpy(np.int64), return_inverse=True)
     n = len(split_codes)
     known_w, new_w = np.zeros(len(base)), np.zeros(len(base))
@@ -102,8 +109,10 @@ def align(tables: Mapping[str, pd.DataFrame]) -> PseudoData:
             flag[s] = True
             ids, inverse, counts = np.unique(truth[rows], return_inverse=True, return_counts=True)
             weight[rows] = 1.0 / (counts[inverse] * len(ids))
+    codes = pd.factorize(np.concatenate(idents))[0].reshape(len(sources), -1) if idents else None
+    codes = np.where(np.array(has), codes, -1) if codes is not None else None
     return PseudoData(sources, split, np.array(score), np.array(has), np.array(correct), known_w, new_w,
-                      has_known, has_new, n)  # fmt: skip
+                      has_known, has_new, n, codes)  # fmt: skip
 
 
 def apply_steps(data: PseudoData, steps: Sequence[Mapping]) -> np.ndarray:
@@ -112,7 +121,11 @@ def apply_steps(data: PseudoData, steps: Sequence[Mapping]) -> np.ndarray:
     first = steps[0]
     j = index[first["source"]]
     new = ~data.has[j]
-    if "new_below" in first:
+    if "agree_with" in first:
+        k = index[first["agree_with"]]
+        agree = data.has[k] & (data.ident[k] == data.ident[j])
+        new |= data.score[j] < np.where(agree, first["agree_new_below"], first["new_below"])
+    elif "new_below" in first:
         new |= data.score[j] < first["new_below"]
     state = np.where(new, NEW, j)
     for step in steps[1:]:
@@ -225,7 +238,8 @@ def subset(data: PseudoData, splits: np.ndarray) -> PseudoData:
     sel = np.sort(splits)
     return PseudoData(data.sources, codes[data.split[keep]], data.score[:, keep], data.has[:, keep],
                       data.correct[:, keep], data.known_weight[keep], data.new_weight[keep], data.has_known[sel],
-                      data.has_new[sel], len(splits))  # fmt: skip
+                      data.has_new[sel], len(splits),
+                      None if data.ident is None else data.ident[:, keep])  # fmt: skip
 
 
 def search(data: PseudoData, grid_size: int, min_gain: float, max_steps: int):
@@ -241,7 +255,27 @@ def search(data: PseudoData, grid_size: int, min_gain: float, max_steps: int):
             pair = _extend(data, firsts, b, grid_size)
             if pair[0] > best[0] + min_gain:
                 best = pair
-    while 2 <= len(best[1]) < max_steps:
+    best, evaluated = _grow(data, best, grid_size, min_gain, max_steps, evaluated)
+    if max_steps >= 2 and data.ident is not None:
+        # The agreement family (first step with agree_with), grown the same way; the better of the two wins.
+        agree = _best_agreement(data, grid_size)
+        evaluated += agree[3]
+        if agree[0] > singles[best_name][0] + min_gain:
+            grown, evaluated = _grow(data, agree[:3], grid_size, min_gain, max_steps, evaluated)
+            # Within min_gain of each other the simpler rule (fewer thresholds) wins, as for added steps.
+            if grown[0] > best[0] + min_gain or (grown[0] > best[0] - min_gain and _size(grown[1]) < _size(best[1])):
+                best = grown
+    return best, singles, best_name, evaluated
+
+
+def _size(steps: Sequence[Mapping]) -> int:
+    """The number of thresholds of a cascade (its complexity for the ``min_gain`` rule)."""
+    return sum(1 for step in steps for key in step if key not in ("source", "agree_with"))
+
+
+def _grow(data: PseudoData, best, grid_size: int, min_gain: float, max_steps: int, evaluated: int):
+    """Greedily add override steps of unused sources to a cascade of two or more sources while each gains."""
+    while len(best[1]) < max_steps and (len(best[1]) >= 2 or "agree_with" in best[1][0]):
         used = {step["source"] for step in best[1]}
         more = (-1.0, [], {})
         for name in (n for n in data.sources if n not in used):
@@ -252,7 +286,26 @@ def search(data: PseudoData, grid_size: int, min_gain: float, max_steps: int):
         if more[0] <= best[0] + min_gain:
             break
         best = more
-    return best, singles, best_name, evaluated
+    return best, evaluated
+
+
+def _best_agreement(data: PseudoData, grid_size: int) -> tuple[float, list[dict], dict, int]:
+    """The best agreement first step ``{A, new_below a, agree_with B, agree_new_below a2 <= a}`` over ordered pairs.
+
+    Returns ``(score, steps, result, candidates evaluated)``; it counts as a two-source cascade (it must beat the
+    single stages by ``min_gain`` and pass the held-out check).
+    """
+    best: tuple[float, list[dict], dict] = (-1.0, [], {})
+    count = 0
+    for a, b in itertools.permutations(data.sources, 2):
+        g = [float(t) for t in grid(data, a, grid_size)]
+        cands = [[{"source": a, "new_below": hi, "agree_with": b, "agree_new_below": lo}]
+                 for hi in g for lo in g if lo < hi]  # fmt: skip
+        count += len(cands)
+        cand = _best(data, cands) if cands else best
+        if cand[0] > best[0] + 1e-12:
+            best = cand
+    return (*best, count)
 
 
 def held_out_check(data: PseudoData, grid_size: int, min_gain: float, max_steps: int) -> dict | None:

@@ -422,6 +422,7 @@ def predict_main(args: argparse.Namespace, meta: pd.DataFrame) -> None:
     """``dual_backbone predict`` on a frozen-mode model: retrieval, per-split pseudo runs, ``auto`` threshold."""
     from workflow.dual_backbone import retrieve
     from workflow.dual_backbone_heldout import pseudo_runs, pseudo_scorer
+    from workflow.score_scale import quantile_map
     from workflow.stage_io import write_stage_outputs
     from workflow.thresholds import apply_threshold, choose_threshold
 
@@ -433,11 +434,18 @@ def predict_main(args: argparse.Namespace, meta: pd.DataFrame) -> None:
     frozen = settings["frozen"]
     gviews = table_views(gal, settings, int(frozen["views"]), args.cache, args.device)
     qviews = table_views(qry, settings, 1, args.cache, args.device)
+    split_scores: list[np.ndarray] = []
     pseudo = pseudo_runs(gviews, gal["identity"].to_numpy(dtype=object), gal["image_id"].to_numpy(dtype=object),
-                         settings["dims"], frozen, settings["head"], tuning)  # fmt: skip
+                         settings["dims"], frozen, settings["head"], tuning, qviews[:, 0], split_scores)  # fmt: skip
     scorer = pseudo_scorer(pseudo, gal["image_id"].astype(str).to_numpy())
     g_emb, q_emb = project(model, gviews[:, 0]), project(model, qviews[:, 0])
     idx, conf = retrieve(q_emb, g_emb, k=int(args.k))
+    if split_scores and conf.shape[1]:
+        # The final head's scores onto the split heads' scale, on which every threshold of this source is tuned.
+        raw_median = float(np.median(conf[:, 0]))
+        conf = quantile_map(conf[:, 0], np.concatenate(split_scores))[:, None].astype(np.float32)
+        logger.info("query top scores quantile-mapped onto the %d split heads' scale: median %.4f -> %.4f",
+                    len(split_scores), raw_median, float(np.median(conf[:, 0])))  # fmt: skip
     threshold, info, curve = choose_threshold(json.loads(args.threshold), args.dataset, scorer,
                                               gal["identity"].to_numpy(dtype=object), tuning)  # fmt: skip
     top_identity = gal["identity"].to_numpy(dtype=object)[idx[:, 0]] if idx.shape[1] else np.full(len(qry), "", object)

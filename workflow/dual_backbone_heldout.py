@@ -36,9 +36,21 @@ logger = logging.getLogger(__name__)
 
 
 def pseudo_runs(
-    views: np.ndarray, identities: np.ndarray, image_ids: np.ndarray, dims, cfg, head_cfg, tuning: Mapping[str, Any]
+    views: np.ndarray,
+    identities: np.ndarray,
+    image_ids: np.ndarray,
+    dims,
+    cfg,
+    head_cfg,
+    tuning: Mapping[str, Any],
+    queries: np.ndarray | None = None,
+    query_scores: list[np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """``pseudo.parquet`` rows of the gallery (``views: [N x V x sum(D)]``): one retrained head per open-set split.
+
+    With ``queries`` (view 0 of the real queries, ``[Q x sum(D)]``) and a list ``query_scores``, each split's head
+    also scores the real queries against the whole gallery and appends their top ``(cos + 1) / 2`` (``[Q]``) to
+    ``query_scores``: the scale of the split heads, for :func:`workflow.score_scale.quantile_map`.
 
     The splits are ``simulate_open_set_split(identities, new_fraction, query_fraction, rng)`` drawn
     ``repeats`` times from ``np.random.default_rng(seed)`` (``tuning`` = config ``threshold_tuning``), exactly as
@@ -55,6 +67,9 @@ def pseudo_runs(
         q, g = project(model, views[split.query, 0]), project(model, views[split.gallery, 0])
         idx, cos = topk_inner_product(q, g, 1)
         found = idx.shape[1] > 0
+        if queries is not None and query_scores is not None and len(queries):
+            _, qcos = topk_inner_product(project(model, queries), project(model, views[:, 0]), 1)
+            query_scores.append((np.clip(qcos[:, 0], -1, 1) + 1) / 2)
         frames.append(
             pd.DataFrame(
                 {
