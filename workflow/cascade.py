@@ -259,38 +259,29 @@ def resolve_auto(steps: Sequence[Mapping[str, Any]], thresholds: Mapping[str, fl
     return out
 
 
-def _pairs(items: Sequence[str], what: str) -> dict[str, str]:
-    out = {}
-    for item in items or []:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise SystemExit(f"--{what} expects NAME=PATH, got {item!r}")
-        out[name] = path
-    return out
-
-
 def run(args: argparse.Namespace) -> None:
     """The cascade of one dataset: its steps (``auto``: chosen on the gallery), predictions and choice."""
+    from workflow.cli import named_paths
     from workflow.stage_io import read_json, read_tsv, write_json, write_tsv
 
     raw = json.loads(args.steps)
     if raw == AUTO:
         from workflow.cascade_auto import choose_cascade
 
-        pseudo = {name: pd.read_parquet(path) for name, path in _pairs(args.pseudo, "pseudo").items()}
+        pseudo = {name: pd.read_parquet(path) for name, path in named_paths(args.pseudo, "pseudo").items()}
         chosen, choice = choose_cascade(pseudo, **json.loads(args.search))
         steps = validate_steps(chosen)
         choice = {"dataset": args.dataset, "mode": AUTO, **choice}
     else:
         thresholds = {
-            name: float(read_json(path)["threshold"]) for name, path in _pairs(args.threshold, "threshold").items()
+            name: float(read_json(path)["threshold"]) for name, path in named_paths(args.threshold, "threshold").items()
         }
         steps = validate_steps(resolve_auto(raw, thresholds))
         choice = {"dataset": args.dataset, "mode": "config", "steps": steps}
     logger.info("%s: cascade %s", args.dataset, json.dumps(steps))
     if args.choice:
         write_json(choice, args.choice)
-    sources = {name: read_tsv(path) for name, path in _pairs(args.source, "source").items()}
+    sources = {name: read_tsv(path) for name, path in named_paths(args.source, "source").items()}
     out = run_cascade(steps, sources)
     tables = {name: _source_table(name, df).set_index("image_id") for name, df in sources.items()}
     decider = out["decided_by"].str.split(":").str[0]

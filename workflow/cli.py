@@ -144,3 +144,14 @@ def run_stage(
         set_threads(args.threads)
     handler = run[args.command] if isinstance(run, Mapping) else run
     return handler(args)
+
+
+def named_paths(items: Sequence[str] | None, what: str) -> dict[str, str]:
+    """``NAME=PATH`` arguments of ``--<what>`` as ``{name: path}`` (exits with the offending item otherwise)."""
+    out = {}
+    for item in items or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise SystemExit(f"--{what} expects NAME=PATH, got {item!r}")
+        out[name] = path
+    return out

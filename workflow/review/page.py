@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from workflow import NEW_INDIVIDUAL
-from workflow.cli import arg, run_stage, stage_parser
+from workflow.cli import arg, named_paths, run_stage, stage_parser
 from workflow.review.cards import card_records, review_table, top_candidates
 from workflow.review.images import match_lines, thumbnail
 from workflow.review.render import render_page
@@ -84,16 +84,6 @@ def page_data(
     return data, review
 
 
-def _named(items: list[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise SystemExit(f"--stages expects NAME=PATH, got {item!r}")
-        out[name] = path
-    return out
-
-
 def write_page(args: argparse.Namespace) -> None:
     """The review page and its table of one dataset."""
     from workflow.match import with_device
@@ -101,7 +91,7 @@ def write_page(args: argparse.Namespace) -> None:
     settings = {k: v for k, v in json.loads(args.settings).items() if k in DEFAULTS}
     conf = with_device(args.matcher, json.loads(args.conf), args.device)
     manifest = read_tsv(args.features)
-    stages = {name: read_tsv(path) for name, path in _named(args.stages).items() if name != args.stage}
+    stages = {name: read_tsv(path) for name, path in named_paths(args.stages, "stages").items() if name != args.stage}
     clusters = read_tsv(args.clusters) if args.clusters else None
     data, review = page_data(
         args.dataset,
