@@ -701,7 +701,7 @@ def final_outputs():
         *discovery_outputs(),
         *expand(
             "results/review/{dataset}.html",
-            dataset=DATASETS if "wildfusion" in STAGES else [],
+            dataset=IDENTIFIED if "wildfusion" in STAGES else [],
         ),
         *[
             shortlist_path(dataset, ".recall.json")
