@@ -26,3 +26,7 @@ echo "seconds per measured rule (Snakemake benchmark files):"
 find logs/benchmarks -name '*.tsv' 2>/dev/null | sort | while read -r f; do echo "  $f: $(tail -n 1 "$f" | cut -f1)"; done
 echo "scores (results/scores.tsv):"
 column -t -s $'\t' results/scores.tsv
+if [[ -f results/discovery_scores.tsv ]]; then
+  echo "discovery (results/discovery_scores.tsv, ARI / AMI against two trivial clusterings):"
+  column -t -s $'\t' results/discovery_scores.tsv
+fi
