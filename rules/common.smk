@@ -111,11 +111,7 @@ STAGES = [stage for stage in config["stages"] if stage != "discovery"]
 # Per-dataset tables (metadata rows + the sha1 of each image): the only view of the data that jobs have.
 TABLES_DIR = Path("results/data")
 # Gallery versions written by target enroll (workflow/enrollment.py): the data is read through the active one.
-ENROLLMENT_DIR = str(
-    enrollment_dir(
-        config["review"]["enrollment_dir"], DATA_ROOT
-    )
-)
+ENROLLMENT_DIR = str(enrollment_dir(config["review"]["enrollment_dir"], DATA_ROOT))
 ENROLLMENT = active_changes_file(ENROLLMENT_DIR)
 
 
@@ -865,9 +861,7 @@ def discovery_outputs():
 # Review page (rules/review.smk) and enrollment.
 def review_matcher(wildcards=None):
     """The matcher whose matches the review page draws: review.matcher, else the first of wildfusion.matchers."""
-    name = (
-        config["review"]["matcher"] or config["wildfusion"]["matchers"][0]
-    )
+    name = config["review"]["matcher"] or config["wildfusion"]["matchers"][0]
     matcher_conf(name)  # refuses a matcher that is not in wildfusion.matchers
     return name
 
