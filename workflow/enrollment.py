@@ -297,6 +297,12 @@ def _csv(df: pd.DataFrame, path: Path) -> None:
     _write_text(path, df.to_csv(index=False))
 
 
+def _activate(directory: Path, active: int, **entry) -> None:
+    """Make version ``active`` the one the workflow reads, then append ``entry`` to the log (undo-safe order)."""
+    _write_text(directory / "active", f"{active}\n")
+    _log(directory, active=active, **entry)
+
+
 def _log(directory: Path, **entry) -> None:
     path = directory / "log.tsv"
     line = pd.DataFrame([{c: entry.get(c, "") for c in LOG_COLUMNS}])
@@ -348,12 +354,11 @@ def enroll(data_root: str | Path, directory: str | Path, decisions_file: str | P
         **counts,
     }
     _write_text(folder / "version.json", json.dumps(info, indent=2, sort_keys=True) + "\n")
-    _write_text(directory / "active", f"{version}\n")
-    _log(
+    _activate(
         directory,
+        version,
         action="enroll",
         version=version,
-        active=version,
         decisions=str(decisions_file),
         decisions_sha1=sha,
         time=info["time"],
@@ -380,12 +385,11 @@ def undo(directory: str | Path) -> int:
         raise EnrollmentError(f"{directory}: nothing to undo, the original metadata.csv is active")
     info = json.loads((directory / f"v{active}" / "version.json").read_text())
     base = int(info["base"])
-    _write_text(directory / "active", f"{base}\n")
-    _log(
+    _activate(
         directory,
+        base,
         action="undo",
         version=active,
-        active=base,
         decisions=info.get("decisions", ""),
         decisions_sha1=info.get("decisions_sha1", ""),
         time=_now(),
