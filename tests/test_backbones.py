@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +14,7 @@ import pytest
 import safetensors.torch
 import timm
 import torch
-from conftest import write_image
+from conftest import REPO, write_image
 from PIL import Image
 from timm.models import save_for_hf
 
@@ -375,6 +378,30 @@ def test_lite0_trainable_and_random_init():
     model = create_backbone("efficientnet-lite0", pretrained=False, input_size=64).train()
     model(torch.randn(2, 3, 64, 64)).sum().backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_random_init_same_in_every_process():
+    """Random weights come from the spec, not the process: a job embedding queries and the job that cached the
+    gallery build the same network whatever either drew from the random state before (and that state is kept)."""
+
+    def weights(draws: int) -> list[torch.Tensor]:
+        torch.rand(draws)
+        before = torch.get_rng_state()
+        model = create_backbone({"source": "timm:resnet10t", "pretrained": False, "input_size": 64})
+        assert torch.equal(torch.get_rng_state(), before)
+        return [p.detach().clone() for p in model.parameters()]
+
+    first, second = weights(1), weights(1000)
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    code = (
+        "import hashlib, torch; from workflow.backbones import create_backbone;"
+        "m = create_backbone({'source': 'timm:resnet10t', 'pretrained': False, 'input_size': 64});"
+        "print(hashlib.sha1(b''.join(p.detach().numpy().tobytes() for p in m.parameters())).hexdigest())"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+            for _ in range(2)]  # fmt: skip
+    assert runs[0].stdout.split()[-1] == runs[1].stdout.split()[-1]
 
 
 # ------------------------------------------------------------------------------------------------ embedding

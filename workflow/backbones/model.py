@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import time
 from collections.abc import Mapping
@@ -66,6 +67,12 @@ def _complete_spec(spec: BackboneSpec, net: nn.Module, data_cfg: Mapping[str, An
     )
 
 
+def init_seed(spec: BackboneSpec) -> int:
+    """The seed of a backbone's random initial weights: a hash of its source, never of the process."""
+    key = spec.source.encode()
+    return int.from_bytes(hashlib.sha1(key).digest()[:4], "little")
+
+
 def create_backbone(name_or_cfg: str | Mapping[str, Any] | BackboneSpec, **overrides: Any) -> Backbone:
     """Build a :class:`Backbone` (in eval mode, on the CPU) from a registered name or a configuration mapping.
 
@@ -74,7 +81,12 @@ def create_backbone(name_or_cfg: str | Mapping[str, Any] | BackboneSpec, **overr
     """
     spec = resolve_spec(name_or_cfg, **overrides)
     start = time.perf_counter()
-    net, data_cfg = _LOADERS[spec.kind](spec)
+    # Random initial weights (``pretrained: false``, or layers a checkpoint does not hold) come from a seed of the
+    # spec's source alone, so that every process builds the same network: embeddings cached by one job must match
+    # those computed by another. The caller's random state is left as it was.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed(spec))
+        net, data_cfg = _LOADERS[spec.kind](spec)
     spec = _complete_spec(spec, net, data_cfg)
     backbone = Backbone(net, spec).eval()
     n_params = sum(p.numel() for p in backbone.parameters())
