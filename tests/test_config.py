@@ -307,6 +307,15 @@ def check(edit, datasets=DEMO_DATASETS, base="config/config.yaml"):
             {"wildfusion": {"weights": {"loftr": 2}}},
             r"wildfusion\.weights\.loftr: 'loftr' is neither cosine nor a matcher",
         ),
+        (
+            {"dual_backbone": {"mode": "finetune"}},
+            r"wildfusion\.trained: the trained fusion source needs dual_backbone\.mode: frozen \(it is 'finetune'\); "
+            r"set wildfusion\.trained: false",
+        ),
+        (
+            {"wildfusion": {"trained": False, "weights": {"trained": 2}}},
+            r"wildfusion\.weights\.trained: the trained source is off: set wildfusion\.trained: true",
+        ),
         ({"cache": {"embedding": "x"}}, r"cache\.embedding: unknown key; did you mean 'embeddings'"),
         ({"submission": {"stgae": "cascade"}}, r"submission\.stgae: unknown key; did you mean 'stage'"),
     ],

@@ -281,3 +281,37 @@ def test_dogfacenet_subset_training_beats_untrained_start(tmp_path):
     end = fz.class_mean_accuracy(fz.project(model, views[tr, 0]), labels[tr], fz.project(model, views[va, 0]),
                                  labels[va])  # fmt: skip
     assert end > start, f"trained {end:.3f} not above the untrained nearest class mean {start:.3f}"
+
+
+def test_trained_query_pairs_on_the_fold_models_scale():
+    """With the query features the stage model's query-pair scores keep their order but take the fold models' scale."""
+    views, ids = synthetic_views(n_ids=12, per_id=5)
+    gal = np.arange(len(ids))[np.arange(len(ids)) % 5 != 4]
+    qry = np.arange(len(ids))[np.arange(len(ids)) % 5 == 4]
+    image_ids = np.array([f"img{i}" for i in range(len(ids))], dtype=object)
+    model, _, _ = fz.train_head(views[gal], pd.Categorical(ids[gal]).codes.astype(np.int64), 12, DIMS, FAST,
+                                {"s": 16, "m": 0.2}, None, 0)  # fmt: skip
+    emb = fz.project(model, views[:, 0])
+    rows = [(image_ids[s], image_ids[c], "query") for s in qry for c in gal]
+    rows += [(image_ids[s], image_ids[c], "gallery") for s in gal for c in gal if c != s]
+    pairs = pd.DataFrame(rows, columns=["query", "candidate", "kind"])
+    args = (pairs, image_ids, emb, gal, views[gal], ids[gal], DIMS, FAST, {"s": 16, "m": 0.2})
+    plain = ho.heldout_pair_scores(*args, seed=0)
+    mapped = ho.heldout_pair_scores(*args, seed=0, features=views[:, 0])
+    q = (pairs["kind"] == "query").to_numpy()
+    np.testing.assert_array_equal(mapped["score"].to_numpy()[~q], plain["score"].to_numpy()[~q])  # gallery pairs
+    a, b = plain["score"].to_numpy()[q], mapped["score"].to_numpy()[q]
+    assert (np.diff(b[np.argsort(a, kind="stable")]) >= -1e-12).all()  # same order
+    # the fold models' own scores of the query pairs: the reference the mapped scores follow
+    folds = ho.fold_of_individuals(ids[gal], FAST["folds"], 0)
+    pos = {v: i for i, v in enumerate(image_ids)}
+    qi, ci = pairs["query"][q].map(pos).to_numpy(), pairs["candidate"][q].map(pos).to_numpy()
+    reference = []
+    for f in range(FAST["folds"]):
+        fold_model = fz.fit_on_rows(views[gal], ids[gal], np.flatnonzero(folds != f), DIMS, FAST, {"s": 16, "m": 0.2},
+                                    f)  # fmt: skip
+        femb = fz.project(fold_model, views[:, 0])
+        reference.append(np.einsum("ij,ij->i", femb[qi], femb[ci]))
+    reference = np.concatenate(reference)
+    assert abs(np.median(b) - np.median(reference)) < 0.02
+    assert abs(np.median(a) - np.median(reference)) > abs(np.median(b) - np.median(reference))

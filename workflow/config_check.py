@@ -220,13 +220,22 @@ def data_problems(config: Mapping, datasets: Sequence[str]) -> tuple[list[str], 
     for section in ("xgboost", "dual_backbone"):
         for i, name in enumerate((config.get(section) or {}).get("backbones") or []):
             backbone_ref(f"{section}.backbones[{i}]", name)
-    matchers = list((config.get("wildfusion") or {}).get("matchers") or [])
-    for name in (config.get("wildfusion") or {}).get("weights") or {}:
-        if name != "cosine" and name not in matchers:
+    wildfusion = config.get("wildfusion") or {}
+    matchers = list(wildfusion.get("matchers") or [])
+    trained = bool(wildfusion.get("trained"))
+    for name in wildfusion.get("weights") or {}:
+        if name == "trained" and not trained:
+            errors.append("config key wildfusion.weights.trained: the trained source is off: set "
+                          "wildfusion.trained: true or remove the weight.")  # fmt: skip
+        elif name not in ("cosine", "trained") and name not in matchers:
             errors.append(
                 f"config key wildfusion.weights.{name}: {name!r} is neither cosine nor a matcher of "
                 f"wildfusion.matchers {matchers}: add it to wildfusion.matchers or remove the weight."
             )
+    mode = (config.get("dual_backbone") or {}).get("mode", "frozen")
+    if trained and mode != "frozen":
+        errors.append(f"config key wildfusion.trained: the trained fusion source needs dual_backbone.mode: frozen "
+                      f"(it is {mode!r}); set wildfusion.trained: false or dual_backbone.mode: frozen.")  # fmt: skip
     errors += _cascade_problems(config, datasets)
     return errors, warnings
 

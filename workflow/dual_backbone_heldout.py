@@ -11,6 +11,9 @@ Held-out use of a similarity trained on the gallery:
   fold model trained without the individuals of ``a``'s fold (``folds`` folds of the gallery individuals), so
   the isotonic calibrator fitted on gallery pairs sees the similarity of an individual the head never saw
   (conservative for known queries, exact for new ones) instead of the optimistic similarity of training pairs.
+  The stage's model, trained on the whole gallery, scores every pair higher than the fold models do; given the
+  frozen features of the query images, its query-pair scores are quantile-mapped onto the fold models' scores of
+  the same pairs (:func:`workflow.score_scale.quantile_map`), the scale the calibrator was fitted on.
 
 Inputs: the gallery's cached views ``[G x V x sum(D)]`` (:func:`workflow.dual_backbone_frozen.table_views`), its
 identities and image ids, the frozen settings and ``threshold_tuning``; for ``pairs`` a shortlist.
@@ -30,6 +33,7 @@ import pandas as pd
 
 from workflow.dual_backbone_frozen import fit_on_rows, project, resolve_frozen
 from workflow.faiss_search import topk_inner_product
+from workflow.score_scale import quantile_map
 from workflow.thresholds import PSEUDO_COLUMNS, simulate_open_set_split
 
 logger = logging.getLogger(__name__)
@@ -137,13 +141,16 @@ def heldout_pair_scores(
     cfg,
     head_cfg,
     seed: int = 0,
+    features: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Raw ``trained`` score (cosine) of every shortlist pair: ``query, candidate, score``.
 
     ``embeddings: [N x P]`` are the stage model's (rows of ``image_ids``) and score the query pairs.
     ``gallery_views: [G x V x sum(D)]`` are the gallery's cached views (rows ``gallery_rows`` of ``image_ids``):
     gallery pair ``(a, b)`` is scored by the fold model trained without ``a``'s fold of individuals (see the
-    module docstring), which is what the calibrator is fitted on.
+    module docstring), which is what the calibrator is fitted on. With ``features: [N x sum(D)]`` (view 0 of every
+    row of ``image_ids``) every fold model also scores the query pairs, and the stage model's query-pair scores are
+    quantile-mapped onto those (ranks kept, scale of the calibrator's pairs).
     """
     cfg = resolve_frozen(cfg)
     row = {str(i): n for n, i in enumerate(image_ids)}
@@ -158,6 +165,8 @@ def heldout_pair_scores(
     qg = np.array([gpos[int(v)] for v in q[is_gal]], np.int64)
     cg = np.array([gpos[int(v)] for v in c[is_gal]], np.int64)
     gscore = np.full(len(qg), np.nan)
+    qq, qc = q[~is_gal].astype(int), c[~is_gal].astype(int)
+    fold_query_scores = []
     for f in range(int(cfg["folds"])):
         held = folds == f
         t0 = time.perf_counter()
@@ -165,9 +174,17 @@ def heldout_pair_scores(
         emb = project(model, gallery_views[:, 0])
         sel = held[qg]
         gscore[sel] = np.einsum("ij,ij->i", emb[qg[sel]], emb[cg[sel]])
+        if features is not None and len(qq):
+            femb = project(model, features)
+            fold_query_scores.append(np.einsum("ij,ij->i", femb[qq], femb[qc]))
         logger.info("fold %d: %d held-out gallery images, %d pairs scored, %.1f s", f, int(held.sum()),
                     int(sel.sum()), time.perf_counter() - t0)  # fmt: skip
     score[is_gal] = gscore
+    if fold_query_scores:
+        raw_median = float(np.median(score[~is_gal]))
+        score[~is_gal] = quantile_map(score[~is_gal], np.concatenate(fold_query_scores))
+        logger.info("query-pair scores quantile-mapped onto the %d fold models' scale: median %.4f -> %.4f",
+                    len(fold_query_scores), raw_median, float(np.median(score[~is_gal])))  # fmt: skip
     return pd.DataFrame({"query": pairs["query"].astype(str), "candidate": pairs["candidate"].astype(str),
                          "score": score})  # fmt: skip
 
@@ -176,15 +193,17 @@ def shortlist_pair_scores(model_path: str, meta: pd.DataFrame, pairs: pd.DataFra
     """``pairs`` (held-out raw scores of the shortlist pairs, WildFusion source ``trained``) of a frozen-mode model:
     query pairs by the model, gallery pairs by fold models (:func:`heldout_pair_scores`)."""
     from workflow.dual_backbone import DEFAULT_TRAINING
-    from workflow.dual_backbone_frozen import embed_table, is_frozen_model, load_frozen_model, table_views
+    from workflow.dual_backbone_frozen import is_frozen_model, load_frozen_model, table_views
 
     if not is_frozen_model(model_path):
         raise ValueError(f"{model_path}: the 'trained' fusion source needs dual_backbone.mode: frozen")
     model, _, _, settings = load_frozen_model(model_path)
-    emb = embed_table(model_path, meta, cache, device)
+    features = table_views(meta, settings, 1, cache, device)[:, 0]
+    emb = project(model, features)
     is_gal = (meta["split"] == "database").to_numpy()
     gal = meta[is_gal].reset_index(drop=True)
     gviews = table_views(gal, settings, int(settings["frozen"]["views"]), cache, device)
     return heldout_pair_scores(pairs, meta["image_id"].astype(str).to_numpy(), emb, np.flatnonzero(is_gal), gviews,
                                gal["identity"].to_numpy(dtype=object), settings["dims"], settings["frozen"],
-                               settings["head"], int({**DEFAULT_TRAINING, **settings["training"]}["seed"]))  # fmt: skip
+                               settings["head"], int({**DEFAULT_TRAINING, **settings["training"]}["seed"]),
+                               features)  # fmt: skip
