@@ -352,9 +352,23 @@ def calibration_key(source, dataset):
     return param_key("calibrate", source, upstream)
 
 
+def fuses_trained():
+    """Whether the dual-backbone similarity is a fusion source: wildfusion.trained true, or auto with the frozen
+    mode (the fuse step then keeps it only where it raises the gallery's simulated score).
+    """
+    setting = config["wildfusion"]["trained"]
+    return setting is True or (setting == "auto" and dual_backbone_mode() == "frozen")
+
+
+def trained_setting(wildcards=None):
+    """wildfusion.trained as the fuse step's --trained value (true, false or auto)."""
+    setting = config["wildfusion"]["trained"]
+    return setting if setting == "auto" else str(bool(setting)).lower()
+
+
 def fusion_sources(wildcards=None):
     """The fused sources besides the cosine: the matchers, then the dual-backbone similarity if enabled."""
-    trained = [TRAINED] if config["wildfusion"]["trained"] else []
+    trained = [TRAINED] if fuses_trained() else []
     return [*config["wildfusion"]["matchers"], *trained]
 
 

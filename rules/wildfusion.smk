@@ -145,6 +145,7 @@ rule wildfusion:
     params:
         matchers=fusion_sources,
         weights=as_json(config_provider("wildfusion", "weights")),
+        trained=trained_setting,
         threshold=as_json(config_provider("thresholds", "wildfusion")),
         tuning=as_json(config_provider("threshold_tuning")),
     message:
@@ -153,6 +154,6 @@ rule wildfusion:
         "python -m workflow.wildfusion fuse --matchers {params.matchers:q} --shards {input.shards:q} "
         "--calibrators {input.calibrators:q} --weights {params.weights:q} --dataset {wildcards.dataset:q} "
         "--metadata {input.metadata:q} --shortlist {input.shortlist:q} "
-        "--threshold {params.threshold:q} --tuning {params.tuning:q} "
+        "--threshold {params.threshold:q} --tuning {params.tuning:q} --trained {params.trained:q} "
         "--predictions {output.predictions:q} --threshold-out {output.threshold:q} --curve {output.curve:q} "
         "--pairs-out {output.pairs:q} --pseudo {output.pseudo:q} --log {log:q}"

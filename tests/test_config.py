@@ -308,7 +308,7 @@ def check(edit, datasets=DEMO_DATASETS, base="config/config.yaml"):
             r"wildfusion\.weights\.loftr: 'loftr' is neither cosine nor a matcher",
         ),
         (
-            {"dual_backbone": {"mode": "finetune"}},
+            {"dual_backbone": {"mode": "finetune"}, "wildfusion": {"trained": True}},
             r"wildfusion\.trained: the trained fusion source needs dual_backbone\.mode: frozen \(it is 'finetune'\); "
             r"set wildfusion\.trained: false",
         ),

@@ -151,3 +151,25 @@ def test_feature_cache_key_follows_the_extractor_weights(tmp_path, monkeypatch):
     monkeypatch.setattr("workflow.matchers.hub_checkpoint_dir", lambda: tmp_path / "empty")
     assert extractor_identity("superpoint-lightglue", {}) == "random"
     assert extractor_identity("orb", {}) == ""  # no learned weights: the key is that of the settings alone
+
+
+def test_trained_auto_keeps_the_source_only_where_the_gallery_says_it_helps():
+    """wildfusion.trained: auto judges both fusions on the gallery's simulated splits (no query row is read)."""
+    from workflow.wildfusion import choose_trained
+
+    rng = np.random.default_rng(0)
+    ids = np.repeat([f"id{i}" for i in range(30)], 4)
+    meta = pd.DataFrame({"image_id": [f"g{i}" for i in range(len(ids))], "identity": ids, "split": "database"})
+    a, b = np.meshgrid(np.arange(len(ids)), np.arange(len(ids)), indexing="ij")
+    keep = a != b
+    a, b = a[keep], b[keep]
+    same = ids[a] == ids[b]
+    pairs = pd.DataFrame({"query": meta["image_id"].to_numpy()[a], "candidate": meta["image_id"].to_numpy()[b],
+                          "kind": "gallery"})  # fmt: skip
+    sharp = pd.DataFrame({"fused": np.where(same, 0.8, 0.3) + rng.normal(0, 0.1, len(a))})
+    blurred = pd.DataFrame({"fused": np.where(same, 0.6, 0.4) + rng.normal(0, 0.3, len(a))})
+    tuning = {"new_fraction": 0.33, "query_fraction": 0.3, "repeats": 3, "grid_size": 21, "seed": 0}
+    chosen, report = choose_trained(meta, pairs, sharp, blurred, tuning)
+    assert report["used"] and chosen is sharp and report["with_trained"] > report["without_trained"]
+    chosen, report = choose_trained(meta, pairs, blurred, sharp, tuning)
+    assert not report["used"] and chosen is sharp and report["with_trained"] < report["without_trained"]

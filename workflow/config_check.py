@@ -222,9 +222,9 @@ def data_problems(config: Mapping, datasets: Sequence[str]) -> tuple[list[str], 
             backbone_ref(f"{section}.backbones[{i}]", name)
     wildfusion = config.get("wildfusion") or {}
     matchers = list(wildfusion.get("matchers") or [])
-    trained = bool(wildfusion.get("trained"))
+    trained = wildfusion.get("trained")
     for name in wildfusion.get("weights") or {}:
-        if name == "trained" and not trained:
+        if name == "trained" and trained is False:
             errors.append("config key wildfusion.weights.trained: the trained source is off: set "
                           "wildfusion.trained: true or remove the weight.")  # fmt: skip
         elif name not in ("cosine", "trained") and name not in matchers:
@@ -233,9 +233,10 @@ def data_problems(config: Mapping, datasets: Sequence[str]) -> tuple[list[str], 
                 f"wildfusion.matchers {matchers}: add it to wildfusion.matchers or remove the weight."
             )
     mode = (config.get("dual_backbone") or {}).get("mode", "frozen")
-    if trained and mode != "frozen":
+    if trained is True and mode != "frozen":  # auto: the source is left out in the fine-tuning mode
         errors.append(f"config key wildfusion.trained: the trained fusion source needs dual_backbone.mode: frozen "
-                      f"(it is {mode!r}); set wildfusion.trained: false or dual_backbone.mode: frozen.")  # fmt: skip
+                      f"(it is {mode!r}); set wildfusion.trained: false or auto, or dual_backbone.mode: "
+                      "frozen.")  # fmt: skip
     errors += _cascade_problems(config, datasets)
     return errors, warnings
 

@@ -11,7 +11,10 @@ Subcommands (one rule each):
                identity of its best-scoring candidate, ``new_individual`` below the dataset's threshold,
                fixed or ``auto`` on the gallery pairs as in :mod:`workflow.thresholds`), and the fused pair
                table reused by later stages; with ``--pseudo`` also ``pseudo.parquet``: the fused scores on the
-               simulated open-set splits of the gallery (:func:`workflow.thresholds.pseudo_table`).
+               simulated open-set splits of the gallery (:func:`workflow.thresholds.pseudo_table`). With
+               ``--trained auto`` the source ``trained`` (the dual-backbone similarity) is fused only when that
+               raises the simulated open-set score of the gallery (:func:`choose_trained`; ``threshold.json``
+               records both scores).
 """
 
 from __future__ import annotations
@@ -28,11 +31,19 @@ from workflow.cli import arg, command, run_stage, stage_parser
 from workflow.match import read_shards
 from workflow.shortlist import read_pairs
 from workflow.stage_io import read_tsv, write_parquet, write_stage_outputs
-from workflow.thresholds import apply_threshold, choose_threshold, pair_scorer, scorer_pseudo_table, top_per_source
+from workflow.thresholds import (
+    apply_threshold,
+    choose_threshold,
+    pair_scorer,
+    pseudo_best_score,
+    scorer_pseudo_table,
+    top_per_source,
+)
 
 logger = logging.getLogger(__name__)
 
 COSINE = "cosine"
+TRAINED = "trained"  # the dual-backbone similarity as a fusion source (workflow.dual_backbone_heldout)
 
 
 def source_scores(pairs: pd.DataFrame, shards: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -118,6 +129,23 @@ def predict_stage(
     return preds, info, curve
 
 
+def choose_trained(
+    meta: pd.DataFrame, pairs: pd.DataFrame, with_trained: pd.DataFrame, without: pd.DataFrame, tuning: dict
+) -> tuple[pd.DataFrame, dict]:
+    """``wildfusion.trained: auto``: fuse the trained source when that raises the simulated open-set score.
+
+    Both fusions are judged at their own best threshold (:func:`workflow.thresholds.pseudo_best_score`) on the same
+    simulated splits of the gallery (gallery x gallery pairs only, whose trained scores are held out: no query
+    truth is read). Returns the chosen fusion table and ``{used, with_trained, without_trained}``.
+    """
+    grid = int(tuning["grid_size"])
+    score_with, _ = pseudo_best_score(pseudo_pairs_table(meta, pairs, with_trained["fused"].to_numpy(), tuning), grid)
+    score_without, _ = pseudo_best_score(pseudo_pairs_table(meta, pairs, without["fused"].to_numpy(), tuning), grid)
+    used = bool(score_with > score_without)
+    report = {"used": used, "with_trained": round(score_with, 6), "without_trained": round(score_without, 6)}
+    return (with_trained if used else without), report
+
+
 def calibrate(args: argparse.Namespace) -> None:
     """``calibrate``: the isotonic calibrator of one source on the labelled gallery pairs."""
     meta = read_tsv(args.metadata)
@@ -144,10 +172,20 @@ def fuse_stage(args: argparse.Namespace) -> None:
     raw = source_scores(pairs, {m: read_shards(paths) for m, paths in by_matcher.items()})
     sources = [COSINE, *args.matchers]
     calibrators = {s: IsotonicCalibrator.load(c) for s, c in zip(sources, args.calibrators)}
-    fused = fuse(raw[sources], calibrators, json.loads(args.weights))
+    weights, tuning = json.loads(args.weights), json.loads(args.tuning)
+    fused = fuse(raw[sources], calibrators, weights)
+    choice = None
+    if args.trained == "auto" and TRAINED in sources:
+        without = [s for s in sources if s != TRAINED]
+        fused, choice = choose_trained(meta, pairs, fused, fuse(raw[without], calibrators, weights), tuning)
+        verdict = "fused" if choice["used"] else "left out"
+        logger.info("%s: trained source %s (simulated open-set score %.4f with it, %.4f without)", args.dataset,
+                    verdict, choice["with_trained"], choice["without_trained"])  # fmt: skip
     preds, info, curve = predict_stage(
-        meta, pairs, fused["fused"].to_numpy(), json.loads(args.threshold), json.loads(args.tuning), args.dataset
+        meta, pairs, fused["fused"].to_numpy(), json.loads(args.threshold), tuning, args.dataset
     )
+    if choice is not None:
+        info["trained"] = choice
     parts = [pairs[["query", "candidate", "kind"]], raw.add_prefix("raw_"), fused]
     table = pd.concat([part.reset_index(drop=True) for part in parts], axis=1)
     write_parquet(table, args.pairs_out)
@@ -161,7 +199,9 @@ def main(argv: list[str] | None = None) -> None:
         "calibrate": command(None, arg("--source", required=True, help="a matcher name, or 'cosine'"), "shards out"),
         "fuse": command(None, "matchers", arg("--shards", help="every shard of every matcher, in --matchers order"),
                         "calibrators weights dataset threshold tuning predictions threshold-out curve pairs-out",
-                        "pseudo"),
+                        "pseudo", arg("--trained", choices=["true", "false", "auto"], default="true",
+                                      help="wildfusion.trained: with auto the source 'trained' (when listed in "
+                                           "--matchers) is fused only where it raises the simulated score")),
     }  # fmt: skip
     parser = stage_parser(__doc__, "metadata shortlist log", commands=commands)
     run_stage(parser, argv, {"calibrate": calibrate, "fuse": fuse_stage})
