@@ -353,11 +353,14 @@ def calibration_key(source, dataset):
 
 
 def fuses_trained():
-    """Whether the dual-backbone similarity is a fusion source: wildfusion.trained true, or auto with the frozen
-    mode (the fuse step then keeps it only where it raises the gallery's simulated score).
+    """Whether the dual-backbone similarity is a fusion source: wildfusion.trained true, or auto with the
+    dual_backbone stage in stages and the frozen mode (the fuse step then keeps it only where it raises the
+    gallery's simulated score).
     """
     setting = config["wildfusion"]["trained"]
-    return setting is True or (setting == "auto" and dual_backbone_mode() == "frozen")
+    if setting == "auto":
+        return "dual_backbone" in config["stages"] and dual_backbone_mode() == "frozen"
+    return setting is True
 
 
 def trained_setting(wildcards=None):
