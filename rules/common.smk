@@ -364,9 +364,8 @@ def fuses_trained():
 
 
 def trained_setting(wildcards=None):
-    """wildfusion.trained as the fuse step's --trained value (true, false or auto)."""
-    setting = config["wildfusion"]["trained"]
-    return setting if setting == "auto" else str(bool(setting)).lower()
+    """The fuse step's --trained: auto (keep the source trained only where it helps) or fixed (as listed)."""
+    return "auto" if config["wildfusion"]["trained"] == "auto" else "fixed"
 
 
 def fusion_sources(wildcards=None):

@@ -232,8 +232,8 @@ def data_problems(config: Mapping, datasets: Sequence[str]) -> tuple[list[str], 
                 f"config key wildfusion.weights.{name}: {name!r} is neither cosine nor a matcher of "
                 f"wildfusion.matchers {matchers}: add it to wildfusion.matchers or remove the weight."
             )
-    mode = (config.get("dual_backbone") or {}).get("mode", "frozen")
-    if trained is True and mode != "frozen":  # auto: the source is left out in the fine-tuning mode
+    mode = (config.get("dual_backbone") or {}).get("mode")
+    if trained is True and mode == "finetune":  # auto: the source is left out in the fine-tuning mode
         errors.append(f"config key wildfusion.trained: the trained fusion source needs dual_backbone.mode: frozen "
                       f"(it is {mode!r}); set wildfusion.trained: false or auto, or dual_backbone.mode: "
                       "frozen.")  # fmt: skip

@@ -39,8 +39,7 @@ import pandas as pd
 
 from workflow.cli import arg, run_stage, stage_parser
 from workflow.stage_io import read_tsv, write_json, write_parquet, write_stage_outputs
-from workflow.thresholds import pseudo_best_score
-from workflow.wildfusion import predict_stage, pseudo_pairs_table
+from workflow.wildfusion import predict_stage, pseudo_pairs_table, simulated_best
 
 logger = logging.getLogger(__name__)
 
@@ -129,13 +128,12 @@ def choose_rerank(
 ) -> tuple[bool, dict]:
     """``rerank.datasets: auto``: re-rank when it beats WildFusion on the simulated open-set splits.
 
-    Both scores are judged at their own best threshold (:func:`workflow.thresholds.pseudo_best_score`) on the
+    Both scores are judged at their own best threshold (:func:`workflow.wildfusion.simulated_best`) on the
     same splits of the gallery (its gallery x gallery pairs only: no query truth is read). Returns whether
     re-ranking applies and the two simulated scores.
     """
-    grid = int(tuning["grid_size"])
-    wf_score, _ = pseudo_best_score(pseudo_pairs_table(meta, pairs, fused, tuning), grid)
-    rr_score, _ = pseudo_best_score(pseudo_pairs_table(meta, pairs, reranked, tuning), grid)
+    wf_score = simulated_best(meta, pairs, fused, tuning)
+    rr_score = simulated_best(meta, pairs, reranked, tuning)
     applied = bool(rr_score > wf_score)
     return applied, {"wildfusion_score": round(wf_score, 6), "rerank_score": round(rr_score, 6), "auto": True}
 

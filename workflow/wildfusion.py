@@ -129,18 +129,23 @@ def predict_stage(
     return preds, info, curve
 
 
+def simulated_best(meta: pd.DataFrame, pairs: pd.DataFrame, score: np.ndarray, tuning: dict) -> float:
+    """Best mean simulated open-set score of the pair scores ``score: [P]`` at their own best threshold
+    (:func:`workflow.thresholds.pseudo_best_score`) on the gallery's simulated splits (gallery pairs only)."""
+    return pseudo_best_score(pseudo_pairs_table(meta, pairs, score, tuning), int(tuning["grid_size"]))[0]
+
+
 def choose_trained(
     meta: pd.DataFrame, pairs: pd.DataFrame, with_trained: pd.DataFrame, without: pd.DataFrame, tuning: dict
 ) -> tuple[pd.DataFrame, dict]:
     """``wildfusion.trained: auto``: fuse the trained source when that raises the simulated open-set score.
 
-    Both fusions are judged at their own best threshold (:func:`workflow.thresholds.pseudo_best_score`) on the same
-    simulated splits of the gallery (gallery x gallery pairs only, whose trained scores are held out: no query
-    truth is read). Returns the chosen fusion table and ``{used, with_trained, without_trained}``.
+    Both fusions are judged by :func:`simulated_best` on the same splits of the gallery (gallery x gallery pairs,
+    whose trained scores are held out: no query truth is read). Returns the chosen fusion table and
+    ``{used, with_trained, without_trained}``.
     """
-    grid = int(tuning["grid_size"])
-    score_with, _ = pseudo_best_score(pseudo_pairs_table(meta, pairs, with_trained["fused"].to_numpy(), tuning), grid)
-    score_without, _ = pseudo_best_score(pseudo_pairs_table(meta, pairs, without["fused"].to_numpy(), tuning), grid)
+    score_with = simulated_best(meta, pairs, with_trained["fused"].to_numpy(), tuning)
+    score_without = simulated_best(meta, pairs, without["fused"].to_numpy(), tuning)
     used = bool(score_with > score_without)
     report = {"used": used, "with_trained": round(score_with, 6), "without_trained": round(score_without, 6)}
     return (with_trained if used else without), report
@@ -190,7 +195,7 @@ def fuse_stage(args: argparse.Namespace) -> None:
     table = pd.concat([part.reset_index(drop=True) for part in parts], axis=1)
     write_parquet(table, args.pairs_out)
     if args.pseudo:
-        write_parquet(pseudo_pairs_table(meta, pairs, fused["fused"].to_numpy(), json.loads(args.tuning)), args.pseudo)
+        write_parquet(pseudo_pairs_table(meta, pairs, fused["fused"].to_numpy(), tuning), args.pseudo)
     write_stage_outputs(args.dataset, preds, info, curve, args.predictions, args.threshold_out, args.curve)
 
 
@@ -199,9 +204,9 @@ def main(argv: list[str] | None = None) -> None:
         "calibrate": command(None, arg("--source", required=True, help="a matcher name, or 'cosine'"), "shards out"),
         "fuse": command(None, "matchers", arg("--shards", help="every shard of every matcher, in --matchers order"),
                         "calibrators weights dataset threshold tuning predictions threshold-out curve pairs-out",
-                        "pseudo", arg("--trained", choices=["true", "false", "auto"], default="true",
-                                      help="wildfusion.trained: with auto the source 'trained' (when listed in "
-                                           "--matchers) is fused only where it raises the simulated score")),
+                        "pseudo", arg("--trained", choices=["fixed", "auto"], default="fixed",
+                                      help="fixed: fuse the sources of --matchers; auto: the source 'trained' (when "
+                                           "listed there) only where it raises the simulated score")),
     }  # fmt: skip
     parser = stage_parser(__doc__, "metadata shortlist log", commands=commands)
     run_stage(parser, argv, {"calibrate": calibrate, "fuse": fuse_stage})
