@@ -45,7 +45,7 @@ def test_schema_fills_defaults():
     config = {"data_root": "x", "backbones": {"b": {"source": "efficientnet-lite0"}}, "baseline": {"backbone": "b"}}
     validate(config, str(REPO / "config/schema.yaml"))
     assert config["threshold_tuning"]["repeats"] == 10
-    assert config["wildfusion"] == {"matchers": [], "shards": 1, "weights": {}, "trained": False}
+    assert config["wildfusion"] == {"matchers": [], "shards": 1, "weights": {}, "trained": False, "lnbnn": False}
 
 
 def _schema_defaults(node, path=()):
