@@ -175,9 +175,11 @@ def score_dataset(meta: pd.DataFrame, store, conf: dict, device: str = "cpu", fa
     for i, g in enumerate(gal_ids):
         votes = image_votes(index, parts[i], k, row_image, image_owner, len(individuals), leave_out=i)
         tables.append(top_table(g, "gallery", votes, individuals, top))
+        _progress(len(tables), len(meta), t1)
     for q in meta.loc[meta["split"] == "query", "image_id"].astype(str):
         votes = image_votes(index, float_descriptors(store[q], q, cap), k, row_image, image_owner, len(individuals))
         tables.append(top_table(q, "query", votes, individuals, top))
+        _progress(len(tables), len(meta), t1)
     t_search = time.perf_counter() - t1
     scores = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=SCORE_COLUMNS)
     cost = {
@@ -193,6 +195,11 @@ def score_dataset(meta: pd.DataFrame, store, conf: dict, device: str = "cpu", fa
     logger.info("lnbnn: %d images scored in %.1f s (%.1f ms each), peak memory %.0f MB", len(meta), t_search,
                 cost["per_image_ms"], cost["peak_rss_mb"])  # fmt: skip
     return index, scores[SCORE_COLUMNS], cost
+
+
+def _progress(done: int, total: int, since: float) -> None:
+    if done % 500 == 0:
+        logger.info("lnbnn: %d/%d images scored (%.1f s)", done, total, time.perf_counter() - since)
 
 
 def pair_scores(pairs: pd.DataFrame, meta: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
