@@ -117,13 +117,39 @@ def test_union_ranks_after_the_global_and_recall_reports_each_origin():
     assert rec["k"] == 2 and rec["recall"] == 1.0
 
 
+def _lnbnn_on(tmp_path):
+    """An overlay of the tiny config with the shipped LNBNN settings (the tiny config turns them off)."""
+    path = tmp_path / "lnbnn_on.yaml"
+    path.write_text("shortlist: {lnbnn_individuals: 5, lnbnn_images: 1}\nwildfusion: {lnbnn: auto}\n")
+    return str(path)
+
+
+def test_lnbnn_rules_run_on_the_tiny_demo(tmp_path):
+    """The index, the union shortlist and its recall, the pair scores and a fusion that judges them, end to end."""
+    import json
+
+    from workflow_helpers import make_workdir, snakemake
+
+    work = make_workdir(tmp_path)
+    overlay = tmp_path / "fast.yaml"
+    overlay.write_text("wildfusion: {trained: false}\n")  # no dual-backbone model to wait for
+    snakemake(work, "results/stages/wildfusion/LynxTiny/threshold.json", "--cores", "2",
+              "--configfile", str(CONFIG_TINY), _lnbnn_on(tmp_path), str(overlay))  # fmt: skip
+    cost = json.loads(next((work / "results/lnbnn/LynxTiny").glob("*/cost.json")).read_text())
+    assert cost["descriptors"] > 0 and cost["index"] == "IndexFlatL2"
+    pairs = pd.read_parquet(next((work / "results/shortlist/LynxTiny").glob("*.parquet")))
+    assert set(pairs["origin"]) <= {"global", "local", "both"} and (pairs["origin"] != "global").any()
+    threshold = json.loads((work / "results/stages/wildfusion/LynxTiny/threshold.json").read_text())
+    assert set(threshold["lnbnn"]) == {"used", "with_lnbnn", "without_lnbnn"}
+
+
 def test_lnbnn_auto_is_chosen_on_the_gallery_without_the_answer_key(tmp_path):
     """The rules that build, unite and fuse the LNBNN scores never read solution.csv: a shuffled answer key
     cannot change their choice (the fuse step judges the source on the gallery's simulated splits)."""
     from workflow_helpers import make_workdir, snakemake
 
     work = make_workdir(tmp_path)
-    out = snakemake(work, "-n", "-p", "--forceall", "--configfile", str(CONFIG_TINY)).stdout
+    out = snakemake(work, "-n", "-p", "--forceall", "--configfile", str(CONFIG_TINY), _lnbnn_on(tmp_path)).stdout
     commands = [line for line in out.splitlines() if line.startswith("Shell command:")]
     for step in ("workflow.lnbnn index", "workflow.lnbnn pairs", "workflow.shortlist ", "workflow.wildfusion"):
         mine = [c for c in commands if step in c]
