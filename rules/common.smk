@@ -8,7 +8,10 @@ from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 
 from workflow.config_check import check_config
-from workflow.keys import param_key
+from workflow.keys import param_key, weights_identity
+from workflow.match import extractor_identity
+from workflow.matchers import WeightsNotFoundError
+from workflow.pair_cache import matching_weights_identity
 from workflow.enrollment import active_changes_file, enrollment_dir
 from workflow.data import (
     SAFE_NAME,
@@ -225,11 +228,28 @@ def backbone_json(wildcards):
     return json.dumps(backbone_conf(wildcards.backbone), sort_keys=True)
 
 
+def backbone_weights(backbone):
+    """The identity of a backbone's weights (workflow/keys.py: file sha1, hub snapshot, package version).
+
+    Part of the key of every output computed from them, so replaced weights rerun exactly those jobs.
+    """
+    conf = {
+        k: v for k, v in backbone_conf(backbone).items() if k not in EMBED_RUNTIME_KEYS
+    }
+    memo = json.dumps(conf, sort_keys=True)
+    if memo not in _WEIGHTS:
+        _WEIGHTS[memo] = weights_identity(conf)
+    return _WEIGHTS[memo]
+
+
+_WEIGHTS = {}
+
+
 def embedding_key(backbone):
     conf = {
         k: v for k, v in backbone_conf(backbone).items() if k not in EMBED_RUNTIME_KEYS
     }
-    return param_key("embed", backbone, conf)
+    return param_key("embed", backbone, conf, backbone_weights(backbone))
 
 
 def embedding_path(dataset, backbone):
@@ -295,8 +315,27 @@ def shortlist_input(wildcards):
     return shortlist_path(wildcards.dataset)
 
 
+def matcher_weights(matcher):
+    """Identities of a learned matcher's weight files: [extractor, matching network] ("" where none)."""
+    memo = json.dumps([matcher, matcher_conf(matcher)], sort_keys=True)
+    if memo not in _WEIGHTS:
+        conf = matcher_conf(matcher)
+        try:
+            found = [
+                extractor_identity(matcher, conf),
+                matching_weights_identity(matcher, conf),
+            ]
+        except WeightsNotFoundError as err:
+            raise WorkflowError(f"matchers.{matcher}: {err}") from None
+        _WEIGHTS[memo] = found
+    return _WEIGHTS[memo]
+
+
 def features_key(matcher):
-    return param_key("features", matcher, matcher_conf(matcher))
+    extractor = matcher_weights(matcher)[0]
+    return param_key(
+        "features", matcher, matcher_conf(matcher), *([extractor] if extractor else [])
+    )
 
 
 def features_path(dataset, matcher):
@@ -320,6 +359,7 @@ def match_key(matcher, dataset):
         features_key(matcher),
         shortlist_key(dataset),
         config["wildfusion"]["shards"],
+        *[w for w in matcher_weights(matcher) if w],
     )
 
 
@@ -527,7 +567,8 @@ def dual_backbone_train_conf(dataset):
 
 
 def dual_backbone_key(dataset):
-    return param_key("dual_backbone", dual_backbone_train_conf(dataset))
+    weights = [backbone_weights(b) for b in config["dual_backbone"]["backbones"]]
+    return param_key("dual_backbone", dual_backbone_train_conf(dataset), weights)
 
 
 def dual_backbone_param(name):
@@ -770,6 +811,7 @@ def discovery_match_key(matcher):
         features_key(matcher),
         discovery_pairs_key(),
         discovery_setting("shards"),
+        *[w for w in matcher_weights(matcher) if w],
     )
 
 

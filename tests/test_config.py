@@ -318,6 +318,11 @@ def check(edit, datasets=DEMO_DATASETS, base="config/config.yaml"):
         ),
         ({"cache": {"embedding": "x"}}, r"cache\.embedding: unknown key; did you mean 'embeddings'"),
         ({"submission": {"stgae": "cascade"}}, r"submission\.stgae: unknown key; did you mean 'stage'"),
+        # non-finite numbers and integers given as floats, by key
+        ({"thresholds": {"baseline": {"default": float("nan")}}}, r"baseline\.default: nan is not a finite"),
+        ({"rerank": {"lambda": float("nan")}}, r"config key rerank\.lambda: nan is not a finite number"),
+        ({"threshold_tuning": {"grid_size": float("inf")}}, r"threshold_tuning\.grid_size: inf is not a finite"),
+        ({"wildfusion": {"shards": 2.0}}, r"wildfusion\.shards: 2\.0 is a float, expected integer"),
     ],
 )
 def test_config_mistakes_fail_with_key_and_fix(edit, expected):

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -66,3 +68,15 @@ def test_nearest_neighbour_chunks_agree():
     i1, s1 = nearest_neighbour(q, g, chunk=7)
     i2, s2 = nearest_neighbour(q, g, chunk=1000)
     assert (i1 == i2).all() and np.allclose(s1, s2)
+
+
+def test_threshold_json_is_valid_json_without_nan(tmp_path):
+    import numpy as np
+
+    from workflow.stage_io import write_json
+
+    write_json({"threshold": float("nan"), "score": np.float32("inf"), "curve": [np.float64(0.5), float("-inf")]},
+               tmp_path / "threshold.json")  # fmt: skip
+    text = (tmp_path / "threshold.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"threshold": None, "score": None, "curve": [0.5, None]}

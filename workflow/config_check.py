@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import difflib
 import functools
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -140,12 +141,33 @@ def _format(error, root: Mapping) -> str:
     return f"{where}: {error.message}{described}.{hint}"
 
 
-def schema_problems(config: Mapping, schema: Mapping) -> list[str]:
-    """Every violation of ``schema`` by ``config``, formatted (see :func:`_format`), in key order."""
-    from jsonschema import Draft202012Validator
+def _strict_validator():
+    """Draft 2020-12 whose ``integer`` is an int only (JSON Schema also counts ``2.0``, which then fails late)."""
+    from jsonschema import Draft202012Validator, validators
 
-    errors = sorted(Draft202012Validator(schema).iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
-    return list(dict.fromkeys(_format(e, schema) for e in errors))  # (then/else can repeat a base error)
+    checker = Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool)
+    )
+    return validators.extend(Draft202012Validator, type_checker=checker)
+
+
+def non_finite_problems(config: Any, path: tuple = ()) -> list[str]:
+    """Every ``.nan``/``.inf`` number in the config, by key (none is a meaningful setting: NaN compares false)."""
+    if isinstance(config, Mapping):
+        return [line for key, value in config.items() for line in non_finite_problems(value, (*path, key))]
+    if isinstance(config, list | tuple):
+        return [line for i, value in enumerate(config) for line in non_finite_problems(value, (*path, i))]
+    if isinstance(config, float) and not math.isfinite(config):
+        return [f"config key {_key(path)}: {config!r} is not a finite number: give a number (or auto where allowed)."]
+    return []
+
+
+def schema_problems(config: Mapping, schema: Mapping) -> list[str]:
+    """Every violation of ``schema`` by ``config`` and every non-finite number, formatted (see :func:`_format`),
+    in key order."""
+    errors = sorted(_strict_validator()(schema).iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
+    problems = non_finite_problems(config) + [_format(e, schema) for e in errors]
+    return list(dict.fromkeys(problems))  # (then/else can repeat a base error)
 
 
 def _dataset_keys(config: Mapping) -> list[tuple[str, str]]:
