@@ -19,6 +19,7 @@ from workflow.data import (
     dataset_name_problem,
     read_dataset_names,
     read_gallery_free,
+    read_gallery_sizes,
 )
 
 DATA_ROOT = Path(config["data_root"])
@@ -101,12 +102,21 @@ def has_gallery(dataset):
     return dataset not in GALLERY_FREE
 
 
-# Per-dataset keys, cascade sources and backbone references against this data (workflow/config_check.py).
+def _gallery_sizes():
+    """Individuals in each dataset's gallery (the demo's from its config)."""
+    if IS_DEMO:
+        return {d["name"]: d["known_individuals"] for d in config["demo"]["datasets"]}
+    return read_gallery_sizes(DATA_ROOT)
+
+
+# Per-dataset keys, cascade sources, backbone references and auto decisions against this data
+# (workflow/config_check.py).
 check_config(
     config,
     Path(workflow.basedir) / "config" / "schema.yaml",
     datasets=DATASETS,
     warn=lambda line: print(f"Warning: {line}", file=sys.stderr),
+    gallery_sizes=_gallery_sizes(),
 )
 HAS_SOLUTION = IS_DEMO or (DATA_ROOT / "solution.csv").is_file()
 # Stages with per-query predictions; discovery (clusters, rules/discovery.smk) is listed in stages but scored apart.

@@ -82,6 +82,14 @@ def _latin1_solution(root: Path) -> None:
     ).to_csv(root / "solution.csv", index=False, encoding="latin-1")
 
 
+def _rename_dataset(name: str):
+    def mutate(root: Path) -> None:
+        meta = pd.read_csv(root / "metadata.csv", dtype=str, keep_default_na=False)
+        meta.assign(dataset=name).to_csv(root / "metadata.csv", index=False)
+
+    return mutate
+
+
 # (case, how the valid dataset is spoiled, what the message must contain: file:line, the key/value, the fix)
 CASES = [
     ("shell in dataset", _set(0, dataset="$(touch PWNED)"),
@@ -89,6 +97,10 @@ CASES = [
     ("space in dataset", _set(1, dataset="a b"), ["metadata.csv:3", "dataset name 'a b'", "rename it", "'a_b'"]),
     ("slash in dataset", _set(4, dataset="x/y"), ["metadata.csv:6", "dataset name 'x/y'", "rename it", "'x_y'"]),
     ("dot dataset", _set(4, dataset=".."), ["metadata.csv:6", "dataset name '..'", "rename it"]),
+    ("dataset ALL", _rename_dataset("ALL"), ["metadata.csv:2", "dataset name 'ALL' is reserved", "mean",
+                                              "rename it", "'ALL_data'"]),
+    ("dataset default", _rename_dataset("Default"), ["metadata.csv:2", "dataset name 'Default' is reserved",
+                                                     "per-dataset config", "'Default_data'"]),
     ("long dataset", _set(0, dataset="L" * 65), ["metadata.csv:2", "65 characters long (at most 64)", "rename it"]),
     ("reserved identity", _set(2, identity=NEW_INDIVIDUAL),
      ["metadata.csv:4", "identity 'new_individual'", "rename that individual", "'new_individual_1'"]),
@@ -207,6 +219,28 @@ def test_unsafe_dataset_name_stops_the_workflow_when_parsed(tmp_path, name):
     after = sorted(p.name for p in tmp_path.rglob("*") if ".snakemake" not in p.parts)
     assert "PWNED" not in after and not (REPO / "PWNED").exists()
     assert set(after) <= set(before) | {".snakemake"}
+
+
+def test_one_gallery_individual_with_auto_thresholds_is_refused_at_start_and_runs_with_a_fixed_one(tmp_path):
+    rows = [dict(r, identity="a") if r["split"] == "database" else r for r in ROWS]
+    data = write_dataset(tmp_path / "data", rows)
+    work = make_workdir(tmp_path / "w")
+    (work / "one.yaml").write_text(
+        "stages: [baseline]\nsubmission: {stage: baseline}\ncascade: {default: null}\n"
+        f"data_root: {data}\nbackbones: {{lite0: {{source: efficientnet-lite0, input_size: 64}}}}\n"
+        "baseline: {backbone: lite0}\nshortlist: {backbone: lite0}\n"
+    )
+    proc = snakemake(work, "-n", "--configfile", "one.yaml", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    expected = "config key thresholds.baseline.default: auto for dataset 'D', whose gallery has 1 individual"
+    assert expected in out, out[-3000:]
+    assert "thresholds.baseline.D: 0.5" in out and "Traceback" not in out
+    assert not (work / "results").exists()
+    (work / "fixed.yaml").write_text("thresholds: {baseline: {D: 0.5}}\n")
+    snakemake(work, "results/submission.csv", "--cores", "1", "--configfile", "one.yaml", "fixed.yaml")
+    submission = pd.read_csv(work / "results/submission.csv", dtype=str, keep_default_na=False)
+    assert sorted(submission["image_id"]) == ["q1", "q2"]
 
 
 # Identities and image ids that pandas would read as numbers, NA or booleans; the data folder's name holds a

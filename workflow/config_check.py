@@ -206,9 +206,48 @@ def _near_miss(name: str, datasets: Sequence[str]) -> str | None:
     return close[0] if close else None
 
 
-def data_problems(config: Mapping, datasets: Sequence[str]) -> tuple[list[str], list[str]]:
-    """``(errors, warnings)`` of the checks that need the data's dataset names (see the module docstring)."""
-    errors: list[str] = []
+# Stages whose threshold may be auto (tuned on simulated open-set splits of the gallery).
+THRESHOLD_STAGES = ("baseline", "wildfusion", "rerank", "xgboost", "dual_backbone")
+
+
+def small_gallery_problems(config: Mapping, gallery_sizes: Mapping[str, int]) -> list[str]:
+    """A dataset whose gallery has one individual cannot tune an ``auto`` threshold (a simulated open-set split
+    holds out at least one individual and keeps at least one): one error per stage run with ``auto`` there."""
+    errors = []
+    thresholds = config.get("thresholds") or {}
+    stages = [s for s in config.get("stages") or [] if s in THRESHOLD_STAGES]
+    for name, size in sorted(gallery_sizes.items()):
+        if size != 1:  # 0: no gallery (discovery only), 2 or more: splits work
+            continue
+        for stage in stages:
+            setting = thresholds.get(stage, "auto")
+            where = f"thresholds.{stage}"
+            if isinstance(setting, Mapping):
+                where = f"thresholds.{stage}.{name}" if name in setting else f"thresholds.{stage}.default"
+                setting = setting.get(name, setting.get("default", "auto"))
+            if setting == "auto":
+                errors.append(
+                    f"config key {where}: auto for dataset {name!r}, whose gallery has 1 individual; an auto "
+                    "threshold is tuned by holding out gallery individuals, which needs at least 2. Give a fixed "
+                    f"threshold for it, e.g. thresholds.{stage}.{name}: 0.5 (or add database rows of a second "
+                    "individual)."
+                )
+        steps = (config.get("cascade") or {}).get(name, (config.get("cascade") or {}).get("default"))
+        if "cascade" in (config.get("stages") or []) and steps == "auto":
+            errors.append(
+                f"config key cascade.{name}: auto for dataset {name!r}, whose gallery has 1 individual; cascade: auto "
+                f"is chosen on simulated open-set splits, which need at least 2. Give its steps, e.g. cascade.{name}: "
+                "[{source: baseline, new_below: 0.5}]."
+            )
+    return errors
+
+
+def data_problems(
+    config: Mapping, datasets: Sequence[str], gallery_sizes: Mapping[str, int] | None = None
+) -> tuple[list[str], list[str]]:
+    """``(errors, warnings)`` of the checks that need the data's dataset names and gallery sizes (see the module
+    docstring)."""
+    errors: list[str] = small_gallery_problems(config, gallery_sizes or {})
     warnings: list[str] = []
     datasets = [str(d) for d in datasets]
     for key, name in _dataset_keys(config):
@@ -289,7 +328,7 @@ def _cascade_problems(config: Mapping, datasets: Sequence[str]) -> list[str]:
 
 
 def check_config(config: Mapping, schema: Mapping | str | Path = SCHEMA_FILE, datasets: Sequence[str] | None = None,
-                 warn=None) -> list[str]:  # fmt: skip
+                 warn=None, gallery_sizes: Mapping[str, int] | None = None) -> list[str]:  # fmt: skip
     """Raise :class:`ConfigError` listing every mistake; return the warnings (also passed to ``warn``).
 
     Without ``datasets`` only the schema is checked.
@@ -299,7 +338,7 @@ def check_config(config: Mapping, schema: Mapping | str | Path = SCHEMA_FILE, da
     problems = schema_problems(config, schema)
     warnings: list[str] = []
     if datasets is not None and not problems:
-        problems, warnings = data_problems(config, datasets)
+        problems, warnings = data_problems(config, datasets, gallery_sizes)
     if problems:
         raise ConfigError(
             f"{len(problems)} config problem(s) (config/schema.yaml documents every key):\n" + "\n".join(problems)

@@ -13,10 +13,10 @@ Validation collects *every* problem before failing, each naming the file, the ro
 both CSV files are UTF-8 CSV; the columns; no empty ``image_id``/``path``/``split``/``dataset``; unique
 ``image_id``; ``split`` is database or query; database rows have an identity; no identity is
 ``new_individual`` and no id holds a control character; dataset names match :data:`SAFE_NAME` (at most
-:data:`SAFE_NAME_MAX` characters); every dataset has database and query rows (query rows alone: valid only
-when the discovery stage runs, which clusters them from scratch); every ``path`` is relative and
-stays inside ``<root>`` (also through symbolic links, unless allowed); every image decodes; the solution lists
-each query once with a boolean ``new``.
+:data:`SAFE_NAME_MAX` characters) and are not reserved (``ALL``, ``default``, any case); every dataset has
+database and query rows (query rows alone: valid only when the discovery stage runs, which clusters them from
+scratch); every ``path`` is relative and stays inside ``<root>`` (also through symbolic links, unless allowed);
+every image decodes; the solution lists each query once with a boolean ``new``.
 :func:`read_dataset_names` is the cheap subset that the Snakefile runs when it is parsed (so that an unsafe
 dataset name stops the workflow before any job starts); :func:`validate_dataset` runs it again with all the
 other checks in the ``validate_data`` job.
@@ -49,6 +49,11 @@ SPLITS = ("database", "query")
 # A dataset name becomes a folder and file name (results/data/<dataset>.tsv) and a shell argument.
 SAFE_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 SAFE_NAME_MAX = 64
+# Dataset names that mean something else to the workflow (compared in lower case), with what they mean.
+RESERVED_DATASETS = {
+    "all": "the ALL row of scores.tsv is the mean over the datasets",
+    "default": "'default' is the fallback key of every per-dataset config map",
+}
 # Labels with a meaning of their own in predictions and submissions; no identity may be called so.
 RESERVED_IDENTITIES = (NEW_INDIVIDUAL,)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -151,13 +156,15 @@ def dataset_name_problem(name: str) -> str | None:
     if not re.fullmatch(SAFE_NAME, name):
         return ("is not a safe folder name: use only letters, digits, '.', '_' and '-', starting with a letter "
                 "or digit")  # fmt: skip
+    if name.lower() in RESERVED_DATASETS:
+        return (f"is reserved ({RESERVED_DATASETS[name.lower()]}; any case)")
     return None
 
 
 def suggest_name(name: str) -> str:
-    """A safe rename of ``name`` (unsafe characters become ``_``)."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")[:SAFE_NAME_MAX]
-    return safe or "dataset1"
+    """A safe rename of ``name`` (unsafe characters become ``_``; a reserved name gets ``_data``)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")[: SAFE_NAME_MAX - 5]
+    return f"{safe}_data" if safe.lower() in RESERVED_DATASETS else safe or "dataset1"
 
 
 def _first_lines(index) -> str:
@@ -348,6 +355,16 @@ def read_gallery_free(root: str | Path) -> list[str]:
     if not {"dataset", "split"} <= set(df.columns):
         return []
     return gallery_free_datasets(df)
+
+
+def read_gallery_sizes(root: str | Path) -> dict[str, int]:
+    """Individuals (distinct non-empty identities of database rows) per dataset of ``<root>/metadata.csv``."""
+    df = read_table(Path(root) / "metadata.csv")
+    if not {"dataset", "split", "identity"} <= set(df.columns):
+        return {}
+    gallery = df[(df["split"] == "database") & (df["identity"] != "") & (df["dataset"] != "")]
+    sizes = gallery.groupby("dataset")["identity"].nunique()
+    return {str(name): int(sizes.get(name, 0)) for name in df.loc[df["dataset"] != "", "dataset"].unique()}
 
 
 def validate_dataset(

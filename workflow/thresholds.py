@@ -206,10 +206,13 @@ def pseudo_splits(identities: np.ndarray, tuning: dict, repeats: int | None = No
     ``[simulate_open_set_split(identities, new_fraction, query_fraction, rng) for _ in range(n)]`` with
     ``rng = np.random.default_rng(seed)`` and ``n = repeats`` (default ``tuning["repeats"]``): the first ``n``
     splits are the same for any larger ``n``, so a trained source may write fewer splits than the others.
+    No split with fewer than 2 individuals (the start refuses ``auto`` decisions there: workflow/config_check.py).
     """
     rng = np.random.default_rng(tuning["seed"])
     n = int(tuning["repeats"] if repeats is None else repeats)
     identities = np.asarray(identities, dtype=object)
+    if len(set(identities)) < 2:
+        return []
     nf, qf = tuning["new_fraction"], tuning["query_fraction"]
     return [simulate_open_set_split(identities, nf, qf, rng) for _ in range(n)]
 
