@@ -68,6 +68,13 @@ def _symlink_outside(root: Path) -> None:
     target.symlink_to(outside / "g2.png")
 
 
+def _symlink_loop(root: Path) -> None:
+    looped = root / "images/D/database/g2.png"
+    looped.unlink()
+    looped.symlink_to(root / "images/D/database/loop.png")
+    (root / "images/D/database/loop.png").symlink_to(looped)
+
+
 def _ragged(root: Path) -> None:
     with open(root / "metadata.csv", "a") as fh:
         fh.write("q3,,images/x.png,,,dog,query,D,one,field,too,many\n")
@@ -117,6 +124,8 @@ CASES = [
     ("absolute path", _set(3, path="/etc/passwd"),
      ["metadata.csv:5", "image path '/etc/passwd' is an absolute path", "relative to the folder of metadata.csv"]),
     ("windows path", _set(3, path="C:\\data\\x.jpg"), ["metadata.csv:5", "is an absolute path"]),
+    ("symlink loop", _symlink_loop,
+     ["metadata.csv:3: image 'images/D/database/g2.png': is a symbolic link loop", "replace the link"]),
     ("symlink outside", _symlink_outside,
      ["metadata.csv:3", "images/D/database/g2.png", "outside the data folder", "copy the image into the data folder",
       "data.allow_external_symlinks"]),
@@ -133,6 +142,16 @@ def test_bad_input_is_refused_with_file_line_and_fix(tmp_path, case, spoil, expe
     for part in expected:
         assert part in text, f"{case}: {part!r} not in\n{text}"
     assert "Traceback" not in text
+
+
+def test_an_image_above_the_decompression_bomb_limit_is_a_row(tmp_path, monkeypatch):
+    root = write_dataset(tmp_path / "data", ROWS)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # the images are 48 x 40: above twice the limit
+    with pytest.raises(DataValidationError) as err:
+        validate_dataset(root)
+    text = str(err.value)
+    assert "metadata.csv:2: image 'images/D/database/g1.png': image too large to decode" in text, text
+    assert "resize it" in text and "Traceback" not in text
 
 
 def test_valid_input_passes_every_new_check(tmp_path):

@@ -270,8 +270,21 @@ def hash_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def resolved(path: str | Path) -> Path | None:
+    """``path`` with every symbolic link followed; None for a link loop (or a chain too long to follow)."""
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError):
+        return None
+
+
+SYMLINK_LOOP = "is a symbolic link loop; replace the link by the image file (or a link to it)"
+
+
 def _check_image(path: Path, root: Path | None = None) -> tuple[str | None, str]:
     """(problem or None, sha1) of one image; with ``root``, a file that resolves outside it (symlink) is refused."""
+    if resolved(path) is None:
+        return SYMLINK_LOOP, ""
     if root is not None and not path.resolve().is_relative_to(root):
         return (f"resolves to {path.resolve()}, outside the data folder {root} (a symbolic link); copy the "
                 "image into the data folder, or set data.allow_external_symlinks: true"), ""  # fmt: skip
@@ -407,7 +420,7 @@ def validate_dataset(
             problems += err.problems
     if problems:
         raise DataValidationError(problems)
-    df = df.assign(abspath=[str((root / p).resolve()) for p in df["path"]], sha1=shas)
+    df = df.assign(abspath=[str(resolved(root / p) or root / p) for p in df["path"]], sha1=shas)
     return df, solution
 
 

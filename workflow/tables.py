@@ -40,6 +40,7 @@ from workflow.data import (
     check_images,
     check_solution,
     read_table,
+    resolved,
     validate_dataset,
 )
 from workflow.enrollment import ENROLLED, apply_changes, read_changes
@@ -92,7 +93,7 @@ def hash_and_check(
     A changed (or never seen) image is hashed and fully decoded; the problems name ``file`` and the row.
     """
     cache = read_stat_cache(cache_path)
-    paths = [str((root / p).resolve()) for p in df["path"]]
+    paths = [str(resolved(root / p) or os.path.abspath(root / p)) for p in df["path"]]
     stats = [_stat_row(Path(p)) for p in paths]
     shas = [""] * len(df)
     todo = []
