@@ -3,12 +3,13 @@
 Inputs
     ``<root>/metadata.csv`` and the images it names; ``<root>/solution.csv`` (``solution`` command only).
 Outputs
-    ``<out_dir>/<dataset>.tsv`` per dataset: the metadata rows plus ``abspath`` (the image's path as jobs
-    open it: absolute where ``data_root`` is) and ``sha1`` (content hash of the image file, the key of every
-    per-image cache). A table is rewritten only when its content
-    changes, so its modification time (what Snakemake compares) moves exactly when the data of its
-    dataset changes: a replaced or truncated image changes its ``sha1`` and reruns that dataset's
-    dependants, a metadata edit that changes nothing (or a fixed typo) reruns nothing.
+    ``<out_dir>/<dataset>.tsv`` per dataset: the metadata rows in ``image_id`` order, only the columns jobs read
+    (:data:`TABLE_COLUMNS`), with ``abspath`` (the image's path as jobs open it: absolute where ``data_root``
+    is) and ``sha1`` (content hash of the image file, the key of every per-image cache). A table is rewritten
+    only when its content changes, so its modification time (what Snakemake compares) moves exactly when the
+    data of its dataset changes: a replaced or truncated image changes its ``sha1`` and reruns that dataset's
+    dependants; a metadata edit that changes nothing jobs read (a fixed typo, sorted rows, an added column, an
+    edited ``species``) reruns nothing.
     ``.snakemake/image-stats/<dataset>.tsv``: the stat cache (``path, size, mtime_ns, ctime_ns, inode, sha1``) of
     every image of the dataset that hashed and decoded, so that a later start reads only the images whose
     file changed (a file rewritten in place changes its ``ctime_ns`` even if its size and mtime are kept).
@@ -49,6 +50,10 @@ from workflow.stage_io import atomic_path, read_tsv
 logger = logging.getLogger(__name__)
 
 STATS_DIR = Path(".snakemake") / "image-stats"
+# The columns of a table: only those jobs read, so that a column added to metadata.csv (or an edited ``species``,
+# ``date`` or ``path`` of the same file) rewrites no table and reruns nothing. ``enrolled`` follows where a gallery
+# version enrolled photos of the dataset (workflow/enrollment.py).
+TABLE_COLUMNS = ["image_id", "identity", "split", "dataset", "orientation", "abspath", "sha1"]
 STAT_COLUMNS = ["path", "size", "mtime_ns", "ctime_ns", "inode", "sha1"]
 
 
@@ -175,7 +180,9 @@ def build_tables(
         problems += found_problems
         if ENROLLED in rows and (rows[ENROLLED] == "").all():
             rows = rows.drop(columns=ENROLLED)  # a dataset without enrolled photos keeps its table byte for byte
-        tables[dataset] = rows.assign(sha1=shas).reset_index(drop=True)
+        columns = TABLE_COLUMNS + [ENROLLED] * (ENROLLED in rows)
+        # rows in image_id order: sorting metadata.csv changes no table
+        tables[dataset] = rows.assign(sha1=shas)[columns].sort_values("image_id", kind="stable").reset_index(drop=True)
     if problems:
         raise DataValidationError(problems)
     return tables
