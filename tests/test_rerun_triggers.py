@@ -91,17 +91,15 @@ def test_a_metadata_typo_stops_the_run_and_its_fix_reruns_nothing(own_data):
 
 def test_an_added_column_sorted_rows_or_edited_species_rerun_nothing(own_data):
     work, data = own_data
-    meta_file = data / "metadata.csv"
-    good = meta_file.read_bytes()
-    before = snapshot(work)
-    meta = pd.read_csv(meta_file, dtype=str, keep_default_na=False)
+    good, before = (data / "metadata.csv").read_bytes(), snapshot(work)
+    edited = pd.read_csv(data / "metadata.csv", dtype=str, keep_default_na=False)
     try:
-        edited = meta.assign(notes="seen by the ranger", species="Lynx pardinus")
-        edited.sort_values("image_id", ascending=False).to_csv(meta_file, index=False)
+        edited = edited.assign(notes="seen by the ranger", species="Lynx pardinus")
+        edited.sort_values("image_id", ascending=False).to_csv(data / "metadata.csv", index=False)
         assert plan(work, data) == {}
         assert snapshot(work) == before, "a table was rewritten"
     finally:
-        meta_file.write_bytes(good)
+        (data / "metadata.csv").write_bytes(good)
     assert plan(work, data) == {}
 
 
