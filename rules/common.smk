@@ -12,7 +12,7 @@ from workflow.keys import param_key, weights_identity
 from workflow.match import extractor_identity
 from workflow.matchers import WeightsNotFoundError
 from workflow.pair_cache import matching_weights_identity
-from workflow.enrollment import active_changes_file, enrollment_dir
+from workflow.enrollment import active_changes_file, enrollment_dir, recover_log
 from workflow.data import (
     SAFE_NAME,
     DataValidationError,
@@ -143,6 +143,8 @@ def _start_run():
     from workflow.tables import sync_tables
 
     removed = release_stale_locks()
+    # a gallery switch whose log line a killed enroll/undo did not write (workflow/enrollment.py)
+    recover_log(ENROLLMENT_DIR)
     if removed:
         logger.warning(
             f"Removed the directory lock left by a Snakemake run that is no longer alive ({len(removed)} "
@@ -163,6 +165,7 @@ def _start_run():
             allow_external_symlinks=config["data"]["allow_external_symlinks"],
             enrollment=ENROLLMENT,
             discovery=DISCOVERY,
+            warn=lambda line: logger.warning(f"Warning: {line}"),
         )
     except DataValidationError as err:
         raise WorkflowError(

@@ -154,6 +154,47 @@ def test_an_image_above_the_decompression_bomb_limit_is_a_row(tmp_path, monkeypa
     assert "resize it" in text and "Traceback" not in text
 
 
+def test_rough_edges_of_metadata_and_solution(tmp_path):
+    from workflow.data import MAX_LISTED
+    from workflow.tables import build_tables, sync_tables
+
+    # many missing images: the first MAX_LISTED are listed, then how many more
+    many = ROWS + [{"image_id": f"m{i}", "identity": "b", "split": "database", "dataset": "D", "write": False}
+                   for i in range(MAX_LISTED + 10)]  # fmt: skip
+    root = write_dataset(tmp_path / "many", many)
+    with pytest.raises(DataValidationError) as err:
+        validate_dataset(root)
+    assert len(err.value.problems) == MAX_LISTED + 10
+    assert str(err.value).count("image file does not exist") == MAX_LISTED
+    assert "... and 10 more (fix these and start again to see the rest)" in str(err.value)
+    # a header without rows says so
+    root = write_dataset(tmp_path / "empty", ROWS)
+    header = (root / "metadata.csv").read_text().splitlines()[0]
+    (root / "metadata.csv").write_text(header + "\n")
+    with pytest.raises(DataValidationError, match="metadata.csv: has a header but no rows"):
+        validate_dataset(root)
+    # a quoted field with a line break: the rows after it keep their line in the file
+    root = write_dataset(tmp_path / "quoted", ROWS)
+    meta = pd.read_csv(root / "metadata.csv", dtype=str, keep_default_na=False)
+    meta.loc[0, "species"] = "lynx\n(two lines)"
+    meta.loc[3, "split"] = "querry"
+    meta.to_csv(root / "metadata.csv", index=False)
+    with pytest.raises(DataValidationError, match=r"metadata.csv:6: unknown split 'querry'"):
+        validate_dataset(root)
+    # valid but probably not meant: warned, with the line
+    rows = [dict(ROWS[0], identity="a "), *ROWS[1:3], dict(ROWS[3], identity="b"), ROWS[4]]
+    root = write_dataset(tmp_path / "warned", rows)
+    warned = []
+    build_tables(root, ["D"], stats_dir=tmp_path / "stats", warn=warned.append)
+    assert any("metadata.csv:2: identity 'a ' has leading or trailing spaces" in w for w in warned), warned
+    assert any("metadata.csv:5: query row(s) with an identity" in w for w in warned), warned
+    # solution.csv with new=maybe stops the start, before any job
+    write_dataset(root, rows, solution=[{"image_id": "q1", "identity": "a", "dataset": "D", "new": "maybe"},
+                                        {"image_id": "q2", "identity": "b", "dataset": "D", "new": "False"}])
+    with pytest.raises(DataValidationError, match=r"solution.csv:2: 'new' must be True or False, got 'maybe'"):
+        sync_tables(root, tmp_path / "tables", ["D"], stats_dir=tmp_path / "stats")
+
+
 def test_valid_input_passes_every_new_check(tmp_path):
     root = write_dataset(tmp_path / "data", ROWS)
     meta, _ = validate_dataset(root)

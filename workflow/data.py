@@ -25,6 +25,7 @@ other checks in the ``validate_data`` job.
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import io
 import logging
@@ -72,13 +73,20 @@ class Problem:
         return f"{where}: {self.message}"
 
 
+MAX_LISTED = 50
+"""Problems listed in a :class:`DataValidationError` message (all are kept in ``.problems``)."""
+
+
 class DataValidationError(ValueError):
-    """Raised with the full list of problems found in a dataset."""
+    """Raised with the full list of problems found in a dataset; the message lists the first :data:`MAX_LISTED`."""
 
     def __init__(self, problems: list[Problem]):
         self.problems = problems
         head = f"{len(problems)} problem(s) in the input data:"
-        super().__init__("\n".join([head, *(f"  - {p}" for p in problems)]))
+        lines = [f"  - {p}" for p in problems[:MAX_LISTED]]
+        if len(problems) > MAX_LISTED:
+            lines.append(f"  ... and {len(problems) - MAX_LISTED} more (fix these and start again to see the rest)")
+        super().__init__("\n".join([head, *lines]))
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -101,7 +109,10 @@ def read_table(path: str | Path) -> pd.DataFrame:
             "re-save the file as UTF-8 (e.g. 'Save as CSV UTF-8' in a spreadsheet, or "
             f"iconv -f latin1 -t utf-8 {path.name} > {path.stem}.utf8.csv)"))]) from None  # fmt: skip
     try:
-        return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[])
+        df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[])
+        if "\"" in text:  # a quoted field may hold a line break: record the line each row starts on
+            df.attrs["lines"] = _record_lines(text)
+        return df
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         match = re.search(r"line (\d+)", str(err))
         raise DataValidationError([Problem(str(path), int(match.group(1)) if match else None,
@@ -110,7 +121,32 @@ def read_table(path: str | Path) -> pd.DataFrame:
 
 
 def _line(index: int) -> int:
-    return int(index) + 2  # header is line 1
+    return int(index) + 2  # header is line 1 (see :func:`physical_lines` for rows after a multi-line field)
+
+
+def _record_lines(text: str) -> list[int]:
+    """The line each record of a CSV text starts on, blank lines skipped (as pandas does); the header first."""
+    starts, end = [], 0
+    reader = csv.reader(io.StringIO(text))
+    for row in reader:
+        if row:
+            starts.append(end + 1)
+        end = reader.line_num
+    return starts
+
+
+def physical_lines(problems: list[Problem], file: str, df: pd.DataFrame) -> list[Problem]:
+    """``problems`` of ``file`` with each row's line (:func:`_line`) replaced by the line the row starts on in
+    the file, which differs after a quoted field that holds a line break."""
+    starts = df.attrs.get("lines")
+    if not starts:
+        return problems
+    out = []
+    for p in problems:
+        if p.file == file and p.line is not None and 2 <= p.line < len(starts) + 1:
+            p = Problem(p.file, starts[p.line - 1], p.message)
+        out.append(p)
+    return out
 
 
 def check_columns(df: pd.DataFrame, required: list[str], file: str) -> list[Problem]:
@@ -321,8 +357,28 @@ def check_images(
     return problems, [sha for _, sha in results]
 
 
-def check_solution(solution: pd.DataFrame, metadata: pd.DataFrame, file: str) -> list[Problem]:
-    """The solution must list every query image exactly once with a boolean ``new``."""
+def data_warnings(df: pd.DataFrame, file: str) -> list[Problem]:
+    """What is valid but probably not meant: identities with leading/trailing spaces (a separate individual from
+    the one without), identities on query rows (ignored: a query's identity is what the workflow predicts)."""
+    warnings = []
+    spaced = df.index[(df["identity"] != df["identity"].str.strip()) & (df["identity"].str.strip() != "")]
+    if len(spaced):
+        names = sorted(set(df.loc[spaced, "identity"]))
+        warnings.append(Problem(file, _line(spaced[0]), (
+            f"identity {names[0]!r} has leading or trailing spaces (line(s) {_first_lines(spaced)}; "
+            f"{len(names)} such identit{'y' if len(names) == 1 else 'ies'}): it is an individual apart from "
+            f"{names[0].strip()!r}; remove the spaces if they are the same animal")))  # fmt: skip
+    labelled = df.index[(df["split"] == "query") & (df["identity"].str.strip() != "")]
+    if len(labelled):
+        warnings.append(Problem(file, _line(labelled[0]), (
+            f"query row(s) with an identity (line(s) {_first_lines(labelled)}): the identity of a query is ignored "
+            "(the workflow predicts it; answers go in solution.csv); make the rows database rows to use them as "
+            "gallery photos, or empty the identity")))  # fmt: skip
+    return physical_lines(warnings, file, df)
+
+
+def check_solution_format(solution: pd.DataFrame, file: str) -> list[Problem]:
+    """The solution's own format: its columns, unique ``image_id``, a boolean ``new`` (checked at start too)."""
     problems = check_columns(solution, SOLUTION_COLUMNS, file)
     if problems:
         return problems
@@ -332,6 +388,14 @@ def check_solution(solution: pd.DataFrame, metadata: pd.DataFrame, file: str) ->
     bad_new = ~solution["new"].str.lower().isin(["true", "false", "1", "0"])
     for idx in solution.index[bad_new]:
         problems.append(Problem(file, _line(idx), f"'new' must be True or False, got {solution.at[idx, 'new']!r}"))
+    return problems
+
+
+def check_solution(solution: pd.DataFrame, metadata: pd.DataFrame, file: str) -> list[Problem]:
+    """The solution must list every query image exactly once with a boolean ``new``."""
+    problems = check_solution_format(solution, file)
+    if problems and problems[0].line == 1:  # a missing column
+        return problems
     queries = set(metadata.loc[metadata["split"] == "query", "image_id"])
     listed = set(solution["image_id"])
     for image_id in sorted(queries - listed)[:20]:
@@ -356,7 +420,7 @@ def read_dataset_names(root: str | Path) -> list[str]:
     if "dataset" not in df.columns or (df["dataset"] == "").all():
         validate_dataset(root, check_files=False)  # raises with every problem listed
         raise DataValidationError([Problem(str(meta_file), None, "no row names its dataset")])
-    problems = check_dataset_names(df, str(meta_file))
+    problems = physical_lines(check_dataset_names(df, str(meta_file)), str(meta_file), df)
     if problems:
         raise DataValidationError(problems)
     return sorted(df.loc[df["dataset"] != "", "dataset"].unique())
@@ -405,6 +469,8 @@ def validate_dataset(
     problems = check_columns(df, required, str(meta_file))
     if problems:
         raise DataValidationError(problems)
+    if df.empty:
+        raise DataValidationError([Problem(str(meta_file), None, "has a header but no rows: add one row per image")])
     problems = check_metadata_rows(df, str(meta_file), discovery=discovery)
     shas = [""] * len(df)
     if check_files:
@@ -418,6 +484,9 @@ def validate_dataset(
             problems += check_solution(solution, df, str(sol_file))
         except DataValidationError as err:
             problems += err.problems
+    problems = physical_lines(problems, str(meta_file), df)
+    if solution is not None:
+        problems = physical_lines(problems, str(sol_file), solution)
     if problems:
         raise DataValidationError(problems)
     df = df.assign(abspath=[str(resolved(root / p) or root / p) for p in df["path"]], sha1=shas)

@@ -40,6 +40,9 @@ from workflow.data import (
     Problem,
     check_images,
     check_solution,
+    check_solution_format,
+    data_warnings,
+    physical_lines,
     read_table,
     resolved,
     validate_dataset,
@@ -146,6 +149,7 @@ def build_tables(
     allow_external_symlinks: bool = False,
     enrollment: str | Path | None = None,
     discovery: bool = False,
+    warn=None,
 ) -> dict[str, pd.DataFrame]:
     """Validate the metadata and the images it names; return the table of each of ``datasets``.
 
@@ -157,6 +161,8 @@ def build_tables(
     root = Path(root)
     meta_file = str(root / "metadata.csv")
     df, _ = validate_dataset(root, extra_columns, check_files=False, with_solution=False, discovery=discovery)
+    for line in data_warnings(df, meta_file) if warn is not None else []:
+        warn(str(line))
     if enrollment:
         df, problems = apply_changes(df, read_changes(enrollment), str(enrollment))
         if problems:
@@ -198,10 +204,21 @@ def sync_tables(
     allow_external_symlinks: bool = False,
     enrollment: str | Path | None = None,
     discovery: bool = False,
+    warn=None,
 ) -> list[str]:
-    """Bring ``<out_dir>/<dataset>.tsv`` up to date with the data; return the datasets whose table changed."""
+    """Bring ``<out_dir>/<dataset>.tsv`` up to date with the data; return the datasets whose table changed.
+
+    ``warn`` receives each data warning (:func:`workflow.data.data_warnings`). A ``solution.csv`` whose own format
+    is wrong (columns, duplicates, ``new`` not boolean) fails here too, before any job.
+    """
     tables = build_tables(root, datasets, extra_columns, threads, stats_dir, allow_external_symlinks, enrollment,
-                          discovery)  # fmt: skip
+                          discovery, warn)  # fmt: skip
+    sol_file = Path(root) / "solution.csv"
+    if sol_file.is_file():
+        solution = read_table(sol_file)
+        problems = physical_lines(check_solution_format(solution, str(sol_file)), str(sol_file), solution)
+        if problems:
+            raise DataValidationError(problems)
     return [d for d, table in tables.items() if write_if_changed(table, Path(out_dir) / f"{d}.tsv")]
 
 
@@ -220,7 +237,7 @@ def check_solution_file(root: str | Path, tables: list[str | Path]) -> dict:
         enrolled = raw.loc[pd.to_numeric(raw[ENROLLED], errors="coerce").notna(), "image_id"].astype(str)
         solution = solution[~solution["image_id"].isin(enrolled)].reset_index(drop=True)
     meta = raw.astype(str)
-    problems = check_solution(solution, meta, str(sol_file))
+    problems = physical_lines(check_solution(solution, meta, str(sol_file)), str(sol_file), solution)
     if problems:
         raise DataValidationError(problems)
     new = solution["new"].str.lower().isin(["true", "1"])
