@@ -255,7 +255,9 @@ def backbone_weights(backbone):
     return _WEIGHTS[memo]
 
 
+# Weights' identities, computed once per start (backbone settings -> identity; matcher and settings -> identities).
 _WEIGHTS = {}
+_MATCHER_WEIGHTS = {}
 
 
 def embedding_key(backbone):
@@ -331,7 +333,7 @@ def shortlist_input(wildcards):
 def matcher_weights(matcher):
     """Identities of a learned matcher's weight files: [extractor, matching network] ("" where none)."""
     memo = json.dumps([matcher, matcher_conf(matcher)], sort_keys=True)
-    if memo not in _WEIGHTS:
+    if memo not in _MATCHER_WEIGHTS:
         conf = matcher_conf(matcher)
         try:
             found = [
@@ -340,8 +342,8 @@ def matcher_weights(matcher):
             ]
         except WeightsNotFoundError as err:
             raise WorkflowError(f"matchers.{matcher}: {err}") from None
-        _WEIGHTS[memo] = found
-    return _WEIGHTS[memo]
+        _MATCHER_WEIGHTS[memo] = found
+    return _MATCHER_WEIGHTS[memo]
 
 
 def features_key(matcher):
