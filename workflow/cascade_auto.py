@@ -323,6 +323,11 @@ def search(data: PseudoData, grid_size: int, min_gain: float, max_steps: int):
     return best, singles, best_name, evaluated
 
 
+def _n_sources(steps: Sequence[Mapping]) -> int:
+    """The number of stages a cascade reads (an agreement step reads two)."""
+    return len({step["source"] for step in steps} | {step["agree_with"] for step in steps if "agree_with" in step})
+
+
 def _size(steps: Sequence[Mapping]) -> int:
     """The number of thresholds of a cascade (its complexity for the ``min_gain`` rule)."""
     return sum(1 for step in steps for key in step if key not in ("source", "agree_with"))
@@ -388,12 +393,23 @@ def choose_cascade(
 ) -> tuple[list[dict], dict]:
     """The cascade of best mean simulated score (see the module docstring) and a JSON-ready report.
 
-    With ``held_out``, a multi-step cascade is allowed only when the one searched on half of the splits also
-    beats the best single stage on the other half (:func:`held_out_check`); else the best single stage is chosen.
+    With ``held_out``, a cascade of several stages is allowed only when the search on half of the splits chose
+    several and that choice beats the best single stage on the other half (:func:`held_out_check`); else the best
+    single stage is chosen.
     """
+    most = max(t["split"].nunique() for t in tables.values())
+    left_out = {n: int(t["split"].nunique()) for n, t in tables.items() if t["split"].nunique() < most}
+    if left_out:
+        # A source simulated on fewer splits would cut every comparison down to its splits (with one split there is
+        # no spread to judge a gain by, and no held-out half): it is left out of the search instead.
+        logger.warning("cascade auto: %s left out: simulated on fewer splits than the other sources (%d); raise "
+                       "threshold_tuning.trained_repeats to %d to include them", left_out, most, most)  # fmt: skip
+        tables = {n: t for n, t in tables.items() if n not in left_out}
     data = align(tables)
     check = held_out_check(data, grid_size, min_gain, max_steps) if held_out and max_steps >= 2 else None
-    limit = 1 if check is not None and len(check["steps"]) > 1 and not check["multi_step_holds"] else max_steps
+    # Several sources only when the search on the even splits chose several and that choice held on the odd ones.
+    several = check is None or (_n_sources(check["steps"]) > 1 and check["multi_step_holds"])
+    limit = max_steps if several else 1
     best, singles, best_name, evaluated = search(data, grid_size, min_gain, limit)
     score, steps, result = best
     report = {
@@ -405,6 +421,7 @@ def choose_cascade(
         "best_single_stage": best_name,
         "held_out_check": check,
         "splits": data.n_splits,
+        "left_out": {n: f"simulated on {k} split(s), the others on {most}" for n, k in left_out.items()},
         "pseudo_queries": int(len(data.split)),
         "candidates_evaluated": int(evaluated),
         "search": {"grid_size": grid_size, "min_gain": min_gain, "max_steps": max_steps, "held_out": held_out},
