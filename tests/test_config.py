@@ -166,10 +166,10 @@ def test_no_default_names_a_dataset():
     assert all(v == {"default": "auto"} for v in config["thresholds"].values())
     real = merged({"data_root": "/any/real/data"})
     assert real["matchers"]["rootsift"]["max_side"] >= 512 and real["shortlist"]["k_query"] >= 20
-    demo = merged("config/demo.yaml")  # the demo keeps its light settings and the paper-style cascade
+    demo = merged("config/demo.yaml")  # the demo keeps its light settings; its cascade is chosen on the gallery
     assert demo["matchers"]["rootsift"] == {"resize": 224, "max_side": None, "max_keypoints": 512}
     assert demo["shortlist"]["k_query"] == 20 and demo["rerank"]["datasets"] == ["LynxDemo"]
-    assert [step["source"] for step in demo["cascade"]["default"]] == ["rerank", "xgboost", "dual_backbone"]
+    assert demo["cascade"] == {"default": "auto"}
     assert "xgboost" in demo["stages"]
 
 
