@@ -72,7 +72,8 @@ def test_a_minimal_config_gets_every_schema_default_and_every_rule_parameter():
         if not isinstance(default, dict) and path[0] not in given:
             assert value == default, path
     assert config["backbones"]["b"]["batch_size"] == 32
-    assert config["thresholds"]["xgboost"] == {"default": "auto"} and config["dual_backbone"]["training"]["batch_size"] == 16
+    assert config["thresholds"]["xgboost"] == {"default": "auto"}
+    assert config["dual_backbone"]["training"]["batch_size"] == 16
     rules = "\n".join(p.read_text() for p in sorted((REPO / "rules").glob("*.smk")))
     calls = re.findall(r"config_provider\(([^)]*)\)", rules)
     assert calls and not [c for c in calls if "default" in c]
