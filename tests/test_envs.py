@@ -1,15 +1,18 @@
 """The locked environments: pyproject.toml, envs/*.lock.txt and envs/*.yaml agree, and the lock is installed."""
 
+import importlib.util
 import re
 from importlib import metadata
 
 import pytest
-import tomllib
 import yaml
 from conftest import REPO
 from packaging.requirements import Requirement
 
-PLATFORM_SPECIFIC = ("nvidia-", "cuda-", "triton")  # as scripts/lock.py
+_spec = importlib.util.spec_from_file_location("lock_script", REPO / "scripts" / "lock.py")
+lock_script = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(lock_script)
+PLATFORM_SPECIFIC = lock_script.PLATFORM_SPECIFIC
 
 
 def _name(spec: str) -> str:
@@ -29,11 +32,7 @@ def lock(env: str) -> dict[str, str]:
 
 
 def project_requirements(env: str) -> list[Requirement]:
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    deps = list(project["dependencies"])
-    if env == "cpu":
-        return [Requirement(d) for d in deps + project["optional-dependencies"]["dev"]]
-    return [Requirement(re.sub(r"^faiss-cpu", "faiss-gpu", d)) for d in deps]
+    return [Requirement(r) for r in lock_script.requirements(env)]
 
 
 def env_pip(env: str) -> list[str]:

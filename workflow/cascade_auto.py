@@ -79,12 +79,6 @@ def align(tables: Mapping[str, pd.DataFrame]) -> PseudoData:
     if not common:
         raise ValueError(f"the pseudo tables of {sources} share no split; rerun their stages with the same "
                          "threshold_tuning")  # fmt: skip
-    most = max(t["split"].nunique() for t in tables.values())
-    if len(common) < most:
-        fewest = min(sources, key=lambda n: tables[n]["split"].nunique())
-        logger.warning("the sources share %d of up to %d simulated splits (%s holds the fewest): every candidate is "
-                       "judged on those; raise threshold_tuning.trained_repeats for a steadier choice",
-                       len(common), most, fewest)  # fmt: skip
     base = tables[sources[0]]
     base = base[base["split"].isin(common)].sort_values(["split", "image_id"], kind="stable").reset_index(drop=True)
     key = base[["split", "image_id"]]
