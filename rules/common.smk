@@ -8,14 +8,18 @@ from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 
 from workflow.config_check import check_config
-from workflow.keys import param_key
-from workflow.enrollment import active_changes_file, enrollment_dir
+from workflow.keys import param_key, weights_identity
+from workflow.match import extractor_identity
+from workflow.matchers import WeightsNotFoundError
+from workflow.pair_cache import matching_weights_identity
+from workflow.enrollment import active_changes_file, enrollment_dir, recover_log
 from workflow.data import (
     SAFE_NAME,
     DataValidationError,
     dataset_name_problem,
     read_dataset_names,
     read_gallery_free,
+    read_gallery_sizes,
 )
 
 DATA_ROOT = Path(config["data_root"])
@@ -98,12 +102,21 @@ def has_gallery(dataset):
     return dataset not in GALLERY_FREE
 
 
-# Per-dataset keys, cascade sources and backbone references against this data (workflow/config_check.py).
+def _gallery_sizes():
+    """Individuals in each dataset's gallery (the demo's from its config)."""
+    if IS_DEMO:
+        return {d["name"]: d["known_individuals"] for d in config["demo"]["datasets"]}
+    return read_gallery_sizes(DATA_ROOT)
+
+
+# Per-dataset keys, cascade sources, backbone references and auto decisions against this data
+# (workflow/config_check.py).
 check_config(
     config,
     Path(workflow.basedir) / "config" / "schema.yaml",
     datasets=DATASETS,
     warn=lambda line: print(f"Warning: {line}", file=sys.stderr),
+    gallery_sizes=_gallery_sizes(),
 )
 HAS_SOLUTION = IS_DEMO or (DATA_ROOT / "solution.csv").is_file()
 # Stages with per-query predictions; discovery (clusters, rules/discovery.smk) is listed in stages but scored apart.
@@ -130,6 +143,8 @@ def _start_run():
     from workflow.tables import sync_tables
 
     removed = release_stale_locks()
+    # a gallery switch whose log line a killed enroll/undo did not write (workflow/enrollment.py)
+    recover_log(ENROLLMENT_DIR)
     if removed:
         logger.warning(
             f"Removed the directory lock left by a Snakemake run that is no longer alive ({len(removed)} "
@@ -150,6 +165,7 @@ def _start_run():
             allow_external_symlinks=config["data"]["allow_external_symlinks"],
             enrollment=ENROLLMENT,
             discovery=DISCOVERY,
+            warn=lambda line: logger.warning(f"Warning: {line}"),
         )
     except DataValidationError as err:
         raise WorkflowError(
@@ -225,11 +241,30 @@ def backbone_json(wildcards):
     return json.dumps(backbone_conf(wildcards.backbone), sort_keys=True)
 
 
+def backbone_weights(backbone):
+    """The identity of a backbone's weights (workflow/keys.py: file sha1, hub snapshot, package version).
+
+    Part of the key of every output computed from them, so replaced weights rerun exactly those jobs.
+    """
+    conf = {
+        k: v for k, v in backbone_conf(backbone).items() if k not in EMBED_RUNTIME_KEYS
+    }
+    memo = json.dumps(conf, sort_keys=True)
+    if memo not in _WEIGHTS:
+        _WEIGHTS[memo] = weights_identity(conf)
+    return _WEIGHTS[memo]
+
+
+# Weights' identities, computed once per start (backbone settings -> identity; matcher and settings -> identities).
+_WEIGHTS = {}
+_MATCHER_WEIGHTS = {}
+
+
 def embedding_key(backbone):
     conf = {
         k: v for k, v in backbone_conf(backbone).items() if k not in EMBED_RUNTIME_KEYS
     }
-    return param_key("embed", backbone, conf)
+    return param_key("embed", backbone, conf, backbone_weights(backbone))
 
 
 def embedding_path(dataset, backbone):
@@ -352,8 +387,27 @@ def shortlist_input(wildcards):
     return shortlist_path(wildcards.dataset)
 
 
+def matcher_weights(matcher):
+    """Identities of a learned matcher's weight files: [extractor, matching network] ("" where none)."""
+    memo = json.dumps([matcher, matcher_conf(matcher)], sort_keys=True)
+    if memo not in _MATCHER_WEIGHTS:
+        conf = matcher_conf(matcher)
+        try:
+            found = [
+                extractor_identity(matcher, conf),
+                matching_weights_identity(matcher, conf),
+            ]
+        except WeightsNotFoundError as err:
+            raise WorkflowError(f"matchers.{matcher}: {err}") from None
+        _MATCHER_WEIGHTS[memo] = found
+    return _MATCHER_WEIGHTS[memo]
+
+
 def features_key(matcher):
-    return param_key("features", matcher, matcher_conf(matcher))
+    extractor = matcher_weights(matcher)[0]
+    return param_key(
+        "features", matcher, matcher_conf(matcher), *([extractor] if extractor else [])
+    )
 
 
 def features_path(dataset, matcher):
@@ -377,6 +431,7 @@ def match_key(matcher, dataset):
         features_key(matcher),
         shortlist_key(dataset),
         config["wildfusion"]["shards"],
+        *[w for w in matcher_weights(matcher) if w],
     )
 
 
@@ -595,7 +650,8 @@ def dual_backbone_train_conf(dataset):
 
 
 def dual_backbone_key(dataset):
-    return param_key("dual_backbone", dual_backbone_train_conf(dataset))
+    weights = [backbone_weights(b) for b in config["dual_backbone"]["backbones"]]
+    return param_key("dual_backbone", dual_backbone_train_conf(dataset), weights)
 
 
 def dual_backbone_param(name):
@@ -667,11 +723,10 @@ def cascade_sources(wildcards):
 
 
 def cascade_inputs(wildcards):
-    """Predictions and threshold.json (auto: pseudo.parquet) of every source stage of the dataset's cascade."""
-    names = (
-        "predictions.tsv",
-        "pseudo.parquet" if cascade_is_auto(wildcards) else "threshold.json",
-    )
+    """Predictions and threshold.json (auto: and pseudo.parquet) of every source stage of the dataset's cascade."""
+    names = ("predictions.tsv", "threshold.json")
+    if cascade_is_auto(wildcards):
+        names += ("pseudo.parquet",)
     files = {}
     for source in cascade_sources(wildcards):
         for name in names:
@@ -838,6 +893,7 @@ def discovery_match_key(matcher):
         features_key(matcher),
         discovery_pairs_key(),
         discovery_setting("shards"),
+        *[w for w in matcher_weights(matcher) if w],
     )
 
 

@@ -68,6 +68,13 @@ def _symlink_outside(root: Path) -> None:
     target.symlink_to(outside / "g2.png")
 
 
+def _symlink_loop(root: Path) -> None:
+    looped = root / "images/D/database/g2.png"
+    looped.unlink()
+    looped.symlink_to(root / "images/D/database/loop.png")
+    (root / "images/D/database/loop.png").symlink_to(looped)
+
+
 def _ragged(root: Path) -> None:
     with open(root / "metadata.csv", "a") as fh:
         fh.write("q3,,images/x.png,,,dog,query,D,one,field,too,many\n")
@@ -82,6 +89,14 @@ def _latin1_solution(root: Path) -> None:
     ).to_csv(root / "solution.csv", index=False, encoding="latin-1")
 
 
+def _rename_dataset(name: str):
+    def mutate(root: Path) -> None:
+        meta = pd.read_csv(root / "metadata.csv", dtype=str, keep_default_na=False)
+        meta.assign(dataset=name).to_csv(root / "metadata.csv", index=False)
+
+    return mutate
+
+
 # (case, how the valid dataset is spoiled, what the message must contain: file:line, the key/value, the fix)
 CASES = [
     ("shell in dataset", _set(0, dataset="$(touch PWNED)"),
@@ -89,6 +104,10 @@ CASES = [
     ("space in dataset", _set(1, dataset="a b"), ["metadata.csv:3", "dataset name 'a b'", "rename it", "'a_b'"]),
     ("slash in dataset", _set(4, dataset="x/y"), ["metadata.csv:6", "dataset name 'x/y'", "rename it", "'x_y'"]),
     ("dot dataset", _set(4, dataset=".."), ["metadata.csv:6", "dataset name '..'", "rename it"]),
+    ("dataset ALL", _rename_dataset("ALL"), ["metadata.csv:2", "dataset name 'ALL' is reserved", "mean",
+                                              "rename it", "'ALL_data'"]),
+    ("dataset default", _rename_dataset("Default"), ["metadata.csv:2", "dataset name 'Default' is reserved",
+                                                     "per-dataset config", "'Default_data'"]),
     ("long dataset", _set(0, dataset="L" * 65), ["metadata.csv:2", "65 characters long (at most 64)", "rename it"]),
     ("reserved identity", _set(2, identity=NEW_INDIVIDUAL),
      ["metadata.csv:4", "identity 'new_individual'", "rename that individual", "'new_individual_1'"]),
@@ -105,6 +124,8 @@ CASES = [
     ("absolute path", _set(3, path="/etc/passwd"),
      ["metadata.csv:5", "image path '/etc/passwd' is an absolute path", "relative to the folder of metadata.csv"]),
     ("windows path", _set(3, path="C:\\data\\x.jpg"), ["metadata.csv:5", "is an absolute path"]),
+    ("symlink loop", _symlink_loop,
+     ["metadata.csv:3: image 'images/D/database/g2.png': is a symbolic link loop", "replace the link"]),
     ("symlink outside", _symlink_outside,
      ["metadata.csv:3", "images/D/database/g2.png", "outside the data folder", "copy the image into the data folder",
       "data.allow_external_symlinks"]),
@@ -121,6 +142,57 @@ def test_bad_input_is_refused_with_file_line_and_fix(tmp_path, case, spoil, expe
     for part in expected:
         assert part in text, f"{case}: {part!r} not in\n{text}"
     assert "Traceback" not in text
+
+
+def test_an_image_above_the_decompression_bomb_limit_is_a_row(tmp_path, monkeypatch):
+    root = write_dataset(tmp_path / "data", ROWS)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # the images are 48 x 40: above twice the limit
+    with pytest.raises(DataValidationError) as err:
+        validate_dataset(root)
+    text = str(err.value)
+    assert "metadata.csv:2: image 'images/D/database/g1.png': image too large to decode" in text, text
+    assert "resize it" in text and "Traceback" not in text
+
+
+def test_rough_edges_of_metadata_and_solution(tmp_path):
+    from workflow.data import MAX_LISTED
+    from workflow.tables import build_tables, sync_tables
+
+    # many missing images: the first MAX_LISTED are listed, then how many more
+    many = ROWS + [{"image_id": f"m{i}", "identity": "b", "split": "database", "dataset": "D", "write": False}
+                   for i in range(MAX_LISTED + 10)]  # fmt: skip
+    root = write_dataset(tmp_path / "many", many)
+    with pytest.raises(DataValidationError) as err:
+        validate_dataset(root)
+    assert len(err.value.problems) == MAX_LISTED + 10
+    assert str(err.value).count("image file does not exist") == MAX_LISTED
+    assert "... and 10 more (fix these and start again to see the rest)" in str(err.value)
+    # a header without rows says so
+    root = write_dataset(tmp_path / "empty", ROWS)
+    header = (root / "metadata.csv").read_text().splitlines()[0]
+    (root / "metadata.csv").write_text(header + "\n")
+    with pytest.raises(DataValidationError, match="metadata.csv: has a header but no rows"):
+        validate_dataset(root)
+    # a quoted field with a line break: the rows after it keep their line in the file
+    root = write_dataset(tmp_path / "quoted", ROWS)
+    meta = pd.read_csv(root / "metadata.csv", dtype=str, keep_default_na=False)
+    meta.loc[0, "species"] = "lynx\n(two lines)"
+    meta.loc[3, "split"] = "querry"
+    meta.to_csv(root / "metadata.csv", index=False)
+    with pytest.raises(DataValidationError, match=r"metadata.csv:6: unknown split 'querry'"):
+        validate_dataset(root)
+    # valid but probably not meant: warned, with the line
+    rows = [dict(ROWS[0], identity="a "), *ROWS[1:3], dict(ROWS[3], identity="b"), ROWS[4]]
+    root = write_dataset(tmp_path / "warned", rows)
+    warned = []
+    build_tables(root, ["D"], stats_dir=tmp_path / "stats", warn=warned.append)
+    assert any("metadata.csv:2: identity 'a ' has leading or trailing spaces" in w for w in warned), warned
+    assert any("metadata.csv:5: query row(s) with an identity" in w for w in warned), warned
+    # solution.csv with new=maybe stops the start, before any job
+    write_dataset(root, rows, solution=[{"image_id": "q1", "identity": "a", "dataset": "D", "new": "maybe"},
+                                        {"image_id": "q2", "identity": "b", "dataset": "D", "new": "False"}])
+    with pytest.raises(DataValidationError, match=r"solution.csv:2: 'new' must be True or False, got 'maybe'"):
+        sync_tables(root, tmp_path / "tables", ["D"], stats_dir=tmp_path / "stats")
 
 
 def test_valid_input_passes_every_new_check(tmp_path):
@@ -207,6 +279,28 @@ def test_unsafe_dataset_name_stops_the_workflow_when_parsed(tmp_path, name):
     after = sorted(p.name for p in tmp_path.rglob("*") if ".snakemake" not in p.parts)
     assert "PWNED" not in after and not (REPO / "PWNED").exists()
     assert set(after) <= set(before) | {".snakemake"}
+
+
+def test_one_gallery_individual_with_auto_thresholds_is_refused_at_start_and_runs_with_a_fixed_one(tmp_path):
+    rows = [dict(r, identity="a") if r["split"] == "database" else r for r in ROWS]
+    data = write_dataset(tmp_path / "data", rows)
+    work = make_workdir(tmp_path / "w")
+    (work / "one.yaml").write_text(
+        "stages: [baseline]\nsubmission: {stage: baseline}\ncascade: {default: null}\n"
+        f"data_root: {data}\nbackbones: {{lite0: {{source: efficientnet-lite0, input_size: 64}}}}\n"
+        "baseline: {backbone: lite0}\nshortlist: {backbone: lite0}\n"
+    )
+    proc = snakemake(work, "-n", "--configfile", "one.yaml", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    expected = "config key thresholds.baseline.default: auto for dataset 'D', whose gallery has 1 individual"
+    assert expected in out, out[-3000:]
+    assert "thresholds.baseline.D: 0.5" in out and "Traceback" not in out
+    assert not (work / "results").exists()
+    (work / "fixed.yaml").write_text("thresholds: {baseline: {D: 0.5}}\n")
+    snakemake(work, "results/submission.csv", "--cores", "1", "--configfile", "one.yaml", "fixed.yaml")
+    submission = pd.read_csv(work / "results/submission.csv", dtype=str, keep_default_na=False)
+    assert sorted(submission["image_id"]) == ["q1", "q2"]
 
 
 # Identities and image ids that pandas would read as numbers, NA or booleans; the data folder's name holds a

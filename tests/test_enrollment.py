@@ -66,6 +66,32 @@ def test_enroll_writes_a_version_and_undo_restores(data, tmp_path):
     assert pd.read_csv(directory / "log.tsv", sep="\t")["action"].tolist() == ["enroll", "enroll", "undo", "undo"]
 
 
+def test_a_kill_between_the_switch_and_its_log_line_is_recovered(data, tmp_path, monkeypatch):
+    import workflow.enrollment as enrollment
+
+    root, directory = data
+    decisions = _decisions(tmp_path / "d.csv", [["D", "q1", "accept", "ann", "ann"]])
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("kill -9")  # the process dies after the switch, before the log line
+
+    with monkeypatch.context() as patch:
+        patch.setattr(enrollment, "_log", killed)
+        with pytest.raises(KeyboardInterrupt):
+            enroll(root, directory, decisions)
+    assert active_version(directory) == 1 and not (directory / "log.tsv").exists()
+    assert enrollment.recover_log(directory)  # the next start (or enroll, undo) writes the missing line
+    assert not enrollment.recover_log(directory)
+    with monkeypatch.context() as patch:
+        patch.setattr(enrollment, "_log", killed)
+        with pytest.raises(KeyboardInterrupt):
+            undo(directory)
+    assert enroll(root, directory, _decisions(tmp_path / "e.csv", [["D", "q2", "pick", "bob", "ann"]])) == 2
+    log = pd.read_csv(directory / "log.tsv", sep="\t", dtype=str, keep_default_na=False)
+    assert log[["action", "version", "active", "known"]].values.tolist() == [
+        ["enroll", "1", "1", "1"], ["undo", "1", "0", ""], ["enroll", "2", "2", "1"]]  # fmt: skip
+
+
 def test_bad_decisions_name_file_line_and_fix(data, tmp_path):
     root, directory = data
     decisions = _decisions(tmp_path / "bad.csv", [

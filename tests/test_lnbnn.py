@@ -140,7 +140,7 @@ def test_lnbnn_rules_run_on_the_tiny_demo(tmp_path):
     pairs = pd.read_parquet(next((work / "results/shortlist/LynxTiny").glob("*.parquet")))
     assert set(pairs["origin"]) <= {"global", "local", "both"} and (pairs["origin"] != "global").any()
     threshold = json.loads((work / "results/stages/wildfusion/LynxTiny/threshold.json").read_text())
-    assert set(threshold["lnbnn"]) == {"used", "with_lnbnn", "without_lnbnn"}
+    assert set(threshold["lnbnn"]) == {"used", "with_lnbnn", "without_lnbnn", "gain", "tolerance", "rule"}
 
 
 def test_lnbnn_auto_is_chosen_on_the_gallery_without_the_answer_key(tmp_path):

@@ -89,6 +89,20 @@ def test_a_metadata_typo_stops_the_run_and_its_fix_reruns_nothing(own_data):
     assert snapshot(work) == before
 
 
+def test_an_added_column_sorted_rows_or_edited_species_rerun_nothing(own_data):
+    work, data = own_data
+    good, before = (data / "metadata.csv").read_bytes(), snapshot(work)
+    edited = pd.read_csv(data / "metadata.csv", dtype=str, keep_default_na=False)
+    try:
+        edited = edited.assign(notes="seen by the ranger", species="Lynx pardinus")
+        edited.sort_values("image_id", ascending=False).to_csv(data / "metadata.csv", index=False)
+        assert plan(work, data) == {}
+        assert snapshot(work) == before, "a table was rewritten"
+    finally:
+        (data / "metadata.csv").write_bytes(good)
+    assert plan(work, data) == {}
+
+
 def test_an_image_replaced_in_place_reruns_exactly_its_dataset(own_data):
     work, data = own_data
     meta = pd.read_csv(data / "metadata.csv", dtype=str, keep_default_na=False)

@@ -1,11 +1,13 @@
+import json
+
 import numpy as np
 import pytest
 
 from workflow import NEW_INDIVIDUAL as NEW
 from workflow.baseline import cosine_scorer, nearest_neighbour
+from workflow.robust import plateau_pick
 from workflow.thresholds import (
     apply_threshold,
-    pick_threshold,
     resolve_threshold,
     simulate_open_set_split,
     threshold_curve,
@@ -37,7 +39,7 @@ def test_curve_and_pick_hand_case():
     is_new = np.array([False, False, True, True])
     curve = threshold_curve(top_id, score, truth, is_new, np.array([0.1, 0.5, 0.95]))
     assert curve["score"].tolist() == pytest.approx([0.0, 1.0, 0.0])
-    assert pick_threshold(curve) == 0.5
+    assert plateau_pick(curve["threshold"].to_numpy(), curve["score"].to_numpy()[None]).threshold == 0.5
 
 
 def test_apply_and_resolve():
@@ -55,7 +57,8 @@ def test_auto_threshold_separates_clustered_embeddings():
     ids = np.repeat(np.arange(30), 4).astype(str).astype(object)
     emb = centres[np.repeat(np.arange(30), 4)] + 0.35 * rng.normal(size=(120, 16))
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    threshold, curve = tune_threshold(cosine_scorer(emb, ids), ids, repeats=3, seed=0)
+    threshold, curve, pick = tune_threshold(cosine_scorer(emb, ids), ids, repeats=3, seed=0)
+    assert pick.plateau[0] <= threshold <= pick.plateau[1]
     assert curve["score"].max() > 0.8
     assert -1 <= threshold <= 1
 
@@ -66,3 +69,15 @@ def test_nearest_neighbour_chunks_agree():
     i1, s1 = nearest_neighbour(q, g, chunk=7)
     i2, s2 = nearest_neighbour(q, g, chunk=1000)
     assert (i1 == i2).all() and np.allclose(s1, s2)
+
+
+def test_threshold_json_is_valid_json_without_nan(tmp_path):
+    import numpy as np
+
+    from workflow.stage_io import write_json
+
+    write_json({"threshold": float("nan"), "score": np.float32("inf"), "curve": [np.float64(0.5), float("-inf")]},
+               tmp_path / "threshold.json")  # fmt: skip
+    text = (tmp_path / "threshold.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"threshold": None, "score": None, "curve": [0.5, None]}

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import difflib
 import functools
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -140,12 +141,33 @@ def _format(error, root: Mapping) -> str:
     return f"{where}: {error.message}{described}.{hint}"
 
 
-def schema_problems(config: Mapping, schema: Mapping) -> list[str]:
-    """Every violation of ``schema`` by ``config``, formatted (see :func:`_format`), in key order."""
-    from jsonschema import Draft202012Validator
+def _strict_validator():
+    """Draft 2020-12 whose ``integer`` is an int only (JSON Schema also counts ``2.0``, which then fails late)."""
+    from jsonschema import Draft202012Validator, validators
 
-    errors = sorted(Draft202012Validator(schema).iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
-    return list(dict.fromkeys(_format(e, schema) for e in errors))  # (then/else can repeat a base error)
+    checker = Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool)
+    )
+    return validators.extend(Draft202012Validator, type_checker=checker)
+
+
+def non_finite_problems(config: Any, path: tuple = ()) -> list[str]:
+    """Every ``.nan``/``.inf`` number in the config, by key (none is a meaningful setting: NaN compares false)."""
+    if isinstance(config, Mapping):
+        return [line for key, value in config.items() for line in non_finite_problems(value, (*path, key))]
+    if isinstance(config, list | tuple):
+        return [line for i, value in enumerate(config) for line in non_finite_problems(value, (*path, i))]
+    if isinstance(config, float) and not math.isfinite(config):
+        return [f"config key {_key(path)}: {config!r} is not a finite number: give a number (or auto where allowed)."]
+    return []
+
+
+def schema_problems(config: Mapping, schema: Mapping) -> list[str]:
+    """Every violation of ``schema`` by ``config`` and every non-finite number, formatted (see :func:`_format`),
+    in key order."""
+    errors = sorted(_strict_validator()(schema).iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
+    problems = non_finite_problems(config) + [_format(e, schema) for e in errors]
+    return list(dict.fromkeys(problems))  # (then/else can repeat a base error)
 
 
 def _dataset_keys(config: Mapping) -> list[tuple[str, str]]:
@@ -184,9 +206,48 @@ def _near_miss(name: str, datasets: Sequence[str]) -> str | None:
     return close[0] if close else None
 
 
-def data_problems(config: Mapping, datasets: Sequence[str]) -> tuple[list[str], list[str]]:
-    """``(errors, warnings)`` of the checks that need the data's dataset names (see the module docstring)."""
-    errors: list[str] = []
+# Stages whose threshold may be auto (tuned on simulated open-set splits of the gallery).
+THRESHOLD_STAGES = ("baseline", "wildfusion", "rerank", "xgboost", "dual_backbone")
+
+
+def small_gallery_problems(config: Mapping, gallery_sizes: Mapping[str, int]) -> list[str]:
+    """A dataset whose gallery has one individual cannot tune an ``auto`` threshold (a simulated open-set split
+    holds out at least one individual and keeps at least one): one error per stage run with ``auto`` there."""
+    errors = []
+    thresholds = config.get("thresholds") or {}
+    stages = [s for s in config.get("stages") or [] if s in THRESHOLD_STAGES]
+    for name, size in sorted(gallery_sizes.items()):
+        if size != 1:  # 0: no gallery (discovery only), 2 or more: splits work
+            continue
+        for stage in stages:
+            setting = thresholds.get(stage, "auto")
+            where = f"thresholds.{stage}"
+            if isinstance(setting, Mapping):
+                where = f"thresholds.{stage}.{name}" if name in setting else f"thresholds.{stage}.default"
+                setting = setting.get(name, setting.get("default", "auto"))
+            if setting == "auto":
+                errors.append(
+                    f"config key {where}: auto for dataset {name!r}, whose gallery has 1 individual; an auto "
+                    "threshold is tuned by holding out gallery individuals, which needs at least 2. Give a fixed "
+                    f"threshold for it, e.g. thresholds.{stage}.{name}: 0.5 (or add database rows of a second "
+                    "individual)."
+                )
+        steps = (config.get("cascade") or {}).get(name, (config.get("cascade") or {}).get("default"))
+        if "cascade" in (config.get("stages") or []) and steps == "auto":
+            errors.append(
+                f"config key cascade.{name}: auto for dataset {name!r}, whose gallery has 1 individual; cascade: auto "
+                f"is chosen on simulated open-set splits, which need at least 2. Give its steps, e.g. cascade.{name}: "
+                "[{source: baseline, new_below: 0.5}]."
+            )
+    return errors
+
+
+def data_problems(
+    config: Mapping, datasets: Sequence[str], gallery_sizes: Mapping[str, int] | None = None
+) -> tuple[list[str], list[str]]:
+    """``(errors, warnings)`` of the checks that need the data's dataset names and gallery sizes (see the module
+    docstring)."""
+    errors: list[str] = small_gallery_problems(config, gallery_sizes or {})
     warnings: list[str] = []
     datasets = [str(d) for d in datasets]
     for key, name in _dataset_keys(config):
@@ -270,7 +331,7 @@ def _cascade_problems(config: Mapping, datasets: Sequence[str]) -> list[str]:
 
 
 def check_config(config: Mapping, schema: Mapping | str | Path = SCHEMA_FILE, datasets: Sequence[str] | None = None,
-                 warn=None) -> list[str]:  # fmt: skip
+                 warn=None, gallery_sizes: Mapping[str, int] | None = None) -> list[str]:  # fmt: skip
     """Raise :class:`ConfigError` listing every mistake; return the warnings (also passed to ``warn``).
 
     Without ``datasets`` only the schema is checked.
@@ -280,7 +341,7 @@ def check_config(config: Mapping, schema: Mapping | str | Path = SCHEMA_FILE, da
     problems = schema_problems(config, schema)
     warnings: list[str] = []
     if datasets is not None and not problems:
-        problems, warnings = data_problems(config, datasets)
+        problems, warnings = data_problems(config, datasets, gallery_sizes)
     if problems:
         raise ConfigError(
             f"{len(problems)} config problem(s) (config/schema.yaml documents every key):\n" + "\n".join(problems)

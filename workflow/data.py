@@ -5,18 +5,19 @@ Inputs
     dataset`` (``identity`` empty on query rows; ``date`` and ``orientation`` may be empty) and the images
     it names (paths relative to ``<root>``); optionally ``<root>/solution.csv`` with ``image_id, identity,
     dataset, new`` for the query rows.
-Outputs (rule ``validate_data``)
-    ``results/data/<dataset>.tsv`` per dataset: the metadata rows plus ``abspath`` and ``sha1`` (content
-    hash of the image file, the key of every per-image cache).
+Outputs
+    :func:`validate_dataset` returns the metadata rows plus ``abspath`` and ``sha1`` (content hash of the image
+    file, the key of every per-image cache); :mod:`workflow.tables` writes them as ``results/data/<dataset>.tsv``
+    at every start.
 
 Validation collects *every* problem before failing, each naming the file, the row and the fix. It checks:
 both CSV files are UTF-8 CSV; the columns; no empty ``image_id``/``path``/``split``/``dataset``; unique
 ``image_id``; ``split`` is database or query; database rows have an identity; no identity is
 ``new_individual`` and no id holds a control character; dataset names match :data:`SAFE_NAME` (at most
-:data:`SAFE_NAME_MAX` characters); every dataset has database and query rows (query rows alone: valid only
-when the discovery stage runs, which clusters them from scratch); every ``path`` is relative and
-stays inside ``<root>`` (also through symbolic links, unless allowed); every image decodes; the solution lists
-each query once with a boolean ``new``.
+:data:`SAFE_NAME_MAX` characters) and are not reserved (``ALL``, ``default``, any case); every dataset has
+database and query rows (query rows alone: valid only when the discovery stage runs, which clusters them from
+scratch); every ``path`` is relative and stays inside ``<root>`` (also through symbolic links, unless allowed);
+every image decodes; the solution lists each query once with a boolean ``new``.
 :func:`read_dataset_names` is the cheap subset that the Snakefile runs when it is parsed (so that an unsafe
 dataset name stops the workflow before any job starts); :func:`validate_dataset` runs it again with all the
 other checks in the ``validate_data`` job.
@@ -24,7 +25,7 @@ other checks in the ``validate_data`` job.
 
 from __future__ import annotations
 
-import argparse
+import csv
 import hashlib
 import io
 import logging
@@ -37,9 +38,8 @@ from pathlib import Path
 import pandas as pd
 
 from workflow import NEW_INDIVIDUAL
-from workflow.cli import arg, run_stage, stage_parser
+from workflow.cli import arg
 from workflow.images import verify_image
-from workflow.stage_io import write_tsv
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,11 @@ SPLITS = ("database", "query")
 # A dataset name becomes a folder and file name (results/data/<dataset>.tsv) and a shell argument.
 SAFE_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 SAFE_NAME_MAX = 64
+# Dataset names that mean something else to the workflow (compared in lower case), with what they mean.
+RESERVED_DATASETS = {
+    "all": "the ALL row of scores.tsv is the mean over the datasets",
+    "default": "'default' is the fallback key of every per-dataset config map",
+}
 # Labels with a meaning of their own in predictions and submissions; no identity may be called so.
 RESERVED_IDENTITIES = (NEW_INDIVIDUAL,)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -67,13 +72,20 @@ class Problem:
         return f"{where}: {self.message}"
 
 
+MAX_LISTED = 50
+"""Problems listed in a :class:`DataValidationError` message (all are kept in ``.problems``)."""
+
+
 class DataValidationError(ValueError):
-    """Raised with the full list of problems found in a dataset."""
+    """Raised with the full list of problems found in a dataset; the message lists the first :data:`MAX_LISTED`."""
 
     def __init__(self, problems: list[Problem]):
         self.problems = problems
         head = f"{len(problems)} problem(s) in the input data:"
-        super().__init__("\n".join([head, *(f"  - {p}" for p in problems)]))
+        lines = [f"  - {p}" for p in problems[:MAX_LISTED]]
+        if len(problems) > MAX_LISTED:
+            lines.append(f"  ... and {len(problems) - MAX_LISTED} more (fix these and start again to see the rest)")
+        super().__init__("\n".join([head, *lines]))
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -96,7 +108,10 @@ def read_table(path: str | Path) -> pd.DataFrame:
             "re-save the file as UTF-8 (e.g. 'Save as CSV UTF-8' in a spreadsheet, or "
             f"iconv -f latin1 -t utf-8 {path.name} > {path.stem}.utf8.csv)"))]) from None  # fmt: skip
     try:
-        return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[])
+        df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[])
+        if "\"" in text:  # a quoted field may hold a line break: record the line each row starts on
+            df.attrs["lines"] = _record_lines(text)
+        return df
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         match = re.search(r"line (\d+)", str(err))
         raise DataValidationError([Problem(str(path), int(match.group(1)) if match else None,
@@ -105,7 +120,32 @@ def read_table(path: str | Path) -> pd.DataFrame:
 
 
 def _line(index: int) -> int:
-    return int(index) + 2  # header is line 1
+    return int(index) + 2  # header is line 1 (see :func:`physical_lines` for rows after a multi-line field)
+
+
+def _record_lines(text: str) -> list[int]:
+    """The line each record of a CSV text starts on, blank lines skipped (as pandas does); the header first."""
+    starts, end = [], 0
+    reader = csv.reader(io.StringIO(text))
+    for row in reader:
+        if row:
+            starts.append(end + 1)
+        end = reader.line_num
+    return starts
+
+
+def physical_lines(problems: list[Problem], file: str, df: pd.DataFrame) -> list[Problem]:
+    """``problems`` of ``file`` with each row's line (:func:`_line`) replaced by the line the row starts on in
+    the file, which differs after a quoted field that holds a line break."""
+    starts = df.attrs.get("lines")
+    if not starts:
+        return problems
+    out = []
+    for p in problems:
+        if p.file == file and p.line is not None and 2 <= p.line < len(starts) + 1:
+            p = Problem(p.file, starts[p.line - 1], p.message)
+        out.append(p)
+    return out
 
 
 def check_columns(df: pd.DataFrame, required: list[str], file: str) -> list[Problem]:
@@ -151,13 +191,15 @@ def dataset_name_problem(name: str) -> str | None:
     if not re.fullmatch(SAFE_NAME, name):
         return ("is not a safe folder name: use only letters, digits, '.', '_' and '-', starting with a letter "
                 "or digit")  # fmt: skip
+    if name.lower() in RESERVED_DATASETS:
+        return (f"is reserved ({RESERVED_DATASETS[name.lower()]}; any case)")
     return None
 
 
 def suggest_name(name: str) -> str:
-    """A safe rename of ``name`` (unsafe characters become ``_``)."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")[:SAFE_NAME_MAX]
-    return safe or "dataset1"
+    """A safe rename of ``name`` (unsafe characters become ``_``; a reserved name gets ``_data``)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")[: SAFE_NAME_MAX - 5]
+    return f"{safe}_data" if safe.lower() in RESERVED_DATASETS else safe or "dataset1"
 
 
 def _first_lines(index) -> str:
@@ -263,8 +305,21 @@ def hash_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def resolved(path: str | Path) -> Path | None:
+    """``path`` with every symbolic link followed; None for a link loop (or a chain too long to follow)."""
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError):
+        return None
+
+
+SYMLINK_LOOP = "is a symbolic link loop; replace the link by the image file (or a link to it)"
+
+
 def _check_image(path: Path, root: Path | None = None) -> tuple[str | None, str]:
     """(problem or None, sha1) of one image; with ``root``, a file that resolves outside it (symlink) is refused."""
+    if resolved(path) is None:
+        return SYMLINK_LOOP, ""
     if root is not None and not path.resolve().is_relative_to(root):
         return (f"resolves to {path.resolve()}, outside the data folder {root} (a symbolic link); copy the "
                 "image into the data folder, or set data.allow_external_symlinks: true"), ""  # fmt: skip
@@ -301,8 +356,28 @@ def check_images(
     return problems, [sha for _, sha in results]
 
 
-def check_solution(solution: pd.DataFrame, metadata: pd.DataFrame, file: str) -> list[Problem]:
-    """The solution must list every query image exactly once with a boolean ``new``."""
+def data_warnings(df: pd.DataFrame, file: str) -> list[Problem]:
+    """What is valid but probably not meant: identities with leading/trailing spaces (a separate individual from
+    the one without), identities on query rows (ignored: a query's identity is what the workflow predicts)."""
+    warnings = []
+    spaced = df.index[(df["identity"] != df["identity"].str.strip()) & (df["identity"].str.strip() != "")]
+    if len(spaced):
+        names = sorted(set(df.loc[spaced, "identity"]))
+        warnings.append(Problem(file, _line(spaced[0]), (
+            f"identity {names[0]!r} has leading or trailing spaces (line(s) {_first_lines(spaced)}; "
+            f"{len(names)} such identit{'y' if len(names) == 1 else 'ies'}): it is an individual apart from "
+            f"{names[0].strip()!r}; remove the spaces if they are the same animal")))  # fmt: skip
+    labelled = df.index[(df["split"] == "query") & (df["identity"].str.strip() != "")]
+    if len(labelled):
+        warnings.append(Problem(file, _line(labelled[0]), (
+            f"query row(s) with an identity (line(s) {_first_lines(labelled)}): the identity of a query is ignored "
+            "(the workflow predicts it; answers go in solution.csv); make the rows database rows to use them as "
+            "gallery photos, or empty the identity")))  # fmt: skip
+    return physical_lines(warnings, file, df)
+
+
+def check_solution_format(solution: pd.DataFrame, file: str) -> list[Problem]:
+    """The solution's own format: its columns, unique ``image_id``, a boolean ``new`` (checked at start too)."""
     problems = check_columns(solution, SOLUTION_COLUMNS, file)
     if problems:
         return problems
@@ -312,6 +387,14 @@ def check_solution(solution: pd.DataFrame, metadata: pd.DataFrame, file: str) ->
     bad_new = ~solution["new"].str.lower().isin(["true", "false", "1", "0"])
     for idx in solution.index[bad_new]:
         problems.append(Problem(file, _line(idx), f"'new' must be True or False, got {solution.at[idx, 'new']!r}"))
+    return problems
+
+
+def check_solution(solution: pd.DataFrame, metadata: pd.DataFrame, file: str) -> list[Problem]:
+    """The solution must list every query image exactly once with a boolean ``new``."""
+    problems = check_solution_format(solution, file)
+    if problems and problems[0].line == 1:  # a missing column
+        return problems
     queries = set(metadata.loc[metadata["split"] == "query", "image_id"])
     listed = set(solution["image_id"])
     for image_id in sorted(queries - listed)[:20]:
@@ -336,7 +419,7 @@ def read_dataset_names(root: str | Path) -> list[str]:
     if "dataset" not in df.columns or (df["dataset"] == "").all():
         validate_dataset(root, check_files=False)  # raises with every problem listed
         raise DataValidationError([Problem(str(meta_file), None, "no row names its dataset")])
-    problems = check_dataset_names(df, str(meta_file))
+    problems = physical_lines(check_dataset_names(df, str(meta_file)), str(meta_file), df)
     if problems:
         raise DataValidationError(problems)
     return sorted(df.loc[df["dataset"] != "", "dataset"].unique())
@@ -348,6 +431,16 @@ def read_gallery_free(root: str | Path) -> list[str]:
     if not {"dataset", "split"} <= set(df.columns):
         return []
     return gallery_free_datasets(df)
+
+
+def read_gallery_sizes(root: str | Path) -> dict[str, int]:
+    """Individuals (distinct non-empty identities of database rows) per dataset of ``<root>/metadata.csv``."""
+    df = read_table(Path(root) / "metadata.csv")
+    if not {"dataset", "split", "identity"} <= set(df.columns):
+        return {}
+    gallery = df[(df["split"] == "database") & (df["identity"] != "") & (df["dataset"] != "")]
+    sizes = gallery.groupby("dataset")["identity"].nunique()
+    return {str(name): int(sizes.get(name, 0)) for name in df.loc[df["dataset"] != "", "dataset"].unique()}
 
 
 def validate_dataset(
@@ -375,6 +468,8 @@ def validate_dataset(
     problems = check_columns(df, required, str(meta_file))
     if problems:
         raise DataValidationError(problems)
+    if df.empty:
+        raise DataValidationError([Problem(str(meta_file), None, "has a header but no rows: add one row per image")])
     problems = check_metadata_rows(df, str(meta_file), discovery=discovery)
     shas = [""] * len(df)
     if check_files:
@@ -388,22 +483,13 @@ def validate_dataset(
             problems += check_solution(solution, df, str(sol_file))
         except DataValidationError as err:
             problems += err.problems
+    problems = physical_lines(problems, str(meta_file), df)
+    if solution is not None:
+        problems = physical_lines(problems, str(sol_file), solution)
     if problems:
         raise DataValidationError(problems)
-    df = df.assign(abspath=[str((root / p).resolve()) for p in df["path"]], sha1=shas)
+    df = df.assign(abspath=[str(resolved(root / p) or root / p) for p in df["path"]], sha1=shas)
     return df, solution
-
-
-def write_per_dataset(df: pd.DataFrame, out_dir: str | Path, datasets: list[str]) -> None:
-    """Write ``<out_dir>/<dataset>.tsv`` for each expected dataset; fail if one is absent from the data."""
-    found = sorted(df["dataset"].unique())
-    absent = [d for d in datasets if d not in found]
-    if absent:
-        raise DataValidationError(
-            [Problem("metadata.csv", None, f"dataset(s) {absent} expected by the workflow are absent; found {found}")]
-        )
-    for dataset in datasets:
-        write_tsv(df[df["dataset"] == dataset].reset_index(drop=True), Path(out_dir) / f"{dataset}.tsv")
 
 
 # The arguments of data validation (also those of ``python -m workflow.tables write``).
@@ -417,27 +503,3 @@ VALIDATE_ARGS = (
         help="accept images that are symbolic links to files outside --root"),
     arg("--discovery", action="store_true", help="discovery runs: accept datasets without a gallery"),
 )  # fmt: skip
-
-
-def run(args: argparse.Namespace) -> None:
-    """Validate the data and write every per-dataset table."""
-    logger.info("validating %s", args.root)
-    try:
-        df, solution = validate_dataset(args.root, args.extra_columns, threads=args.threads,
-                                        allow_external_symlinks=args.allow_external_symlinks,
-                                        discovery=args.discovery)  # fmt: skip
-        write_per_dataset(df, args.out_dir, args.datasets)
-    except DataValidationError as err:
-        logger.error("%s", err)
-        raise SystemExit(1) from None
-    counts = df.groupby(["dataset", "split"]).size().unstack(fill_value=0)
-    logger.info("valid: %d images\n%s", len(df), counts.to_string())
-    logger.info("solution.csv: %s", "present" if solution is not None else "absent (stages are not scored)")
-
-
-def main(argv: list[str] | None = None) -> None:
-    run_stage(stage_parser(__doc__, *VALIDATE_ARGS, "log"), argv, run)
-
-
-if __name__ == "__main__":
-    main()

@@ -298,9 +298,55 @@ def _csv(df: pd.DataFrame, path: Path) -> None:
 
 
 def _activate(directory: Path, active: int, **entry) -> None:
-    """Make version ``active`` the one the workflow reads, then append ``entry`` to the log (undo-safe order)."""
+    """Make version ``active`` the one the workflow reads, then append ``entry`` to the log (undo-safe order).
+
+    A process killed between the two writes leaves the log one line short: :func:`recover_log` (run by the next
+    enroll, undo or workflow start) writes that line from the versions' ``version.json``.
+    """
     _write_text(directory / "active", f"{active}\n")
     _log(directory, active=active, **entry)
+
+
+def _logged_active(directory: Path) -> int:
+    """The ``active`` column of the log's last line (0 without a log)."""
+    path = directory / "log.tsv"
+    if not path.is_file():
+        return 0
+    try:
+        log = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+        return int(log["active"].iloc[-1]) if len(log) else 0
+    except (ValueError, KeyError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        return -1
+
+
+def recover_log(directory: str | Path) -> bool:
+    """Append the log line of the last switch of the active version if it is missing; True if one was written.
+
+    The switch was an enroll when the active version's base is the last logged one, else an undo of the last
+    logged version.
+    """
+    directory = Path(directory)
+    if not (directory / "active").is_file():
+        return False
+    active, logged = active_version(directory), _logged_active(directory)
+    if active == logged or logged < 0:
+        return False
+
+    def info(version: int) -> dict:
+        path = directory / f"v{version}" / "version.json"
+        return json.loads(path.read_text()) if version and path.is_file() else {}
+
+    now, latest = info(active), info(logged)
+    if now and int(now.get("base", -1)) == logged:
+        counts = {k: now.get(k, "") for k in ("known", "new", "rejected", "already")}
+        _log(directory, action="enroll", version=active, active=active, decisions=now.get("decisions", ""),
+             decisions_sha1=now.get("decisions_sha1", ""), time=now.get("time", _now()), **counts)  # fmt: skip
+    else:
+        _log(directory, action="undo", version=logged, active=active, decisions=latest.get("decisions", ""),
+             decisions_sha1=latest.get("decisions_sha1", ""), time=_now())  # fmt: skip
+    logger.warning("%s: the log lacked the line of the switch to version %d (a killed process); written now",
+                   directory / "log.tsv", active)  # fmt: skip
+    return True
 
 
 def _log(directory: Path, **entry) -> None:
@@ -328,6 +374,7 @@ def _effective(data_root: Path, changes_file: str | None) -> tuple[pd.DataFrame,
 def enroll(data_root: str | Path, directory: str | Path, decisions_file: str | Path, prefix: str = "new_") -> int:
     """Write the next gallery version from ``decisions_file`` and make it active; returns its number."""
     data_root, directory = Path(data_root), Path(directory)
+    recover_log(directory)
     active = active_version(directory)
     effective, enrolled = _effective(data_root, active_changes_file(directory))
     decisions = read_table(decisions_file)
@@ -380,6 +427,7 @@ def enroll(data_root: str | Path, directory: str | Path, decisions_file: str | P
 def undo(directory: str | Path) -> int:
     """Make the active version's base version active again (no file is deleted); returns the active number."""
     directory = Path(directory)
+    recover_log(directory)
     active = active_version(directory)
     if active == 0:
         raise EnrollmentError(f"{directory}: nothing to undo, the original metadata.csv is active")

@@ -47,6 +47,10 @@ def load_image(path: str | Path) -> Image.Image:
             img.load()
             img = ImageOps.exif_transpose(img)
             return _to_uint8_rgb(img)
+    except Image.DecompressionBombError as err:
+        raise ImageReadError(
+            f"{path}: image too large to decode ({err}); resize it (a photo of a few megapixels is plenty)"
+        ) from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ImageReadError(f"{path}: cannot decode image ({err})") from err
 

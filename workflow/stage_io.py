@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -93,10 +94,23 @@ def write_stage_outputs(
     write_tsv(curve, curve_path)
 
 
+def _json_safe(obj):
+    """``obj`` with numpy scalars as Python numbers and every NaN or infinity as None (JSON has no NaN)."""
+    if isinstance(obj, dict):
+        return {key: _json_safe(value) for key, value in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(value) for value in obj]
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", None) == 0:
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def write_json(obj, path: str | Path) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
+    """Write ``obj`` as indented, valid JSON (NaN and infinities as null), atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n")
+        tmp.write_text(json.dumps(_json_safe(obj), indent=2, sort_keys=True, default=float, allow_nan=False) + "\n")
 
 
 def read_json(path: str | Path):

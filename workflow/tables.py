@@ -3,12 +3,13 @@
 Inputs
     ``<root>/metadata.csv`` and the images it names; ``<root>/solution.csv`` (``solution`` command only).
 Outputs
-    ``<out_dir>/<dataset>.tsv`` per dataset: the metadata rows plus ``abspath`` (the image's path as jobs
-    open it: absolute where ``data_root`` is) and ``sha1`` (content hash of the image file, the key of every
-    per-image cache). A table is rewritten only when its content
-    changes, so its modification time (what Snakemake compares) moves exactly when the data of its
-    dataset changes: a replaced or truncated image changes its ``sha1`` and reruns that dataset's
-    dependants, a metadata edit that changes nothing (or a fixed typo) reruns nothing.
+    ``<out_dir>/<dataset>.tsv`` per dataset: the metadata rows in ``image_id`` order, only the columns jobs read
+    (:data:`TABLE_COLUMNS`), with ``abspath`` (the image's path as jobs open it: absolute where ``data_root``
+    is) and ``sha1`` (content hash of the image file, the key of every per-image cache). A table is rewritten
+    only when its content changes, so its modification time (what Snakemake compares) moves exactly when the
+    data of its dataset changes: a replaced or truncated image changes its ``sha1`` and reruns that dataset's
+    dependants; a metadata edit that changes nothing jobs read (a fixed typo, sorted rows, an added column, an
+    edited ``species``) reruns nothing.
     ``.snakemake/image-stats/<dataset>.tsv``: the stat cache (``path, size, mtime_ns, ctime_ns, inode, sha1``) of
     every image of the dataset that hashed and decoded, so that a later start reads only the images whose
     file changed (a file rewritten in place changes its ``ctime_ns`` even if its size and mtime are kept).
@@ -39,7 +40,11 @@ from workflow.data import (
     Problem,
     check_images,
     check_solution,
+    check_solution_format,
+    data_warnings,
+    physical_lines,
     read_table,
+    resolved,
     validate_dataset,
 )
 from workflow.enrollment import ENROLLED, apply_changes, read_changes
@@ -48,6 +53,10 @@ from workflow.stage_io import atomic_path, read_tsv
 logger = logging.getLogger(__name__)
 
 STATS_DIR = Path(".snakemake") / "image-stats"
+# The columns of a table: only those jobs read, so that a column added to metadata.csv (or an edited ``species``,
+# ``date`` or ``path`` of the same file) rewrites no table and reruns nothing. ``enrolled`` follows where a gallery
+# version enrolled photos of the dataset (workflow/enrollment.py).
+TABLE_COLUMNS = ["image_id", "identity", "split", "dataset", "orientation", "abspath", "sha1"]
 STAT_COLUMNS = ["path", "size", "mtime_ns", "ctime_ns", "inode", "sha1"]
 
 
@@ -92,7 +101,7 @@ def hash_and_check(
     A changed (or never seen) image is hashed and fully decoded; the problems name ``file`` and the row.
     """
     cache = read_stat_cache(cache_path)
-    paths = [str((root / p).resolve()) for p in df["path"]]
+    paths = [str(resolved(root / p) or os.path.abspath(root / p)) for p in df["path"]]
     stats = [_stat_row(Path(p)) for p in paths]
     shas = [""] * len(df)
     todo = []
@@ -140,6 +149,7 @@ def build_tables(
     allow_external_symlinks: bool = False,
     enrollment: str | Path | None = None,
     discovery: bool = False,
+    warn=None,
 ) -> dict[str, pd.DataFrame]:
     """Validate the metadata and the images it names; return the table of each of ``datasets``.
 
@@ -151,6 +161,8 @@ def build_tables(
     root = Path(root)
     meta_file = str(root / "metadata.csv")
     df, _ = validate_dataset(root, extra_columns, check_files=False, with_solution=False, discovery=discovery)
+    for line in data_warnings(df, meta_file) if warn is not None else []:
+        warn(str(line))
     if enrollment:
         df, problems = apply_changes(df, read_changes(enrollment), str(enrollment))
         if problems:
@@ -174,7 +186,9 @@ def build_tables(
         problems += found_problems
         if ENROLLED in rows and (rows[ENROLLED] == "").all():
             rows = rows.drop(columns=ENROLLED)  # a dataset without enrolled photos keeps its table byte for byte
-        tables[dataset] = rows.assign(sha1=shas).reset_index(drop=True)
+        columns = TABLE_COLUMNS + [ENROLLED] * (ENROLLED in rows)
+        # rows in image_id order: sorting metadata.csv changes no table
+        tables[dataset] = rows.assign(sha1=shas)[columns].sort_values("image_id", kind="stable").reset_index(drop=True)
     if problems:
         raise DataValidationError(problems)
     return tables
@@ -190,10 +204,21 @@ def sync_tables(
     allow_external_symlinks: bool = False,
     enrollment: str | Path | None = None,
     discovery: bool = False,
+    warn=None,
 ) -> list[str]:
-    """Bring ``<out_dir>/<dataset>.tsv`` up to date with the data; return the datasets whose table changed."""
+    """Bring ``<out_dir>/<dataset>.tsv`` up to date with the data; return the datasets whose table changed.
+
+    ``warn`` receives each data warning (:func:`workflow.data.data_warnings`). A ``solution.csv`` whose own format
+    is wrong (columns, duplicates, ``new`` not boolean) fails here too, before any job.
+    """
     tables = build_tables(root, datasets, extra_columns, threads, stats_dir, allow_external_symlinks, enrollment,
-                          discovery)  # fmt: skip
+                          discovery, warn)  # fmt: skip
+    sol_file = Path(root) / "solution.csv"
+    if sol_file.is_file():
+        solution = read_table(sol_file)
+        problems = physical_lines(check_solution_format(solution, str(sol_file)), str(sol_file), solution)
+        if problems:
+            raise DataValidationError(problems)
     return [d for d, table in tables.items() if write_if_changed(table, Path(out_dir) / f"{d}.tsv")]
 
 
@@ -212,7 +237,7 @@ def check_solution_file(root: str | Path, tables: list[str | Path]) -> dict:
         enrolled = raw.loc[pd.to_numeric(raw[ENROLLED], errors="coerce").notna(), "image_id"].astype(str)
         solution = solution[~solution["image_id"].isin(enrolled)].reset_index(drop=True)
     meta = raw.astype(str)
-    problems = check_solution(solution, meta, str(sol_file))
+    problems = physical_lines(check_solution(solution, meta, str(sol_file)), str(sol_file), solution)
     if problems:
         raise DataValidationError(problems)
     new = solution["new"].str.lower().isin(["true", "1"])

@@ -30,13 +30,14 @@ import pandas as pd
 from workflow.calibration import IsotonicCalibrator, fuse_scores
 from workflow.cli import arg, command, run_stage, stage_parser
 from workflow.match import read_shards
+from workflow.robust import prefer_simpler
 from workflow.shortlist import read_pairs
 from workflow.stage_io import read_tsv, write_parquet, write_stage_outputs
 from workflow.thresholds import (
     apply_threshold,
     choose_threshold,
     pair_scorer,
-    pseudo_best_score,
+    pseudo_split_scores,
     scorer_pseudo_table,
     top_per_source,
 )
@@ -131,10 +132,10 @@ def predict_stage(
     return preds, info, curve
 
 
-def simulated_best(meta: pd.DataFrame, pairs: pd.DataFrame, score: np.ndarray, tuning: dict) -> float:
-    """Best mean simulated open-set score of the pair scores ``score: [P]`` at their own best threshold
-    (:func:`workflow.thresholds.pseudo_best_score`) on the gallery's simulated splits (gallery pairs only)."""
-    return pseudo_best_score(pseudo_pairs_table(meta, pairs, score, tuning), int(tuning["grid_size"]))[0]
+def simulated_scores(meta: pd.DataFrame, pairs: pd.DataFrame, score: np.ndarray, tuning: dict) -> np.ndarray:
+    """Per-split simulated open-set scores ``[S]`` of the pair scores ``score: [P]`` at their robust threshold
+    (:func:`workflow.thresholds.pseudo_split_scores`) on the gallery's simulated splits (gallery pairs only)."""
+    return pseudo_split_scores(pseudo_pairs_table(meta, pairs, score, tuning), int(tuning["grid_size"]))[0]
 
 
 def choose_trained(
@@ -142,9 +143,10 @@ def choose_trained(
 ) -> tuple[pd.DataFrame, dict]:
     """``wildfusion.trained: auto``: fuse the trained source when that raises the simulated open-set score.
 
-    Both fusions are judged by :func:`simulated_best` on the same splits of the gallery (gallery x gallery pairs,
-    whose trained scores are held out: no query truth is read). Returns the chosen fusion table and
-    ``{used, with_trained, without_trained}``.
+    Both fusions are scored by :func:`simulated_scores` on the same splits of the gallery (gallery x gallery pairs,
+    whose trained scores are held out: no query truth is read); the source is fused only when it gains more than
+    the spread of the per-split difference (:func:`workflow.robust.prefer_simpler`). Returns the chosen fusion
+    table and ``{used, with_trained, without_trained, gain, tolerance}``.
     """
     return choose_source(TRAINED, meta, pairs, with_trained, without, tuning)
 
@@ -152,14 +154,15 @@ def choose_trained(
 def choose_source(
     name: str, meta: pd.DataFrame, pairs: pd.DataFrame, with_it: pd.DataFrame, without: pd.DataFrame, tuning: dict
 ) -> tuple[pd.DataFrame, dict]:
-    """An ``auto`` source (``trained``, ``lnbnn``) is fused when that raises the simulated open-set score of the
-    gallery (:func:`simulated_best`, gallery pairs only). Returns the chosen fusion table and
-    ``{used, with_<name>, without_<name>}``."""
-    score_with = simulated_best(meta, pairs, with_it["fused"].to_numpy(), tuning)
-    score_without = simulated_best(meta, pairs, without["fused"].to_numpy(), tuning)
-    used = bool(score_with > score_without)
-    report = {"used": used, f"with_{name}": round(score_with, 6), f"without_{name}": round(score_without, 6)}
-    return (with_it if used else without), report
+    """An ``auto`` source (``trained``, ``lnbnn``) is fused when it raises the simulated open-set score of the
+    gallery (:func:`simulated_scores`, gallery pairs only) by more than the spread of the per-split difference.
+    Returns the chosen fusion table and ``{used, with_<name>, without_<name>, gain, tolerance}``."""
+    used, report = prefer_simpler(
+        simulated_scores(meta, pairs, without["fused"].to_numpy(), tuning),
+        simulated_scores(meta, pairs, with_it["fused"].to_numpy(), tuning),
+        names=(f"without_{name}", f"with_{name}"),
+    )
+    return (with_it if used else without), {"used": used, **report}
 
 
 def calibrate(args: argparse.Namespace) -> None:

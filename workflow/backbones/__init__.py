@@ -42,9 +42,8 @@ matching, EfficientNet-Lite0 from its wheel), :mod:`~workflow.backbones.miewid` 
 :mod:`~workflow.backbones.embedding` (:func:`preprocess`, :func:`embed_paths`, :func:`resolve_device`).
 """
 
-from workflow.backbones.embedding import embed_paths, preprocess, resolve_device
-from workflow.backbones.miewid import GeM, MiewIdEmbedder
-from workflow.backbones.model import Backbone, create_backbone
+import importlib
+
 from workflow.backbones.registry import (
     HALF,
     IMAGENET_MEAN,
@@ -62,7 +61,30 @@ from workflow.backbones.registry import (
     register_backbone,
     resolve_spec,
 )
-from workflow.backbones.sources import build_efficientnet_lite0, load_weights, match_state_dict
+
+# The names that need torch are imported on first use, so that resolving a spec (workflow/keys.py, at the start of
+# every run) does not import torch.
+_LAZY = {
+    "embed_paths": "embedding",
+    "preprocess": "embedding",
+    "resolve_device": "embedding",
+    "GeM": "miewid",
+    "MiewIdEmbedder": "miewid",
+    "Backbone": "model",
+    "create_backbone": "model",
+    "build_efficientnet_lite0": "sources",
+    "load_weights": "sources",
+    "match_state_dict": "sources",
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Backbone",
