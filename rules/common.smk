@@ -134,10 +134,11 @@ def _start_run():
     Removes the directory lock of a Snakemake that died (workflow/runlock.py), then validates the data and
     brings the existing tables up to date, rewriting a table only when its content changes (a replaced or
     truncated image changes its sha1). Bad data stops here: no job starts, nothing is deleted.
-    Returns whether rule validate_data is needed (a table is missing, or the demo's data is generated).
+    Returns the datasets whose tables rule validate_data builds (one job for all of them, so that no job opens
+    an image before every dataset passed): those without a table, or every dataset of the demo (generated data).
     """
     if not workflow.is_main_process:
-        return True
+        return list(DATASETS)
     from workflow.data import DataValidationError
     from workflow.runlock import release_stale_locks
     from workflow.tables import sync_tables
@@ -151,7 +152,7 @@ def _start_run():
             "lock file(s) in .snakemake/locks); resuming."
         )
     if not (DATA_ROOT / "metadata.csv").is_file():  # the demo, before it is generated
-        return True
+        return list(DATASETS)
     present = [d for d in DATASETS if (TABLES_DIR / f"{d}.tsv").is_file()]
     # With a gallery version active (workflow/enrollment.py) every table is written here, through it; rule
     # validate_data (which reads metadata.csv alone) then only rebuilds tables after the demo is regenerated.
@@ -175,11 +176,12 @@ def _start_run():
         logger.info(
             f"Data changed: rewrote {', '.join(f'{TABLES_DIR}/{d}.tsv' for d in changed)}"
         )
-    present = [d for d in DATASETS if (TABLES_DIR / f"{d}.tsv").is_file()]
-    return IS_DEMO or len(present) < len(DATASETS)
+    if IS_DEMO:
+        return list(DATASETS)
+    return [d for d in DATASETS if not (TABLES_DIR / f"{d}.tsv").is_file()]
 
 
-TABLE_RULE = _start_run()
+TABLES_TO_BUILD = _start_run()
 
 
 def config_provider(*keys):

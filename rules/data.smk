@@ -1,19 +1,21 @@
 # The per-dataset tables are brought up to date when the workflow starts (_start_run() in rules/common.smk,
-# content-stable); this rule builds a table only where none exists yet (first run, or the demo's data).
-if TABLE_RULE:
+# content-stable); this rule builds the tables that do not exist yet (first run, a new dataset, or the demo's
+# data) in one job, so that no job opens an image before every dataset's images passed the checks.
+if TABLES_TO_BUILD:
 
     rule validate_data:
         input:
             metadata=metadata_input(),
         output:
-            table="results/data/{dataset}.tsv",
+            tables=expand("results/data/{dataset}.tsv", dataset=TABLES_TO_BUILD),
         log:
-            "logs/validate_data/{dataset}.log",
+            "logs/validate_data.log",
         conda:
             CONDA_ENV
         threads: 2
         params:
             root=lambda wildcards, input: Path(input.metadata).parent,
+            datasets=TABLES_TO_BUILD,
             extra=config_provider("data", "extra_required_columns"),
             symlinks=lambda wildcards: (
                 ["--allow-external-symlinks"]
@@ -22,10 +24,10 @@ if TABLE_RULE:
             ),
             discovery=["--discovery"] if DISCOVERY else [],
         message:
-            "Validating {input.metadata} and every {wildcards.dataset} image it names"
+            "Validating {input.metadata} and every image it names of {params.datasets}"
         shell:
             "python -m workflow.tables write --root {params.root:q} --out-dir results/data "
-            "--datasets {wildcards.dataset:q} --extra-columns {params.extra:q} "
+            "--datasets {params.datasets:q} --extra-columns {params.extra:q} "
             "{params.symlinks:q} {params.discovery:q} --threads {threads} --log {log:q}"
 
 

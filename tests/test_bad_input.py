@@ -455,3 +455,29 @@ def test_cascade_keeps_numeric_looking_identities(tmp_path):
                   "--predictions", str(out)])  # fmt: skip
     back = pd.read_csv(out, sep="\t", dtype=str, keep_default_na=False)
     assert back["image_id"].tolist() == ["001", "002"] and back["identity"].tolist() == ["0012", "1e3"]
+
+
+def test_a_corrupt_image_stops_a_first_run_before_any_dataset_is_embedded(tmp_path):
+    """On a first run the tables are written by a job (rule validate_data): one job for every dataset without a
+    table, so no dataset is embedded while another's images are still being checked."""
+    rows = [*ROWS, *[dict(r, image_id=f"e{r['image_id']}", dataset="E") for r in ROWS]]
+    data = write_dataset(tmp_path / "data", rows)
+    broken = data / "images/E/database/eg3.png"
+    broken.write_bytes(broken.read_bytes()[:60])  # truncated: the header survives, the pixels do not
+    work = make_workdir(tmp_path / "w")
+    (work / "two.yaml").write_text(
+        "stages: [baseline]\nsubmission: {stage: baseline}\ncascade: {default: null}\n"
+        f"data_root: {data}\nbackbones: {{lite0: {{source: efficientnet-lite0, input_size: 64}}}}\n"
+        "baseline: {backbone: lite0}\nshortlist: {backbone: lite0}\n"
+        "thresholds: {baseline: {default: 0.5}}\n"
+    )
+    plan = snakemake(work, "-n", "--quiet", "rules", "--configfile", "two.yaml").stdout
+    assert re.search(r"^validate_data\s+1$", plan, flags=re.M), plan
+    # --keep-going: with one validation job per dataset, D's embedding would run after E's check failed
+    proc = snakemake(work, "--cores", "1", "--keep-going", "--configfile", "two.yaml", check=False)
+    assert proc.returncode != 0
+    log = (work / "logs/validate_data.log").read_text()
+    assert "eg3.png" in log, log[-2000:]
+    assert not (work / "results/embeddings").exists(), "a dataset was embedded before every image was checked"
+    broken.write_bytes((data / "images/E/database/eg2.png").read_bytes())  # fixed: the run goes on
+    snakemake(work, "results/submission.csv", "--cores", "1", "--configfile", "two.yaml")
