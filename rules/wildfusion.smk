@@ -2,6 +2,7 @@ rule shortlist:
     input:
         metadata="results/data/{dataset}.tsv",
         embeddings=shortlist_embeddings,
+        lnbnn=shortlist_lnbnn,
     output:
         pairs="results/shortlist/{dataset}/{key}.parquet",
     log:
@@ -16,12 +17,16 @@ rule shortlist:
     params:
         k_query=config_provider("shortlist", "k_query"),
         k_gallery=config_provider("shortlist", "k_gallery"),
+        lnbnn=optional_arg("--lnbnn", "lnbnn"),
+        individuals=config_provider("shortlist", "lnbnn_individuals"),
+        images=config_provider("shortlist", "lnbnn_images"),
         device=job_device,
     message:
         "Shortlisting the top-{params.k_query} gallery candidates of each {wildcards.dataset} image (gpu={resources.gpu})"
     shell:
         "python -m workflow.shortlist --metadata {input.metadata:q} --embeddings {input.embeddings:q} "
-        "--k-query {params.k_query:q} --k-gallery {params.k_gallery:q} "
+        "--k-query {params.k_query:q} --k-gallery {params.k_gallery:q} {params.lnbnn:q} "
+        "--lnbnn-individuals {params.individuals:q} --lnbnn-images {params.images:q} "
         "--device {params.device:q} --threads {threads} "
         "--out {output.pairs:q} --log {log:q}"
 
@@ -146,6 +151,7 @@ rule wildfusion:
         matchers=fusion_sources,
         weights=as_json(config_provider("wildfusion", "weights")),
         trained=trained_setting,
+        lnbnn=lnbnn_setting,
         threshold=as_json(config_provider("thresholds", "wildfusion")),
         tuning=as_json(config_provider("threshold_tuning")),
     message:
@@ -154,6 +160,6 @@ rule wildfusion:
         "python -m workflow.wildfusion fuse --matchers {params.matchers:q} --shards {input.shards:q} "
         "--calibrators {input.calibrators:q} --weights {params.weights:q} --dataset {wildcards.dataset:q} "
         "--metadata {input.metadata:q} --shortlist {input.shortlist:q} "
-        "--threshold {params.threshold:q} --tuning {params.tuning:q} --trained {params.trained:q} "
+        "--threshold {params.threshold:q} --tuning {params.tuning:q} --trained {params.trained:q} --lnbnn {params.lnbnn:q} "
         "--predictions {output.predictions:q} --threshold-out {output.threshold:q} --curve {output.curve:q} "
         "--pairs-out {output.pairs:q} --pseudo {output.pseudo:q} --log {log:q}"

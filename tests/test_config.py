@@ -45,7 +45,8 @@ def test_schema_fills_defaults():
     config = {"data_root": "x", "backbones": {"b": {"source": "efficientnet-lite0"}}, "baseline": {"backbone": "b"}}
     validate(config, str(REPO / "config/schema.yaml"))
     assert config["threshold_tuning"]["repeats"] == 10
-    assert config["wildfusion"] == {"matchers": ["rootsift", "akaze"], "shards": 2, "weights": {}, "trained": "auto"}
+    assert config["wildfusion"] == {"matchers": ["rootsift", "akaze"], "shards": 2, "weights": {}, "trained": "auto",
+                                    "lnbnn": "auto"}  # fmt: skip
 
 
 def _schema_defaults(node, path=()):

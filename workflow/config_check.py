@@ -288,7 +288,10 @@ def data_problems(
         if name == "trained" and trained is False:
             errors.append("config key wildfusion.weights.trained: the trained source is off: set "
                           "wildfusion.trained: true or remove the weight.")  # fmt: skip
-        elif name not in ("cosine", "trained") and name not in matchers:
+        elif name == "lnbnn" and not wildfusion.get("lnbnn", False):
+            errors.append("config key wildfusion.weights.lnbnn: the lnbnn source is off: set wildfusion.lnbnn: "
+                          "true or auto, or remove the weight.")  # fmt: skip
+        elif name not in ("cosine", "trained", "lnbnn") and name not in matchers:
             errors.append(
                 f"config key wildfusion.weights.{name}: {name!r} is neither cosine nor a matcher of "
                 f"wildfusion.matchers {matchers}: add it to wildfusion.matchers or remove the weight."

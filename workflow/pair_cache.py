@@ -57,7 +57,7 @@ def matching_weights_identity(name: str, conf: dict) -> str:
     from workflow.matchers import MATCHERS, resolve_weights
 
     cls = MATCHERS.get(name)
-    if cls is None or not cls.learned:
+    if cls is None or not cls.learned or getattr(cls, "weightless_matching", False):
         return ""
     features = getattr(cls, "lightglue_features", None)
     key = f"lightglue-{features}" if features else name

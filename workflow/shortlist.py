@@ -8,7 +8,9 @@ Outputs
     ``results/shortlist/<dataset>/<key>.parquet`` with one row per pair: ``query, candidate, rank, cosine, kind``,
     where ``kind`` is ``query`` (a query image and its top ``k_query`` gallery candidates) or ``gallery``
     (a gallery image and its top ``k_gallery`` *other* gallery images: the labelled pairs for calibration,
-    threshold tuning and re-ranking). :func:`shortlist_recall`: recall@K of the query shortlist (the share of
+    threshold tuning and re-ranking), and ``origin``: ``global`` (the cosine top-K), ``local`` (added by the LNBNN
+    union: the gallery images of the image's top individuals by LNBNN, workflow/lnbnn.py, ranked after the
+    global ones) or ``both``. :func:`shortlist_recall`: recall@K of the query shortlist (the share of
     known queries whose individual appears among the candidates), which bounds every later stage.
 """
 
@@ -27,7 +29,7 @@ from workflow.stage_io import read_tsv, write_parquet
 
 logger = logging.getLogger(__name__)
 
-PAIR_COLUMNS = ["query", "candidate", "rank", "cosine", "kind"]
+PAIR_COLUMNS = ["query", "candidate", "rank", "cosine", "kind", "origin"]
 
 
 def _pairs(query_ids, gallery_ids, idx, sim, kind: str) -> pd.DataFrame:
@@ -54,9 +56,47 @@ def build_shortlist(
     q_emb = embeddings[[row_of[i] for i in qry]] if len(qry) else np.zeros((0, embeddings.shape[1]), np.float32)
     q_idx, q_sim = topk_inner_product(q_emb, g_emb, k_query, device=device)
     g_idx, g_sim = topk_inner_product(g_emb, g_emb, k_gallery, exclude_self=True, device=device)
-    return pd.concat(
+    pairs = pd.concat(
         [_pairs(qry, gal, q_idx, q_sim, "query"), _pairs(gal, gal, g_idx, g_sim, "gallery")], ignore_index=True
-    )[PAIR_COLUMNS]
+    )
+    return pairs.assign(origin="global")[PAIR_COLUMNS]
+
+
+def unite(pairs: pd.DataFrame, local: pd.DataFrame, image_ids: np.ndarray, embeddings: np.ndarray) -> pd.DataFrame:
+    """The shortlist ``pairs`` with the LNBNN candidates ``local`` (``query, candidate, kind``) added after them:
+    a pair in both becomes ``origin == both``; new ones get their cosine and the next ranks of their image."""
+    row_of = {image_id: i for i, image_id in enumerate(image_ids)}
+    key = ["query", "candidate"]
+    local = local.drop_duplicates(key)
+    in_global = local.merge(pairs[key], on=key, how="left", indicator=True)["_merge"].eq("both").to_numpy()
+    both = pairs[key].merge(local[key], on=key, how="left", indicator=True)["_merge"].eq("both").to_numpy()
+    pairs = pairs.assign(origin=np.where(both, "both", pairs["origin"].to_numpy()))
+    new = local[~in_global]
+    if new.empty:
+        return pairs
+    q = embeddings[new["query"].map(row_of).to_numpy()]
+    c = embeddings[new["candidate"].map(row_of).to_numpy()]
+    last = pairs.groupby("query")["rank"].max()
+    start = new["query"].map(last).fillna(0).to_numpy(np.int64)
+    added = new.assign(
+        rank=start + new.groupby("query").cumcount().to_numpy() + 1,
+        cosine=np.einsum("ij,ij->i", q, c).astype(np.float32),
+        origin="local",
+    )
+    return pd.concat([pairs, added[PAIR_COLUMNS]], ignore_index=True)
+
+
+def lnbnn_union(pairs, meta, image_ids, embeddings, scores, individuals: int, images: int) -> pd.DataFrame:
+    """:func:`unite` with the gallery images of each image's top ``individuals`` by LNBNN (``images`` each)."""
+    from workflow.lnbnn import union_candidates  # lnbnn -> match -> shortlist: imported here
+
+    row_of = {image_id: i for i, image_id in enumerate(image_ids)}
+
+    def cosine_of(query, candidates):
+        return embeddings[[row_of[c] for c in candidates]] @ embeddings[row_of[query]]
+
+    local = union_candidates(scores, meta, individuals, images, cosine_of)
+    return unite(pairs, local, image_ids, embeddings)
 
 
 def shortlist_recall(pairs: pd.DataFrame, meta: pd.DataFrame, solution: pd.DataFrame) -> dict:
@@ -66,8 +106,18 @@ def shortlist_recall(pairs: pd.DataFrame, meta: pd.DataFrame, solution: pd.DataF
     truth = dict(zip(sol["image_id"], sol["identity"]))
     q = pairs[(pairs["kind"] == "query") & pairs["query"].isin(truth)]
     hit = q.assign(hit=q["candidate"].map(identity) == q["query"].map(truth)).groupby("query")["hit"].any()
-    k = int(q["rank"].max()) if len(q) else 0
-    return {"k": k, "known_queries": int(len(hit)), "recall": float(hit.mean()) if len(hit) else float("nan")}
+    if "origin" not in q or not q["origin"].ne("global").any():
+        k = int(q["rank"].max()) if len(q) else 0
+        return {"k": k, "known_queries": int(len(hit)), "recall": float(hit.mean()) if len(hit) else float("nan")}
+    q = q.assign(hit=q["candidate"].map(identity) == q["query"].map(truth))
+    glob, loc = q[q["origin"] != "local"], q[q["origin"] != "global"]
+    k = int(glob["rank"].max())
+    out = {"k": k, "known_queries": int(len(hit))}
+    for name, part in (("global", glob), ("local", loc), ("union", q)):
+        out[f"recall_{name}"] = float(part.groupby("query")["hit"].any().reindex(hit.index, fill_value=False).mean())
+    out["recall"] = out["recall_union"]
+    out["candidates_per_query"] = round(len(q) / max(q["query"].nunique(), 1), 2)
+    return out
 
 
 def read_pairs(path) -> pd.DataFrame:
@@ -83,6 +133,12 @@ def run(args: argparse.Namespace) -> None:
     meta = read_tsv(args.metadata)
     image_ids, emb = load_embeddings(args.embeddings)
     pairs = build_shortlist(meta, image_ids, emb, args.k_query, args.k_gallery, args.device)
+    if args.lnbnn and args.lnbnn_individuals > 0:
+        n = len(pairs)
+        pairs = lnbnn_union(pairs, meta, image_ids, emb, pd.read_parquet(args.lnbnn), args.lnbnn_individuals,
+                            args.lnbnn_images)  # fmt: skip
+        logger.info("LNBNN union: %d pairs added to %d (top %d individuals, %d images each)", len(pairs) - n, n,
+                    args.lnbnn_individuals, args.lnbnn_images)  # fmt: skip
     logger.info(
         "%d query pairs, %d gallery pairs", (pairs["kind"] == "query").sum(), (pairs["kind"] == "gallery").sum()
     )
@@ -94,6 +150,8 @@ def main(argv: list[str] | None = None) -> None:
         __doc__, "metadata embeddings", arg("--k-query", type=int, required=True),
         arg("--k-gallery", type=int, required=True),
         arg("--device", default="cpu", help="cpu, auto or cuda: faiss's GPU index where it has GPU support"),
+        arg("--lnbnn", help="LNBNN scores (workflow/lnbnn.py) whose top individuals join the shortlist"),
+        arg("--lnbnn-individuals", type=int, default=0), arg("--lnbnn-images", type=int, default=2),
         "threads out log",
     )  # fmt: skip
     run_stage(parser, argv, run)

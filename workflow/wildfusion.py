@@ -14,7 +14,8 @@ Subcommands (one rule each):
                simulated open-set splits of the gallery (:func:`workflow.thresholds.pseudo_table`). With
                ``--trained auto`` the source ``trained`` (the dual-backbone similarity) is fused only when that
                raises the simulated open-set score of the gallery (:func:`choose_trained`; ``threshold.json``
-               records both scores).
+               records both scores); ``--lnbnn auto`` decides the same for the source ``lnbnn``
+               (:mod:`workflow.lnbnn`), after ``trained``.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 COSINE = "cosine"
 TRAINED = "trained"  # the dual-backbone similarity as a fusion source (workflow.dual_backbone_heldout)
+LNBNN = "lnbnn"  # the one-vs-many LNBNN score of the candidate's individual (workflow.lnbnn)
 
 
 def source_scores(pairs: pd.DataFrame, shards: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -146,12 +148,21 @@ def choose_trained(
     the spread of the per-split difference (:func:`workflow.robust.prefer_simpler`). Returns the chosen fusion
     table and ``{used, with_trained, without_trained, gain, tolerance}``.
     """
+    return choose_source(TRAINED, meta, pairs, with_trained, without, tuning)
+
+
+def choose_source(
+    name: str, meta: pd.DataFrame, pairs: pd.DataFrame, with_it: pd.DataFrame, without: pd.DataFrame, tuning: dict
+) -> tuple[pd.DataFrame, dict]:
+    """An ``auto`` source (``trained``, ``lnbnn``) is fused when it raises the simulated open-set score of the
+    gallery (:func:`simulated_scores`, gallery pairs only) by more than the spread of the per-split difference.
+    Returns the chosen fusion table and ``{used, with_<name>, without_<name>, gain, tolerance}``."""
     used, report = prefer_simpler(
         simulated_scores(meta, pairs, without["fused"].to_numpy(), tuning),
-        simulated_scores(meta, pairs, with_trained["fused"].to_numpy(), tuning),
-        names=("without_trained", "with_trained"),
+        simulated_scores(meta, pairs, with_it["fused"].to_numpy(), tuning),
+        names=(f"without_{name}", f"with_{name}"),
     )
-    return (with_trained if used else without), {"used": used, **report}
+    return (with_it if used else without), {"used": used, **report}
 
 
 def calibrate(args: argparse.Namespace) -> None:
@@ -182,18 +193,21 @@ def fuse_stage(args: argparse.Namespace) -> None:
     calibrators = {s: IsotonicCalibrator.load(c) for s, c in zip(sources, args.calibrators)}
     weights, tuning = json.loads(args.weights), json.loads(args.tuning)
     fused = fuse(raw[sources], calibrators, weights)
-    choice = None
-    if args.trained == "auto" and TRAINED in sources:
-        without = [s for s in sources if s != TRAINED]
-        fused, choice = choose_trained(meta, pairs, fused, fuse(raw[without], calibrators, weights), tuning)
+    choices = {}
+    for name, setting in ((TRAINED, args.trained), (LNBNN, args.lnbnn)):
+        if setting != "auto" or name not in sources:
+            continue
+        without = [s for s in sources if s != name]
+        fused, choice = choose_source(name, meta, pairs, fused, fuse(raw[without], calibrators, weights), tuning)
+        sources = sources if choice["used"] else without
+        choices[name] = choice
         verdict = "fused" if choice["used"] else "left out"
-        logger.info("%s: trained source %s (simulated open-set score %.4f with it, %.4f without)", args.dataset,
-                    verdict, choice["with_trained"], choice["without_trained"])  # fmt: skip
+        logger.info("%s: %s source %s (simulated open-set score %.4f with it, %.4f without)", args.dataset, name,
+                    verdict, choice[f"with_{name}"], choice[f"without_{name}"])  # fmt: skip
     preds, info, curve = predict_stage(
         meta, pairs, fused["fused"].to_numpy(), json.loads(args.threshold), tuning, args.dataset
     )
-    if choice is not None:
-        info["trained"] = choice
+    info.update(choices)
     parts = [pairs[["query", "candidate", "kind"]], raw.add_prefix("raw_"), fused]
     table = pd.concat([part.reset_index(drop=True) for part in parts], axis=1)
     write_parquet(table, args.pairs_out)
@@ -209,7 +223,9 @@ def main(argv: list[str] | None = None) -> None:
                         "calibrators weights dataset threshold tuning predictions threshold-out curve pairs-out",
                         "pseudo", arg("--trained", choices=["fixed", "auto"], default="fixed",
                                       help="fixed: fuse the sources of --matchers; auto: the source 'trained' (when "
-                                           "listed there) only where it raises the simulated score")),
+                                           "listed there) only where it raises the simulated score"),
+                        arg("--lnbnn", choices=["fixed", "auto"], default="fixed",
+                            help="the same for the source 'lnbnn' (decided after 'trained')")),
     }  # fmt: skip
     parser = stage_parser(__doc__, "metadata shortlist log", commands=commands)
     run_stage(parser, argv, {"calibrate": calibrate, "fuse": fuse_stage})
