@@ -5,8 +5,8 @@ library builds). This script redoes every gallery-tuned decision of a finished r
 they are and once per seed with every embedding and raw pair score multiplied by ``1 + noise * N(0, 1)``:
 
 - the baseline threshold (cosine 1-NN on the perturbed embeddings);
-- WildFusion: calibrators refitted on the perturbed raw scores of the gallery pairs, the fusion (with the trained
-  source chosen by ``auto`` when the run has one), its threshold;
+- WildFusion: calibrators refitted on the perturbed raw scores of the gallery pairs, the fusion (the trained and
+  LNBNN sources chosen by ``auto`` where the run chose them so), its threshold;
 - re-ranking: ``rerank.datasets: auto``'s on/off choice and the re-ranked threshold;
 - ``cascade: auto`` on the stages' pseudo tables (trained stages' tables perturbed as they are).
 
@@ -33,7 +33,7 @@ from workflow.metrics import score_predictions
 from workflow.rerank import choose_rerank, rerank_scores
 from workflow.stage_io import read_tsv
 from workflow.thresholds import choose_threshold, scorer_pseudo_table
-from workflow.wildfusion import choose_trained, fit_calibrator, fuse, predict_stage, pseudo_pairs_table
+from workflow.wildfusion import choose_source, fit_calibrator, fuse, predict_stage, pseudo_pairs_table
 
 PAIR_STAGES = ("wildfusion", "rerank")
 TRAINED = ("xgboost", "dual_backbone")
@@ -93,13 +93,17 @@ def decisions(
         identity = dict(zip(meta["image_id"], meta["identity"]))
         cals = {s: fit_calibrator(pairs, raw[s].to_numpy(), identity) for s in raw.columns if s != "trained"}
         info_file = json.loads((stages / "wildfusion" / dataset / "threshold.json").read_text())
-        sources = [s for s in raw.columns if s != "trained"]
-        fused = fuse(raw[sources], cals, {})
-        if "trained" in raw.columns and "trained" in info_file:
+        if "trained" in raw.columns:
             cal_file = next((work / "results" / "calibration" / dataset / "trained").glob("*.json"))
             cals["trained"] = IsotonicCalibrator.load(cal_file)
-            fused, choice = choose_trained(meta, pairs, fuse(raw[[*sources, "trained"]], cals, {}), fused, tuning)
-            out["trained_used"] = choice["used"]
+        sources = list(raw.columns)
+        fused = fuse(raw[sources], cals, {})
+        for name in ("trained", "lnbnn"):  # the auto sources, in the order the fuse job decides them
+            if name in raw.columns and name in info_file:
+                without = [s for s in sources if s != name]
+                fused, choice = choose_source(name, meta, pairs, fused, fuse(raw[without], cals, {}), tuning)
+                sources = sources if choice["used"] else without
+                out[f"{name}_used"] = choice["used"]
         fused = fused["fused"].to_numpy()
         preds, info, curve = predict_stage(meta, pairs, fused, "auto", tuning, dataset)
         out["wildfusion"] = {"threshold": info["threshold"], "position": _grid_position(curve, info["threshold"]),
@@ -139,8 +143,9 @@ def compare(base: dict, noisy: dict) -> dict:
                 moved[f"{stage}_score"] = abs(base[stage]["score"] - noisy[stage]["score"])
     if "rerank" in base:
         moved["rerank_flipped"] = base["rerank"]["applied"] != noisy["rerank"]["applied"]
-    if "trained_used" in base:
-        moved["trained_flipped"] = base["trained_used"] != noisy["trained_used"]
+    for name in ("trained", "lnbnn"):
+        if f"{name}_used" in base:
+            moved[f"{name}_flipped"] = base[f"{name}_used"] != noisy[f"{name}_used"]
     if "cascade" in base:
         moved["cascade_changed"] = not _same_steps(base["cascade"], noisy["cascade"])
     return moved
