@@ -128,6 +128,16 @@ ENROLLMENT_DIR = str(enrollment_dir(config["review"]["enrollment_dir"], DATA_ROO
 ENROLLMENT = active_changes_file(ENROLLMENT_DIR)
 
 
+def _enrollment_only():
+    """Whether the command line names targets enroll or enroll_undo and no other rule or file (a heuristic on the
+    arguments: Snakemake sets its targets after the Snakefile is read). They check the data themselves
+    (workflow/enrollment.py) and read no table, so a gallery version that the tables refuse can always be undone.
+    """
+    words = {w for w in sys.argv[1:] if not w.startswith("-") and "=" not in w}
+    outputs = {w for w in words if w == "all" or w.startswith("results/")}
+    return bool({"enroll", "enroll_undo"} & words) and not outputs
+
+
 def _start_run():
     """What a start of the workflow does before any job (main process only, also in a dry-run).
 
@@ -152,6 +162,8 @@ def _start_run():
         )
     if not (DATA_ROOT / "metadata.csv").is_file():  # the demo, before it is generated
         return True
+    if _enrollment_only():
+        return False
     present = [d for d in DATASETS if (TABLES_DIR / f"{d}.tsv").is_file()]
     # With a gallery version active (workflow/enrollment.py) every table is written here, through it; rule
     # validate_data (which reads metadata.csv alone) then only rebuilds tables after the demo is regenerated.

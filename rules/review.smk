@@ -53,11 +53,12 @@ rule enroll:
         root=str(DATA_ROOT),
         directory=ENROLLMENT_DIR,
         prefix=config_provider("review", "new_name_prefix"),
+        discovery=["--discovery"] if DISCOVERY else [],
     message:
         "Enrolling the decisions of {input.decisions} into the next gallery version under {params.directory}"
     shell:
         "python -m workflow.enrollment enroll --data-root {params.root:q} --dir {params.directory:q} "
-        "--decisions {input.decisions:q} --new-name-prefix {params.prefix:q} --log {log:q}"
+        "--decisions {input.decisions:q} --new-name-prefix {params.prefix:q} {params.discovery:q} --log {log:q}"
 
 
 # snakemake enroll_undo: the previous gallery version becomes the active one (no version is deleted).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 from conftest import write_dataset
+from workflow_helpers import make_workdir, snakemake
 
 from workflow.data import DataValidationError
 from workflow.enrollment import (
@@ -34,7 +35,8 @@ def _decisions(path, rows):
 
 @pytest.fixture
 def data(tmp_path):
-    root = write_dataset(tmp_path / "data", ROWS)
+    extra = {"image_id": "q5", "identity": "", "split": "query", "dataset": "D"}  # a query no decision enrolls
+    root = write_dataset(tmp_path / "data", [*ROWS, extra])
     return root, enrollment_dir(tmp_path / "enrollment", root)
 
 
@@ -56,7 +58,7 @@ def test_enroll_writes_a_version_and_undo_restores(data, tmp_path):
     log = pd.read_csv(directory / "log.tsv", sep="\t", dtype=str)
     assert log[["action", "version", "known", "new", "rejected"]].values.tolist() == [["enroll", "1", "1", "2", "1"]]
     table = build_tables(root, ["D"], stats_dir=tmp_path / "stats", enrollment=active_changes_file(directory))["D"]
-    assert set(table.loc[table["split"] == "query", "image_id"]) == {"q3"}
+    assert set(table.loc[table["split"] == "query", "image_id"]) == {"q3", "q5"}
     # a second file builds on the first; undo goes back one version at a time, deleting nothing
     assert enroll(root, directory, _decisions(tmp_path / "e.csv", [["D", "q3", "pick", "bob", "ann"]])) == 2
     assert undo(directory) == 1 and undo(directory) == 0
@@ -140,3 +142,61 @@ def test_enrolled_queries_are_not_scored(tmp_path):
     evaluate(["score", "--stage", "s", "--predictions", str(tmp_path / "p.tsv"), "--metadata", str(tmp_path / "D.tsv"),
               "--solution", str(root / "solution.csv"), "--out", str(out)])  # fmt: skip
     assert pd.read_csv(out, sep="\t").set_index("dataset").at["D", "BAKS"] == 1.0
+
+
+GALLERY_FREE_ROWS = ROWS + [
+    {"image_id": "l1", "identity": "", "split": "query", "dataset": "L"},
+    {"image_id": "l2", "identity": "", "split": "query", "dataset": "L"},
+]
+
+
+def test_a_gallery_free_dataset_enrolls_and_undoes_with_discovery(tmp_path):
+    root = write_dataset(tmp_path / "data", GALLERY_FREE_ROWS)
+    directory = enrollment_dir(tmp_path / "enrollment", root)
+    decisions = _decisions(tmp_path / "d.csv", [["L", "l1", "new", "liz", "new_individual"],
+                                                 ["D", "q1", "accept", "ann", "ann"]])  # fmt: skip
+    with pytest.raises(DataValidationError, match=r"metadata.csv:8: dataset 'L' has no database.*enable discovery"):
+        enroll(root, directory, decisions)  # without discovery the data check refuses L, as the workflow does
+    assert active_version(directory) == 0
+    assert enroll(root, directory, decisions, discovery=True) == 1
+    tables = build_tables(root, ["D", "L"], stats_dir=tmp_path / "stats", enrollment=active_changes_file(directory),
+                          discovery=True)  # fmt: skip
+    assert tables["L"].set_index("image_id").loc["l1", ["split", "identity"]].tolist() == ["database", "liz"]
+    # a file that would enroll L's last query is refused, naming the file; the active version stays
+    last = _decisions(tmp_path / "e.csv", [["L", "l2", "pick", "liz", "liz"]])
+    with pytest.raises(DataValidationError, match=r"e.csv: these decisions enroll every remaining query photo of "
+                                                  r"dataset 'L'"):  # fmt: skip
+        enroll(root, directory, last, discovery=True)
+    assert active_version(directory) == 1 and sorted(p.name for p in directory.iterdir()) == ["active", "log.tsv", "v1"]
+    assert undo(directory) == 0
+
+
+def test_changes_that_break_the_data_name_metadata_rows_and_keep_the_version(data, tmp_path):
+    root, directory = data
+    enroll(root, directory, _decisions(tmp_path / "d.csv", [["D", "q1", "accept", "ann", "ann"]]))
+    meta = pd.read_csv(root / "metadata.csv", dtype=str, keep_default_na=False)
+    meta[meta["image_id"].isin(["g1", "g2", "q1"])].to_csv(root / "metadata.csv", index=False)  # queries removed
+    with pytest.raises(DataValidationError) as err:
+        enroll(root, directory, _decisions(tmp_path / "e.csv", [["D", "q2", "accept", "ann", "ann"]]))
+    assert "metadata.csv:2: with the enrolled photos of " in str(err.value) and "has no query images" in str(err.value)
+    assert "changes.csv:2: " not in str(err.value) and active_version(directory) == 1
+    (directory / "v1" / "version.json").unlink()
+    with pytest.raises(EnrollmentError, match=r"v1/version.json: cannot read the base version.*into .*active"):
+        undo(directory)
+    assert active_version(directory) == 1
+
+
+def test_snakemake_enroll_and_undo_on_a_config_with_a_gallery_free_dataset(tmp_path):
+    work = make_workdir(tmp_path / "work")
+    write_dataset(work / "data", GALLERY_FREE_ROWS)
+    decisions = _decisions(work / "d.csv", [["L", "l1", "new", "liz", ""], ["D", "q1", "accept", "ann", "ann"]])
+    stages = "stages=[baseline, wildfusion, discovery]"
+    config = ["--config", "data_root=data", stages, "submission={stage: wildfusion}"]
+    snakemake(work, "enroll", "--cores", "1", *config, f"decisions={decisions.name}")
+    (directory,) = (work / "enrollment").iterdir()
+    assert active_version(directory) == 1
+    snakemake(work, "-n", *config)  # the next start reads the version (L now has a gallery photo)
+    table = pd.read_csv(work / "results/data/L.tsv", sep="\t", dtype=str, keep_default_na=False)
+    assert table.set_index("image_id").loc["l1", ["split", "identity"]].tolist() == ["database", "liz"]
+    snakemake(work, "enroll_undo", "--cores", "1", *config)
+    assert active_version(directory) == 0

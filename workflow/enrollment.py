@@ -18,7 +18,7 @@ ignored). ``decision`` is ``accept`` or ``pick`` (the photo joins ``identity``, 
 ``reject`` (not enrolled). Every problem of the file is reported at once, naming its line and the fix; nothing is
 written then.
 
-    python -m workflow.enrollment enroll --data-root R --dir D --decisions F [--new-name-prefix new_]
+    python -m workflow.enrollment enroll --data-root R --dir D --decisions F [--new-name-prefix new_] [--discovery]
     python -m workflow.enrollment undo --data-root R --dir D
 """
 
@@ -109,13 +109,17 @@ def read_changes(path: str | Path | None) -> pd.DataFrame:
     return table[CHANGE_COLUMNS]
 
 
-def apply_changes(meta: pd.DataFrame, changes: pd.DataFrame, file: str) -> tuple[pd.DataFrame, list[Problem]]:
+def apply_changes(
+    meta: pd.DataFrame, changes: pd.DataFrame, file: str, meta_file: str = "metadata.csv", discovery: bool = False
+) -> tuple[pd.DataFrame, list[Problem]]:
     """``meta`` with each enrolled query turned into a database photo of its identity (a new table).
 
     When ``changes`` is not empty, column :data:`ENROLLED` holds the version that enrolled each photo (else ``""``).
 
     Problems name ``file`` (the changes file) and its line: a photo no longer in the metadata, in another dataset,
-    or already a gallery photo of another identity.
+    or already a gallery photo of another identity. A dataset left without query (or gallery) photos is named by
+    its first line in ``meta_file`` (``meta``'s rows, in file order); ``discovery`` (the discovery stage runs)
+    accepts a dataset without a gallery, as the data check does.
     """
     out = meta.copy()
     if changes.empty:
@@ -158,7 +162,11 @@ def apply_changes(meta: pd.DataFrame, changes: pd.DataFrame, file: str) -> tuple
     out["split"], out["identity"] = split, identity
     version = dict(zip(changes["image_id"], changes["version"]))
     out[ENROLLED] = [version.get(i, "") for i in out["image_id"]]
-    return out, problems + check_split_coverage(out, file)
+    coverage = [
+        Problem(p.file, p.line, f"with the enrolled photos of {file}, {p.message}")
+        for p in check_split_coverage(out, meta_file, discovery=discovery)
+    ]
+    return out, problems + coverage
 
 
 def plan_enrollment(
@@ -361,22 +369,54 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _effective(data_root: Path, changes_file: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    meta, _ = validate_dataset(data_root, check_files=False, with_solution=False)
-    meta = meta.drop(columns=["abspath", "sha1"], errors="ignore")
+def _original(data_root: Path, discovery: bool) -> pd.DataFrame:
+    meta, _ = validate_dataset(data_root, check_files=False, with_solution=False, discovery=discovery)
+    return meta.drop(columns=["abspath", "sha1"], errors="ignore")
+
+
+def _effective(data_root: Path, changes_file: str | None, discovery: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    meta = _original(data_root, discovery)
     changes = read_changes(changes_file)
-    effective, problems = apply_changes(meta, changes, str(changes_file))
+    effective, problems = apply_changes(meta, changes, str(changes_file), str(data_root / "metadata.csv"), discovery)
     if problems:
         raise DataValidationError(problems)
     return effective, changes
 
 
-def enroll(data_root: str | Path, directory: str | Path, decisions_file: str | Path, prefix: str = "new_") -> int:
-    """Write the next gallery version from ``decisions_file`` and make it active; returns its number."""
+def _left_without_queries(gallery: pd.DataFrame, added: pd.DataFrame, file: str) -> list[Problem]:
+    """A dataset whose every query photo this decision file enrolls: the workflow would have nothing to identify."""
+    problems = []
+    for dataset, part in added.groupby("dataset", sort=True):
+        if not (gallery.loc[gallery["dataset"] == dataset, "split"] == "query").any():
+            problems.append(
+                Problem(
+                    file,
+                    None,
+                    f"these decisions enroll every remaining query photo of dataset {dataset!r} ({len(part)} "
+                    "enrolled now), leaving it nothing to identify; decide one of them reject (or remove its row), "
+                    "or add new query photos to metadata.csv first",
+                )
+            )
+    return problems
+
+
+def enroll(
+    data_root: str | Path,
+    directory: str | Path,
+    decisions_file: str | Path,
+    prefix: str = "new_",
+    discovery: bool = False,
+) -> int:
+    """Write the next gallery version from ``decisions_file`` and make it active; returns its number.
+
+    ``discovery``: the discovery stage runs, so datasets without a gallery are valid (as at the workflow's start).
+    Every check runs before anything is written; the new version is written into a scratch folder, renamed to
+    ``v<N>`` when complete, and only then made active: any failure leaves the active version as it was.
+    """
     data_root, directory = Path(data_root), Path(directory)
     recover_log(directory)
     active = active_version(directory)
-    effective, enrolled = _effective(data_root, active_changes_file(directory))
+    effective, enrolled = _effective(data_root, active_changes_file(directory), discovery)
     decisions = read_table(decisions_file)
     added, counts = plan_enrollment(effective, decisions, str(decisions_file), enrolled, prefix)
     if added.empty:
@@ -384,13 +424,17 @@ def enroll(data_root: str | Path, directory: str | Path, decisions_file: str | P
     sha = hash_file(decisions_file)
     version = max([0, *_versions(directory)]) + 1
     changes = pd.concat([enrolled, added.assign(version=str(version), decisions_sha1=sha)], ignore_index=True)
-    original, _ = validate_dataset(data_root, check_files=False, with_solution=False)
-    gallery, _ = apply_changes(original.drop(columns=["abspath", "sha1"], errors="ignore"), changes, "")
-    folder = directory / f"v{version}"
-    folder.mkdir(parents=True, exist_ok=False)
-    _csv(changes[CHANGE_COLUMNS], folder / "changes.csv")
-    _csv(gallery, folder / "metadata.csv")
-    shutil.copyfile(decisions_file, folder / "decisions.csv")
+    original, meta_file = _original(data_root, discovery), str(data_root / "metadata.csv")
+    gallery, problems = apply_changes(original, changes, str(decisions_file), meta_file, discovery)
+    problems = _left_without_queries(gallery, added, str(decisions_file)) or problems
+    if problems:
+        raise DataValidationError(problems)
+    folder, scratch = directory / f"v{version}", directory / f".v{version}.partial"
+    shutil.rmtree(scratch, ignore_errors=True)  # left by a killed enroll: never active
+    scratch.mkdir(parents=True)
+    _csv(changes[CHANGE_COLUMNS], scratch / "changes.csv")
+    _csv(gallery, scratch / "metadata.csv")
+    shutil.copyfile(decisions_file, scratch / "decisions.csv")
     info = {
         "version": version,
         "base": active,
@@ -400,7 +444,8 @@ def enroll(data_root: str | Path, directory: str | Path, decisions_file: str | P
         "data_root": str(data_root),
         **counts,
     }
-    _write_text(folder / "version.json", json.dumps(info, indent=2, sort_keys=True) + "\n")
+    _write_text(scratch / "version.json", json.dumps(info, indent=2, sort_keys=True) + "\n")
+    scratch.rename(folder)
     _activate(
         directory,
         version,
@@ -431,8 +476,20 @@ def undo(directory: str | Path) -> int:
     active = active_version(directory)
     if active == 0:
         raise EnrollmentError(f"{directory}: nothing to undo, the original metadata.csv is active")
-    info = json.loads((directory / f"v{active}" / "version.json").read_text())
-    base = int(info["base"])
+    path = directory / f"v{active}" / "version.json"
+    try:
+        info = json.loads(path.read_text())
+        base = int(info["base"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise EnrollmentError(
+            f"{path}: cannot read the base version of the active version {active} ({err}); write the number of "
+            f"the version to go back to (0 = the original metadata.csv) into {directory / 'active'}"
+        ) from None
+    if base and not (directory / f"v{base}" / "changes.csv").is_file():
+        raise EnrollmentError(
+            f"{path}: base version {base} has no {directory / f'v{base}' / 'changes.csv'}; write the number of "
+            f"an existing v<N> folder (0 = the original metadata.csv) into {directory / 'active'}"
+        )
     _activate(
         directory,
         base,
@@ -449,7 +506,7 @@ def undo(directory: str | Path) -> int:
 def _run(args: argparse.Namespace) -> None:
     try:
         if args.command == "enroll":
-            enroll(args.data_root, args.dir, args.decisions, args.new_name_prefix)
+            enroll(args.data_root, args.dir, args.decisions, args.new_name_prefix, args.discovery)
         else:
             undo(args.dir)
     except (DataValidationError, EnrollmentError) as err:
@@ -464,7 +521,9 @@ def main(argv: list[str] | None = None) -> None:
         "undo": command("go back to the previous gallery version"),
     }  # fmt: skip
     parser = stage_parser(__doc__, arg("--data-root", required=True),
-                          arg("--dir", required=True, help="the data's enrollment folder (enrollment_dir)"), "log",
+                          arg("--dir", required=True, help="the data's enrollment folder (enrollment_dir)"),
+                          arg("--discovery", action="store_true", help="discovery runs: accept datasets without a "
+                              "gallery"), "log",
                           commands=commands)  # fmt: skip
     run_stage(parser, argv, _run)
 
