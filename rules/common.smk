@@ -12,7 +12,14 @@ from workflow.keys import param_key, weights_identity
 from workflow.match import extractor_identity
 from workflow.matchers import WeightsNotFoundError
 from workflow.pair_cache import matching_weights_identity
-from workflow.enrollment import active_changes_file, enrollment_dir, recover_log
+from workflow.enrollment import (
+    active_changes_file,
+    describe_active,
+    describe_line,
+    find_enrollment_dir,
+    record_data,
+    recover_log,
+)
 from workflow.data import (
     SAFE_NAME,
     DataValidationError,
@@ -124,8 +131,14 @@ STAGES = [stage for stage in config["stages"] if stage != "discovery"]
 # Per-dataset tables (metadata rows + the sha1 of each image): the only view of the data that jobs have.
 TABLES_DIR = Path("results/data")
 # Gallery versions written by target enroll (workflow/enrollment.py): the data is read through the active one.
-ENROLLMENT_DIR = str(enrollment_dir(config["review"]["enrollment_dir"], DATA_ROOT))
+# They are found by the data's real path (or the fingerprint of its metadata.csv), not by the data_root string.
+_ENROLLMENT_DIR, _FOUND_BY = find_enrollment_dir(config["review"]["enrollment_dir"], DATA_ROOT)
+ENROLLMENT_DIR = str(_ENROLLMENT_DIR)
 ENROLLMENT = active_changes_file(ENROLLMENT_DIR)
+
+
+# The active gallery version (results/gallery_version.json, the start line, the review pages).
+GALLERY = describe_active(ENROLLMENT_DIR)
 
 
 def _enrollment_only():
@@ -155,6 +168,10 @@ def _start_run():
     removed = release_stale_locks()
     # a gallery switch whose log line a killed enroll/undo did not write (workflow/enrollment.py)
     recover_log(ENROLLMENT_DIR)
+    record_data(ENROLLMENT_DIR, DATA_ROOT)  # the data's identity, so that a moved copy finds its versions
+    if not _FOUND_BY.startswith("its real path"):
+        logger.warning(f"Gallery versions of {DATA_ROOT} found in {ENROLLMENT_DIR} by {_FOUND_BY}")
+    logger.info(describe_line(GALLERY))
     if removed:
         logger.warning(
             f"Removed the directory lock left by a Snakemake run that is no longer alive ({len(removed)} "
@@ -769,6 +786,7 @@ def final_outputs():
     """Everything rule all requests; the per-query stages' outputs only for datasets with a gallery."""
     return [
         "results/submission.csv",
+        "results/gallery_version.json",
         *(["results/scores.tsv", "results/plots/scores.html"] if IDENTIFIED else []),
         *expand(
             "results/plots/matches/{dataset}.png",
@@ -976,7 +994,10 @@ def review_stage_args(wildcards, input):
 
 def review_page_settings(wildcards=None):
     keys = ("top_k", "band", "max_queries", "thumbnail", "jpeg_quality", "match_lines")
-    return {k: v for k, v in config["review"].items() if k in keys}
+    return {
+        **{k: v for k, v in config["review"].items() if k in keys},
+        "gallery_version": GALLERY["gallery_version"],
+    }
 
 
 def enroll_decisions(wildcards):

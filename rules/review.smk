@@ -74,3 +74,22 @@ rule enroll_undo:
         "Going back to the previous gallery version under {params.directory}"
     shell:
         "python -m workflow.enrollment undo --data-root {params.root:q} --dir {params.directory:q} --log {log:q}"
+
+
+# The active gallery version of this run (which enrolled photos the results include), beside results/scores.tsv.
+rule gallery_version:
+    output:
+        "results/gallery_version.json",
+    log:
+        "logs/gallery_version.log",
+    conda:
+        CONDA_ENV
+    params:
+        root=str(DATA_ROOT),
+        directory=ENROLLMENT_DIR,
+        described=json.dumps(GALLERY, sort_keys=True),
+    message:
+        "Recording the active gallery version ({params.directory})"
+    shell:
+        "python -m workflow.enrollment describe --data-root {params.root:q} --dir {params.directory:q} "
+        "--out {output:q} --log {log:q}"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import pandas as pd
 import pytest
 from conftest import write_dataset
@@ -12,8 +15,11 @@ from workflow.enrollment import (
     EnrollmentError,
     active_changes_file,
     active_version,
+    describe_active,
     enroll,
     enrollment_dir,
+    find_enrollment_dir,
+    record_data,
     undo,
 )
 from workflow.tables import build_tables, check_solution_file
@@ -167,7 +173,8 @@ def test_a_gallery_free_dataset_enrolls_and_undoes_with_discovery(tmp_path):
     with pytest.raises(DataValidationError, match=r"e.csv: these decisions enroll every remaining query photo of "
                                                   r"dataset 'L'"):  # fmt: skip
         enroll(root, directory, last, discovery=True)
-    assert active_version(directory) == 1 and sorted(p.name for p in directory.iterdir()) == ["active", "log.tsv", "v1"]
+    assert active_version(directory) == 1
+    assert sorted(p.name for p in directory.iterdir()) == ["active", "data.json", "log.tsv", "v1"]
     assert undo(directory) == 0
 
 
@@ -195,8 +202,39 @@ def test_snakemake_enroll_and_undo_on_a_config_with_a_gallery_free_dataset(tmp_p
     snakemake(work, "enroll", "--cores", "1", *config, f"decisions={decisions.name}")
     (directory,) = (work / "enrollment").iterdir()
     assert active_version(directory) == 1
-    snakemake(work, "-n", *config)  # the next start reads the version (L now has a gallery photo)
+    # the next start reads the version (L now has a gallery photo), also with data_root given as an absolute path,
+    # names it, and writes it beside the scores
+    absolute = ["--config", f"data_root={work / 'data'}", *config[2:]]
+    proc = snakemake(work, "--cores", "1", "results/gallery_version.json", *absolute)
+    assert "Gallery version 1 of enrollment/data-" in proc.stderr + proc.stdout and "2 photo(s)" in proc.stderr
     table = pd.read_csv(work / "results/data/L.tsv", sep="\t", dtype=str, keep_default_na=False)
     assert table.set_index("image_id").loc["l1", ["split", "identity"]].tolist() == ["database", "liz"]
+    described = json.loads((work / "results/gallery_version.json").read_text())
+    assert described["gallery_version"] == 1 and described["data_root"] == str((work / "data").resolve())
     snakemake(work, "enroll_undo", "--cores", "1", *config)
     assert active_version(directory) == 0
+    proc = snakemake(work, "-n", *absolute)
+    assert "Gallery version 0: the original" in proc.stdout + proc.stderr
+
+
+def test_versions_are_found_by_the_data_not_the_path_string(data, tmp_path, monkeypatch):
+    root, directory = data
+    base = tmp_path / "enrollment"
+    enroll(root, directory, _decisions(tmp_path / "d.csv", [["D", "q1", "accept", "ann", "ann"]]))
+    monkeypatch.chdir(tmp_path / "enrollment")
+    for given in ("../data", "../data/", "../enrollment/../data", str(root)):
+        assert find_enrollment_dir(base, given) == (directory, "its real path"), given
+    (tmp_path / "link").symlink_to(root)
+    assert enrollment_dir(base, tmp_path / "link") == directory
+    copy = tmp_path / "moved"
+    shutil.copytree(root, copy)
+    found, how = find_enrollment_dir(base, copy)
+    assert found == directory and how.startswith("the fingerprint of metadata.csv")
+    assert describe_active(found)["gallery_version"] == 1 and describe_active(found)["enrolled_photos"] == 1
+    # a changed metadata.csv is re-fingerprinted at the next start (record_data), so a later move still finds it
+    with open(root / "metadata.csv", "a") as fh:
+        fh.write("q9,,images/D/query/q9.png,,,dog,query,D\n")
+    record_data(directory, root)
+    shutil.copytree(root, tmp_path / "moved2")
+    assert enrollment_dir(base, tmp_path / "moved2") == directory
+    assert enrollment_dir(base, tmp_path / "elsewhere") != directory  # other data: its own, new folder

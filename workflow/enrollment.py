@@ -1,7 +1,8 @@
 """Enrollment: the decisions of a review page become the next version of the gallery; undo goes back one.
 
 The user's ``metadata.csv`` is never written. A gallery version is an overlay on it, kept under
-``<enrollment_dir>/<data folder name>-<hash of data_root>/`` (:func:`enrollment_dir`):
+``<enrollment_dir>/<data folder name>-<hash of its real path>/`` (:func:`find_enrollment_dir`: the data's real path,
+else the fingerprint of its ``metadata.csv``, in ``data.json``):
 
 ``v<N>/changes.csv``    every query photo enrolled so far (``dataset, image_id, identity, decision, version,
                         decisions_sha1``): the workflow reads the data through the active version's file
@@ -10,7 +11,8 @@ The user's ``metadata.csv`` is never written. A gallery version is an overlay on
 ``v<N>/metadata.csv``   the gallery of that version (``metadata.csv`` with the changes applied), to read or export;
 ``v<N>/decisions.csv``  a copy of the decision file; ``v<N>/version.json``: its base version, file, sha1 and time;
 ``active``              the active version number (``0``: the original ``metadata.csv``);
-``log.tsv``             one line per enrollment or undo: when, what, from which decision file (and its sha1).
+``log.tsv``             one line per enrollment or undo: when, what, from which decision file (and its sha1);
+``data.json``           the data's real path and the sha1 of its ``metadata.csv`` (a moved copy finds the folder).
 
 Decision files are the CSV a review page downloads: ``dataset, image_id, decision, identity`` (other columns are
 ignored). ``decision`` is ``accept`` or ``pick`` (the photo joins ``identity``, a known individual of its dataset),
@@ -20,6 +22,7 @@ written then.
 
     python -m workflow.enrollment enroll --data-root R --dir D --decisions F [--new-name-prefix new_] [--discovery]
     python -m workflow.enrollment undo --data-root R --dir D
+    python -m workflow.enrollment describe --data-root R --dir D --out results/gallery_version.json
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ LOG_COLUMNS = [
     "rejected",
     "already",
 ]
+# The data's identity in a version folder: its real path and the sha1 of its metadata.csv.
+DATA_FILE = "data.json"
 # Column of the tables (and of a version's metadata.csv) naming the version that enrolled a photo.
 ENROLLED = "enrolled"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -67,11 +72,90 @@ class EnrollmentError(RuntimeError):
     """Enrollment or undo cannot proceed (nothing to undo, nothing new to enroll, a damaged version folder)."""
 
 
-def enrollment_dir(base: str | Path, data_root: str | Path) -> Path:
-    """The folder of the gallery versions of ``data_root``: ``<base>/<folder name>-<8 hex of its path>``."""
-    root = os.path.normpath(str(data_root))
+def _folder(base: str | Path, root: str) -> Path:
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(root).name).strip("._-") or "data"
     return Path(base) / f"{name[:40]}-{hashlib.sha1(root.encode()).hexdigest()[:8]}"
+
+
+def metadata_fingerprint(data_root: str | Path) -> str:
+    """sha1 of ``<data_root>/metadata.csv`` (empty when it does not exist yet, as the demo's before it is made)."""
+    path = Path(data_root) / "metadata.csv"
+    return hash_file(path) if path.is_file() else ""
+
+
+def find_enrollment_dir(base: str | Path, data_root: str | Path) -> tuple[Path, str]:
+    """The folder of the gallery versions of the data at ``data_root``, and how it was found (for the log).
+
+    The data is known by its identity, not by the string that names it: its folder is
+    ``<base>/<folder name>-<8 hex of the resolved real path>``, so ``../data``, ``./data``, the absolute path and
+    a symbolic link to it find the same versions. A copy or move of the data (another real path) finds the
+    folder whose recorded ``metadata.csv`` fingerprint (:data:`DATA_FILE`, refreshed at each start) matches; a
+    folder of versions 0.x made keyed by the path string as given is found too.
+    """
+    real = os.path.realpath(str(data_root))
+    own = _folder(base, real)
+    if own.is_dir():
+        return own, "its real path"
+    legacy = _folder(base, os.path.normpath(str(data_root)))
+    if legacy.is_dir():
+        return legacy, f"the path string {str(data_root)!r} (a folder made before versions were keyed by real path)"
+    fingerprint = metadata_fingerprint(data_root)
+    if fingerprint and Path(base).is_dir():
+        for folder in sorted(Path(base).iterdir()):
+            recorded = _read_json(folder / DATA_FILE)
+            if recorded.get("metadata_sha1") == fingerprint:
+                return folder, f"the fingerprint of metadata.csv (the data was at {recorded.get('data_root')!r})"
+    return own, "its real path (no version yet)"
+
+
+def enrollment_dir(base: str | Path, data_root: str | Path) -> Path:
+    """The folder of the gallery versions of ``data_root`` (see :func:`find_enrollment_dir`)."""
+    return find_enrollment_dir(base, data_root)[0]
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def record_data(directory: str | Path, data_root: str | Path) -> None:
+    """Write the data's identity (real path, ``metadata.csv`` sha1) into an existing version folder, if changed."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return
+    info = {"data_root": os.path.realpath(str(data_root)), "metadata_sha1": metadata_fingerprint(data_root)}
+    if _read_json(directory / DATA_FILE) != info:
+        _write_text(directory / DATA_FILE, json.dumps(info, indent=2, sort_keys=True) + "\n")
+
+
+def describe_active(directory: str | Path) -> dict:
+    """The active gallery version: ``gallery_version`` (0 = the original metadata.csv), its folder, the number of
+    enrolled photos and when it was enrolled (written to ``results/gallery_version.json``, shown at each start
+    and on the review pages)."""
+    directory = Path(directory)
+    version = active_version(directory)
+    info = _read_json(directory / f"v{version}" / "version.json") if version else {}
+    enrolled = len(read_changes(active_changes_file(directory))) if version else 0
+    return {
+        "gallery_version": version,
+        "enrollment_dir": str(directory),
+        "enrolled_photos": enrolled,
+        "enrolled_at": info.get("time", ""),
+        "decisions": info.get("decisions", ""),
+    }
+
+
+def describe_line(described: dict) -> str:
+    """One line for people: which gallery the run reads."""
+    if not described["gallery_version"]:
+        return f"Gallery version 0: the original metadata.csv (enrollments: {described['enrollment_dir']})"
+    return (
+        f"Gallery version {described['gallery_version']} of {described['enrollment_dir']}: "
+        f"{described['enrolled_photos']} photo(s) enrolled (last {described['enrolled_at']} from "
+        f"{described['decisions']}); snakemake enroll_undo goes back one version"
+    )
 
 
 def active_version(directory: str | Path) -> int:
@@ -441,11 +525,13 @@ def enroll(
         "decisions": str(decisions_file),
         "decisions_sha1": sha,
         "time": _now(),
-        "data_root": str(data_root),
+        "data_root": os.path.realpath(data_root),
+        "metadata_sha1": metadata_fingerprint(data_root),
         **counts,
     }
     _write_text(scratch / "version.json", json.dumps(info, indent=2, sort_keys=True) + "\n")
     scratch.rename(folder)
+    record_data(directory, data_root)
     _activate(
         directory,
         version,
@@ -503,9 +589,22 @@ def undo(directory: str | Path) -> int:
     return base
 
 
+def write_description(data_root: str | Path, directory: str | Path, out: str | Path) -> dict:
+    """``results/gallery_version.json``: :func:`describe_active` with the data's real path and fingerprint."""
+    info = {
+        **describe_active(directory),
+        "data_root": os.path.realpath(str(data_root)),
+        "metadata_sha1": metadata_fingerprint(data_root),
+    }
+    _write_text(Path(out), json.dumps(info, indent=2, sort_keys=True) + "\n")
+    return info
+
+
 def _run(args: argparse.Namespace) -> None:
     try:
-        if args.command == "enroll":
+        if args.command == "describe":
+            logger.info("%s", describe_line(write_description(args.data_root, args.dir, args.out)))
+        elif args.command == "enroll":
             enroll(args.data_root, args.dir, args.decisions, args.new_name_prefix, args.discovery)
         else:
             undo(args.dir)
@@ -519,6 +618,7 @@ def main(argv: list[str] | None = None) -> None:
         "enroll": command("the next gallery version from a decisions CSV", arg("--decisions", required=True),
                           arg("--new-name-prefix", default="new_")),
         "undo": command("go back to the previous gallery version"),
+        "describe": command("write the active gallery version as JSON", "out"),
     }  # fmt: skip
     parser = stage_parser(__doc__, arg("--data-root", required=True),
                           arg("--dir", required=True, help="the data's enrollment folder (enrollment_dir)"),

@@ -35,7 +35,8 @@ from workflow.stage_io import atomic_path, read_json, read_tsv, write_tsv
 logger = logging.getLogger(__name__)
 
 # Settings of config ``review`` that shape the page (the schema holds their defaults and descriptions).
-DEFAULTS = {"top_k": 5, "band": 0.1, "max_queries": 500, "thumbnail": 160, "jpeg_quality": 75, "match_lines": 40}
+DEFAULTS = {"top_k": 5, "band": 0.1, "max_queries": 500, "thumbnail": 160, "jpeg_quality": 75, "match_lines": 40,
+            "gallery_version": 0}  # fmt: skip
 
 
 def page_data(
@@ -77,6 +78,7 @@ def page_data(
         "threshold": float(threshold),
         "band": float(s["band"]),
         "new_label": NEW_INDIVIDUAL,
+        "gallery_version": int(s["gallery_version"]),
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "cards": card_records(review, candidates, stages, lines),
         "images": images,
