@@ -17,6 +17,7 @@ from workflow.enrollment import (
     describe_active,
     describe_line,
     find_enrollment_dir,
+    locate_decisions,
     record_data,
     recover_log,
 )
@@ -1007,4 +1008,7 @@ def enroll_decisions(wildcards):
             "enroll needs a decisions file: snakemake enroll --cores 1 --config decisions=PATH "
             "(the CSV downloaded from results/review/<dataset>.html)"
         )
-    return path
+    found, error = locate_decisions(str(path))  # also in the downloads folder
+    if found is None:
+        raise WorkflowError(error)
+    return str(found)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -199,6 +200,9 @@ def test_snakemake_enroll_and_undo_on_a_config_with_a_gallery_free_dataset(tmp_p
     decisions = _decisions(work / "d.csv", [["L", "l1", "new", "liz", ""], ["D", "q1", "accept", "ann", "ann"]])
     stages = "stages=[baseline, wildfusion, discovery]"
     config = ["--config", "data_root=data", stages, "submission={stage: wildfusion}"]
+    missing = snakemake(work, "enroll", "--cores", "1", *config, "decisions=nowhere.csv", check=False)
+    assert missing.returncode != 0 and "decisions file 'nowhere.csv' not found; looked at " in missing.stderr
+    assert "MissingInputException" not in missing.stderr and not (work / "enrollment").exists()
     snakemake(work, "enroll", "--cores", "1", *config, f"decisions={decisions.name}")
     (directory,) = (work / "enrollment").iterdir()
     assert active_version(directory) == 1
@@ -238,3 +242,47 @@ def test_versions_are_found_by_the_data_not_the_path_string(data, tmp_path, monk
     shutil.copytree(root, tmp_path / "moved2")
     assert enrollment_dir(base, tmp_path / "moved2") == directory
     assert enrollment_dir(base, tmp_path / "elsewhere") != directory  # other data: its own, new folder
+
+
+def test_unsure_is_not_enrolled_and_two_runs_of_a_dataset_are_refused(data, tmp_path):
+    root, directory = data
+    rows = pd.DataFrame([["D", "q1", "unsure", "", "r1"], ["D", "q2", "accept", "ann", "r1"],
+                         ["D", "q3", "reject", "", "r2"]], columns=["dataset", "image_id", "decision", "identity",
+                                                                    "run_id"])  # fmt: skip
+    rows.to_csv(tmp_path / "mixed.csv", index=False)
+    with pytest.raises(DataValidationError, match=r"mixed.csv:4: decisions of 2 review pages \(runs\) of dataset 'D'"):
+        enroll(root, directory, tmp_path / "mixed.csv")
+    assert active_version(directory) == 0
+    rows.assign(run_id="r1").to_csv(tmp_path / "one.csv", index=False)
+    assert enroll(root, directory, tmp_path / "one.csv") == 1
+    gallery = pd.read_csv(directory / "v1" / "metadata.csv", dtype=str, keep_default_na=False).set_index("image_id")
+    assert gallery.loc[["q1", "q2", "q3"], "split"].tolist() == ["query", "database", "query"]
+
+
+def test_the_decisions_file_is_found_in_the_downloads_folder_or_the_error_says_where(tmp_path, monkeypatch):
+    from workflow.enrollment_find import download_dirs, locate_decisions
+
+    home, work = tmp_path / "home", tmp_path / "work"
+    (home / ".config").mkdir(parents=True)
+    (home / ".config" / "user-dirs.dirs").write_text('XDG_DOWNLOAD_DIR="$HOME/Telechargements"\n')
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert download_dirs({}, home) == [home / "Telechargements", home / "Downloads"]
+    found, error = locate_decisions("review-D-decisions.csv", {}, home)
+    assert found is None
+    for where in (work / "review-D-decisions.csv", home / "Telechargements" / "review-D-decisions.csv",
+                  home / "Downloads" / "review-D-decisions.csv"):  # fmt: skip
+        assert str(where) in error
+    assert "Save the CSV the review page downloads" in error and "decisions=/full/path/" in error
+    (home / "Downloads").mkdir()
+    (home / "Downloads" / "review-D-decisions (1).csv").write_text("x")
+    assert "similar name: " + str(home / "Downloads" / "review-D-decisions (1).csv") in locate_decisions(
+        "review-D-decisions.csv", {}, home)[1]  # fmt: skip
+    (home / "Downloads" / "review-D-decisions.csv").write_text("x")
+    assert locate_decisions("review-D-decisions.csv", {}, home)[0] == home / "Downloads" / "review-D-decisions.csv"
+    (tmp_path / "xdg").mkdir()
+    (tmp_path / "xdg" / "review-D-decisions.csv").write_text("x")
+    env = {"XDG_DOWNLOAD_DIR": str(tmp_path / "xdg")}
+    assert locate_decisions("review-D-decisions.csv", env, home)[0] == tmp_path / "xdg" / "review-D-decisions.csv"
+    (work / "review-D-decisions.csv").write_text("x")
+    assert locate_decisions("review-D-decisions.csv", env, home)[0] == Path("review-D-decisions.csv")

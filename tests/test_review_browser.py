@@ -41,7 +41,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 HOSTILE = '</script><img src=x onerror="window.__pwned=1">&amp;'
-CSV_HEADER = ["dataset", "image_id", "decision", "identity", "predicted", "decided_by", "fused", "priority"]
+CSV_HEADER = "dataset image_id decision identity predicted decided_by fused priority reviewer decided_at run_id".split()
+CSV_HEADER.append("gallery_version")
 
 
 @contextmanager
@@ -141,7 +142,7 @@ def test_page_with_hostile_ids(tmp_path):
         assert HOSTILE in text and HOSTILE + "id" in text  # shown as text, never parsed as markup
         assert driver.execute_script("return document.querySelectorAll('svg line').length") == 1
         press(driver, "2")  # the first card (the hostile id, nearest the threshold): candidate 2 (g2)
-        press(driver, "jn")  # the next (q1): a new individual
+        press(driver, "n")  # the page moved on to the next card (q1): a new individual
         rows = rows_of(driver.execute_script("return window.reviewDecisionsCSV()"))
         assert [(r["image_id"], r["decision"], r["identity"]) for r in rows] == [
             (HOSTILE, "pick", HOSTILE + "id"),
@@ -149,6 +150,79 @@ def test_page_with_hostile_ids(tmp_path):
         ]
         saved = download_csv(driver, downloads)
         assert rows_of(saved.read_text(encoding="utf-8")) == rows
+
+
+def small_page(folder: Path, shade: int) -> tuple[Path, dict]:
+    """A page of dataset D (three queries, two candidates each, every query in discovered cluster Spotty) whose
+    photos differ with ``shade``: two data folders with a dataset of the same name."""
+    from PIL import Image
+
+    from workflow.review.page import page_data
+    from workflow.review.render import render_page
+
+    folder.mkdir()
+    ids = ["g1", "g2", "q1", "q2", "q3"]
+    meta = pd.DataFrame({"image_id": ids, "identity": ["ann", "bob", "", "", ""],
+                         "split": ["database"] * 2 + ["query"] * 3, "sha1": [f"{shade}{i}" for i in ids]})  # fmt: skip
+    for i in range(len(ids)):
+        Image.new("RGB", (60, 40), (shade, 30 * i, 120)).save(folder / f"{i}.png")
+    meta["abspath"] = [str(folder / f"{i}.png") for i in range(len(ids))]
+    pairs = pd.DataFrame({"query": [q for q in ids[2:] for _ in range(2)], "candidate": ["g1", "g2"] * 3,
+                          "kind": "query", "fused": [0.9, 0.2, 0.45, 0.4, 0.1, 0.05]})  # fmt: skip
+    decision = pd.DataFrame({"image_id": ids[2:], "identity": ["ann", "ann", "new_individual"],
+                             "decided_by": ["wildfusion:label", "wildfusion:label", "wildfusion:new"]})  # fmt: skip
+    clusters = pd.DataFrame({"image_id": ids[2:], "cluster": "Spotty"})
+    data, _ = page_data("D", "wildfusion", meta, pairs, 0.5, decision, {}, clusters, lambda p: {}, {})
+    page = folder / "D.html"
+    page.write_text(render_page(data, "D"), encoding="utf-8")
+    return page, data
+
+
+def test_page_decisions_zoom_not_sure_advance_and_run_scope(tmp_path):
+    from selenium.webdriver.common.by import By
+
+    page, data = small_page(tmp_path / "one", 10)
+    other, other_data = small_page(tmp_path / "two", 200)
+    assert data["run_id"] != other_data["run_id"]  # same dataset name, other photos: another run
+    order = [c["image_id"] for c in data["cards"]]
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+
+    def current():
+        return driver.execute_script("return Number(document.querySelector('.card.current').dataset.index)")
+
+    with chromium(downloads) as driver:
+        open_page(driver, page)
+        driver.find_element(By.ID, "reviewer").send_keys("Ana Ruiz")
+        driver.find_element(By.TAG_NAME, "h1").click()
+        assert current() == 0
+        # a click on a candidate's photo only looks: it opens the zoom, and nothing is decided
+        driver.find_elements(By.CSS_SELECTOR, ".card.current .cand img")[1].click()
+        assert driver.execute_script("return document.getElementById('zoom').classList.contains('open')")
+        assert driver.execute_script("return document.getElementById('zoom-img').naturalWidth") == 60
+        press(driver, "\ue00c")  # Escape
+        assert not driver.execute_script("return document.getElementById('zoom').classList.contains('open')")
+        assert rows_of(driver.execute_script("return window.reviewDecisionsCSV()")) == []
+        press(driver, "9")  # two candidates only: the page says so, and decides nothing
+        assert "has 2 candidate(s): key 9 picks none" in driver.find_element(By.ID, "note").text
+        press(driver, "s")  # not sure; the page moves on to the next card
+        assert current() == 1
+        press(driver, "e")  # the name field's prefilled "Spotty" is selected: typing replaces it
+        driver.switch_to.active_element.send_keys("Rex\n")
+        press(driver, "n")
+        assert current() == 2
+        rows = rows_of(driver.execute_script("return window.reviewDecisionsCSV()"))
+        assert [(r["image_id"], r["decision"], r["identity"]) for r in rows] == [
+            (order[0], "unsure", ""), (order[1], "new", "Rex")]  # fmt: skip
+        assert {(r["reviewer"], r["run_id"], r["gallery_version"]) for r in rows} == {("Ana Ruiz", data["run_id"], "0")}
+        assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", r["decided_at"]) for r in rows)
+        # the page of the other data folder (same dataset name) shares none of these decisions, nor they its
+        open_page(driver, other)
+        assert rows_of(driver.execute_script("return window.reviewDecisionsCSV()")) == []
+        press(driver, "1")
+        open_page(driver, page)
+        kept = rows_of(driver.execute_script("return window.reviewDecisionsCSV()"))
+        assert [r["image_id"] for r in kept] == order[:2]
 
 
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
@@ -176,10 +250,10 @@ def test_review_enroll_and_rerun(tmp_path_factory):
         assert driver.execute_script("return document.querySelectorAll('svg line').length") > 0
         cards = driver.execute_script("return window.reviewDecisionsCSV().split('\\n').length")
         assert cards == 2  # the header (and the final newline's empty line): nothing decided yet
-        press(driver, "a")  # the most uncertain query: accept the decision
-        press(driver, "jn")  # the next: a new individual
-        press(driver, "jr")  # the next: rejected
-        press(driver, "j1")  # the next: its first candidate
+        press(driver, "a")  # the most uncertain query: accept the decision (the page moves on to the next card)
+        press(driver, "n")  # the next: a new individual
+        press(driver, "r")  # the next: rejected
+        press(driver, "1")  # the next: its first candidate
         if os.environ.get("REVIEW_SCREENSHOT"):
             driver.execute_script("window.scrollTo(0, 0)")
             from PIL import Image  # a palette PNG: a third of the size of the browser's

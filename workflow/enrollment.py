@@ -16,9 +16,9 @@ else the fingerprint of its ``metadata.csv``, in ``data.json``):
 
 Decision files are the CSV a review page downloads: ``dataset, image_id, decision, identity`` (other columns are
 ignored). ``decision`` is ``accept`` or ``pick`` (the photo joins ``identity``, a known individual of its dataset),
-``new`` (a new individual: ``identity`` is its name; left empty, each photo gets ``<prefix><dataset>_<n>``) or
-``reject`` (not enrolled). Every problem of the file is reported at once, naming its line and the fix; nothing is
-written then.
+``new`` (a new individual: ``identity`` is its name; left empty, each photo gets ``<prefix><dataset>_<n>``),
+``reject`` or ``unsure`` (not enrolled); a file holding two runs (``run_id``) of one dataset is refused. Every
+problem of the file is reported at once, naming its line and the fix; nothing is written then.
 
     python -m workflow.enrollment enroll --data-root R --dir D --decisions F [--new-name-prefix new_] [--discovery]
     python -m workflow.enrollment undo --data-root R --dir D
@@ -28,7 +28,6 @@ written then.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -42,11 +41,20 @@ import pandas as pd
 from workflow import NEW_INDIVIDUAL
 from workflow.cli import arg, command, run_stage, stage_parser
 from workflow.data import DataValidationError, Problem, check_split_coverage, hash_file, read_table, validate_dataset
+from workflow.enrollment_find import (  # noqa: F401 (enrollment_dir, find_enrollment_dir: the package's API)
+    DATA_FILE,
+    _read_json,
+    enrollment_dir,
+    find_enrollment_dir,
+    locate_decisions,
+    metadata_fingerprint,
+    record_data,
+)
 from workflow.stage_io import atomic_path
 
 logger = logging.getLogger(__name__)
 
-DECISIONS = ("accept", "pick", "new", "reject")
+DECISIONS = ("accept", "pick", "new", "reject", "unsure")
 DECISION_COLUMNS = ["dataset", "image_id", "decision", "identity"]
 CHANGE_COLUMNS = ["dataset", "image_id", "identity", "decision", "version", "decisions_sha1"]
 LOG_COLUMNS = [
@@ -61,8 +69,6 @@ LOG_COLUMNS = [
     "rejected",
     "already",
 ]
-# The data's identity in a version folder: its real path and the sha1 of its metadata.csv.
-DATA_FILE = "data.json"
 # Column of the tables (and of a version's metadata.csv) naming the version that enrolled a photo.
 ENROLLED = "enrolled"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -70,92 +76,6 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 class EnrollmentError(RuntimeError):
     """Enrollment or undo cannot proceed (nothing to undo, nothing new to enroll, a damaged version folder)."""
-
-
-def _folder(base: str | Path, root: str) -> Path:
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(root).name).strip("._-") or "data"
-    return Path(base) / f"{name[:40]}-{hashlib.sha1(root.encode()).hexdigest()[:8]}"
-
-
-def metadata_fingerprint(data_root: str | Path) -> str:
-    """sha1 of ``<data_root>/metadata.csv`` (empty when it does not exist yet, as the demo's before it is made)."""
-    path = Path(data_root) / "metadata.csv"
-    return hash_file(path) if path.is_file() else ""
-
-
-def find_enrollment_dir(base: str | Path, data_root: str | Path) -> tuple[Path, str]:
-    """The folder of the gallery versions of the data at ``data_root``, and how it was found (for the log).
-
-    The data is known by its identity, not by the string that names it: its folder is
-    ``<base>/<folder name>-<8 hex of the resolved real path>``, so ``../data``, ``./data``, the absolute path and
-    a symbolic link to it find the same versions. A copy or move of the data (another real path) finds the
-    folder whose recorded ``metadata.csv`` fingerprint (:data:`DATA_FILE`, refreshed at each start) matches; a
-    folder of versions 0.x made keyed by the path string as given is found too.
-    """
-    real = os.path.realpath(str(data_root))
-    own = _folder(base, real)
-    if own.is_dir():
-        return own, "its real path"
-    legacy = _folder(base, os.path.normpath(str(data_root)))
-    if legacy.is_dir():
-        return legacy, f"the path string {str(data_root)!r} (a folder made before versions were keyed by real path)"
-    fingerprint = metadata_fingerprint(data_root)
-    if fingerprint and Path(base).is_dir():
-        for folder in sorted(Path(base).iterdir()):
-            recorded = _read_json(folder / DATA_FILE)
-            if recorded.get("metadata_sha1") == fingerprint:
-                return folder, f"the fingerprint of metadata.csv (the data was at {recorded.get('data_root')!r})"
-    return own, "its real path (no version yet)"
-
-
-def enrollment_dir(base: str | Path, data_root: str | Path) -> Path:
-    """The folder of the gallery versions of ``data_root`` (see :func:`find_enrollment_dir`)."""
-    return find_enrollment_dir(base, data_root)[0]
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def record_data(directory: str | Path, data_root: str | Path) -> None:
-    """Write the data's identity (real path, ``metadata.csv`` sha1) into an existing version folder, if changed."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return
-    info = {"data_root": os.path.realpath(str(data_root)), "metadata_sha1": metadata_fingerprint(data_root)}
-    if _read_json(directory / DATA_FILE) != info:
-        _write_text(directory / DATA_FILE, json.dumps(info, indent=2, sort_keys=True) + "\n")
-
-
-def describe_active(directory: str | Path) -> dict:
-    """The active gallery version: ``gallery_version`` (0 = the original metadata.csv), its folder, the number of
-    enrolled photos and when it was enrolled (written to ``results/gallery_version.json``, shown at each start
-    and on the review pages)."""
-    directory = Path(directory)
-    version = active_version(directory)
-    info = _read_json(directory / f"v{version}" / "version.json") if version else {}
-    enrolled = len(read_changes(active_changes_file(directory))) if version else 0
-    return {
-        "gallery_version": version,
-        "enrollment_dir": str(directory),
-        "enrolled_photos": enrolled,
-        "enrolled_at": info.get("time", ""),
-        "decisions": info.get("decisions", ""),
-    }
-
-
-def describe_line(described: dict) -> str:
-    """One line for people: which gallery the run reads."""
-    if not described["gallery_version"]:
-        return f"Gallery version 0: the original metadata.csv (enrollments: {described['enrollment_dir']})"
-    return (
-        f"Gallery version {described['gallery_version']} of {described['enrollment_dir']}: "
-        f"{described['enrolled_photos']} photo(s) enrolled (last {described['enrolled_at']} from "
-        f"{described['decisions']}); snakemake enroll_undo goes back one version"
-    )
 
 
 def active_version(directory: str | Path) -> int:
@@ -278,11 +198,26 @@ def plan_enrollment(
                 )
             ]
         )
+    problems = []
+    if "run_id" in decisions and "dataset" in decisions:  # one run per dataset: never two pages' decisions mixed
+        runs = decisions.assign(line=decisions.index + 2, run_id=decisions["run_id"].str.strip())
+        for dataset, part in runs[runs["run_id"] != ""].groupby("dataset", sort=True):
+            first = part.groupby("run_id", sort=False)["line"].min()
+            if len(first) > 1:
+                where = ", ".join(f"run {run} (first on line {line})" for run, line in first.items())
+                problems.append(
+                    Problem(
+                        file,
+                        int(first.iloc[1]),
+                        f"decisions of {len(first)} review pages (runs) of dataset {dataset!r} in one file: {where}; "
+                        "enroll the file downloaded from the current page alone",
+                    )
+                )
     rows = {(d, i): k for k, (d, i) in enumerate(zip(meta["dataset"], meta["image_id"]))}
     gallery = meta[meta["split"] == "database"]
     known = {d: set(part["identity"]) for d, part in gallery.groupby("dataset")}
     before = dict(zip(enrolled["image_id"], enrolled["identity"]))
-    problems, out, counts = [], [], {"known": 0, "new": 0, "rejected": 0, "already": 0}
+    out, counts = [], {"known": 0, "new": 0, "rejected": 0, "already": 0}
     seen: dict[str, int] = {}
     unnamed = []
     for idx, row in decisions.iterrows():
@@ -323,7 +258,7 @@ def plan_enrollment(
                 )
             )
             continue
-        if decision == "reject":
+        if decision in ("reject", "unsure"):  # not enrolled; logged as rejected
             counts["rejected"] += 1
             continue
         if meta["split"].iat[k] == "database":
@@ -587,6 +522,34 @@ def undo(directory: str | Path) -> int:
     )
     logger.info("undid version %d: version %d is active (v%d stays on disk)", active, base, active)
     return base
+
+
+def describe_active(directory: str | Path) -> dict:
+    """The active gallery version: ``gallery_version`` (0 = the original metadata.csv), its folder, the number of
+    enrolled photos and when it was enrolled (written to ``results/gallery_version.json``, shown at each start
+    and on the review pages)."""
+    directory = Path(directory)
+    version = active_version(directory)
+    info = _read_json(directory / f"v{version}" / "version.json") if version else {}
+    enrolled = len(read_changes(active_changes_file(directory))) if version else 0
+    return {
+        "gallery_version": version,
+        "enrollment_dir": str(directory),
+        "enrolled_photos": enrolled,
+        "enrolled_at": info.get("time", ""),
+        "decisions": info.get("decisions", ""),
+    }
+
+
+def describe_line(described: dict) -> str:
+    """One line for people: which gallery the run reads."""
+    if not described["gallery_version"]:
+        return f"Gallery version 0: the original metadata.csv (enrollments: {described['enrollment_dir']})"
+    return (
+        f"Gallery version {described['gallery_version']} of {described['enrollment_dir']}: "
+        f"{described['enrolled_photos']} photo(s) enrolled (last {described['enrolled_at']} from "
+        f"{described['decisions']}); snakemake enroll_undo goes back one version"
+    )
 
 
 def write_description(data_root: str | Path, directory: str | Path, out: str | Path) -> dict:

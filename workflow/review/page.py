@@ -18,6 +18,7 @@ Outputs
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 from datetime import datetime, timezone
@@ -37,6 +38,18 @@ logger = logging.getLogger(__name__)
 # Settings of config ``review`` that shape the page (the schema holds their defaults and descriptions).
 DEFAULTS = {"top_k": 5, "band": 0.1, "max_queries": 500, "thumbnail": 160, "jpeg_quality": 75, "match_lines": 40,
             "gallery_version": 0}  # fmt: skip
+
+
+def run_id(dataset: str, meta: pd.DataFrame, decision: pd.DataFrame, gallery_version: int) -> str:
+    """12 hex naming what the page's decisions are about: the dataset, its photos (ids, splits, identities and
+    image sha1 when the table has them), the gallery version and the decisions shown. The page keeps its
+    decisions under it, so pages of other data or another run never share them (a rewritten page of the same run
+    keeps them)."""
+    columns = [c for c in ("image_id", "split", "identity", "sha1") if c in meta]
+    photos = meta[columns].astype(str).sort_values("image_id").to_csv(index=False)
+    decided = decision[["image_id", "identity"]].astype(str).sort_values("image_id").to_csv(index=False)
+    text = json.dumps([dataset, int(gallery_version), photos, decided])
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
 def page_data(
@@ -74,6 +87,7 @@ def page_data(
             images[image_id] = thumbnail(paths[image_id], s["thumbnail"], s["jpeg_quality"])
     data = {
         "dataset": dataset,
+        "run_id": run_id(dataset, meta, decision, s["gallery_version"]),
         "stage": stage,
         "threshold": float(threshold),
         "band": float(s["band"]),
