@@ -977,6 +977,9 @@ def review_inputs(wildcards):
         "pairs": f"results/stages/wildfusion/{wildcards.dataset}/pairs.parquet",
         "threshold": f"results/stages/wildfusion/{wildcards.dataset}/threshold.json",
         "decision": f"results/stages/{stage}/{wildcards.dataset}/predictions.tsv",
+        # the thresholds of the stage that decided (the cascade: its steps, as run)
+        "decider": f"results/stages/{stage}/{wildcards.dataset}/"
+        + ("choice.json" if stage == "cascade" else "threshold.json"),
         "features": features_path(wildcards.dataset, review_matcher()),
     }
     for name in STAGES:
@@ -994,7 +997,7 @@ def review_stage_args(wildcards, input):
 
 
 def review_page_settings(wildcards=None):
-    keys = ("top_k", "band", "max_queries", "thumbnail", "jpeg_quality", "match_lines")
+    keys = ("top_k", "band", "max_queries", "thumbnail", "jpeg_quality", "match_lines", "uncertain_share")
     return {
         **{k: v for k, v in config["review"].items() if k in keys},
         "gallery_version": GALLERY["gallery_version"],

@@ -24,6 +24,7 @@ rule review:
         runtime=compute("review", "runtime", 30),
     params:
         stage=config_provider("submission", "stage"),
+        root=str(DATA_ROOT),
         stages=review_stage_args,
         clusters=lambda wc, input: input.get("clusters", ""),
         matcher=review_matcher,
@@ -35,7 +36,8 @@ rule review:
     shell:
         "python -m workflow.review.page --dataset {wildcards.dataset:q} --stage {params.stage:q} "
         "--metadata {input.metadata:q} --pairs {input.pairs:q} --threshold {input.threshold:q} "
-        "--decision {input.decision:q} --stages {params.stages:q} --clusters {params.clusters:q} "
+        "--decision {input.decision:q} --decider {input.decider:q} --data-root {params.root:q} "
+        "--stages {params.stages:q} --clusters {params.clusters:q} "
         "--matcher {params.matcher:q} --conf {params.conf:q} --features {input.features:q} "
         "--device {params.device:q} --settings {params.settings:q} --out {output.page:q} "
         "--table {output.table:q} --log {log:q}"

@@ -81,3 +81,39 @@ def test_page_escapes_every_id(tmp_path):
     assert set(parsed["images"]) == set(meta["image_id"]) - {"g3"} | {"g3"}
     assert all(uri.startswith("data:image/jpeg;base64,") for uri in parsed["images"].values())
     assert "<" not in safe_json({"a": "</script>"})
+
+
+def test_candidates_are_individuals_and_the_uncertain_share_is_a_rule():
+    meta, pairs, decision, stages = _tables()
+    cands = top_candidates(pairs, meta, k=5)
+    hostile = cands[cands["query"] == HOSTILE]
+    assert hostile[["candidate", "identity", "images"]].values.tolist() == [["g2", "bob", 2]]  # g3: bob again
+    assert cands.loc[cands["query"] == "q2", "identity"].tolist() == ["ann", "bob"]
+    for share, flagged in [(0.0, 0), (0.2, 1), (0.5, 1), (1.0, 1)]:  # the others have priority 0: never flagged
+        review = review_table(pairs, meta, decision, stages, 0.5, band=0.1, uncertain_share=share)
+        assert int(review["uncertain"].sum()) == flagged, share
+
+
+def test_the_card_says_which_step_decided_with_its_own_threshold(tmp_path):
+    from PIL import Image
+
+    from workflow.review.cards import explain
+
+    steps = {"steps": [{"source": "rerank", "new_below": 0.432}, {"source": "xgboost", "override_above": 0.97}]}
+    assert explain("cascade", "rerank:label", "LynxDemo_000", 0.61, steps) == (
+        "rerank score 0.610 is at or above its threshold 0.432: LynxDemo_000"
+    )
+    assert explain("cascade", "rerank:new", "new_individual", 0.3, steps).endswith("below its threshold 0.432: "
+                                                                                  "a new individual")  # fmt: skip
+    assert "override threshold 0.970" in explain("cascade", "xgboost:override", "ann", 0.99, steps)
+    assert explain("wildfusion", "", "ann", 0.5, {"threshold": 0.45}) == (
+        "wildfusion score 0.500 is at or above its threshold 0.450: ann"
+    )
+    meta, pairs, decision, stages = _tables()
+    Image.new("RGB", (30, 20), (90, 120, 150)).save(tmp_path / "x.png")
+    meta = meta.assign(abspath=str(tmp_path / "x.png"), orientation="left", date="2020-05-01")
+    data, _ = page_data("D", "cascade", meta, pairs, 0.5, decision, stages, None, lambda p: {}, {"match_lines": 0},
+                        steps)  # fmt: skip
+    text = json.dumps([c["why"] for c in data["cards"]])
+    assert "rerank:" not in text and "threshold 0.432" in text
+    assert data["about"]["q1"] == "2020-05-01 · left" and data["files"]["q1"] == (tmp_path / "x.png").as_uri()

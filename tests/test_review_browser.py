@@ -196,6 +196,12 @@ def test_page_decisions_zoom_not_sure_advance_and_run_scope(tmp_path):
         driver.find_element(By.ID, "reviewer").send_keys("Ana Ruiz")
         driver.find_element(By.TAG_NAME, "h1").click()
         assert current() == 0
+        # sizes follow review.thumbnail (160 px: the query 160 px high, candidates 120 px); full-resolution links
+        heights = driver.execute_script("return ['.pair img.query', '.cand img'].map(s => "
+                                        "document.querySelector(s).getBoundingClientRect().height)")  # fmt: skip
+        assert [round(h) for h in heights] == [160 + 2, 120]  # the query's 1 px border on each side
+        link = driver.find_element(By.CSS_SELECTOR, ".card.current .paircap a").get_attribute("href")
+        assert link == data["files"][order[0]] and link.startswith("file:///")
         # a click on a candidate's photo only looks: it opens the zoom, and nothing is decided
         driver.find_elements(By.CSS_SELECTOR, ".card.current .cand img")[1].click()
         assert driver.execute_script("return document.getElementById('zoom').classList.contains('open')")

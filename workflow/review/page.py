@@ -11,7 +11,7 @@ Outputs
     (``--table``, :data:`workflow.review.cards.REVIEW_COLUMNS`).
 
     python -m workflow.review.page --dataset D --metadata T.tsv --pairs P.parquet --threshold W.json \
-        --decision S.tsv --stages NAME=predictions.tsv ... [--clusters C.tsv] --matcher M --conf JSON \
+        --decision S.tsv --decider J.json --stages NAME=predictions.tsv ... [--clusters C.tsv] --matcher M --conf JSON \
         --features F.tsv --settings JSON --out D.html --table D.tsv
 """
 
@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 # Settings of config ``review`` that shape the page (the schema holds their defaults and descriptions).
 DEFAULTS = {"top_k": 5, "band": 0.1, "max_queries": 500, "thumbnail": 160, "jpeg_quality": 75, "match_lines": 40,
-            "gallery_version": 0}  # fmt: skip
+            "uncertain_share": 0.2, "gallery_version": 0}  # fmt: skip
 
 
 def run_id(dataset: str, meta: pd.DataFrame, decision: pd.DataFrame, gallery_version: int) -> str:
@@ -63,15 +63,17 @@ def page_data(
     clusters: pd.DataFrame | None,
     lines_for,
     settings: dict,
+    decider: dict | None = None,
 ) -> tuple[dict, pd.DataFrame]:
     """The page's data (cards, thumbnails) and the review table.
 
     ``lines_for(pairs: list[(query, candidate)]) -> {query: lines}`` draws the match lines (see
-    :func:`workflow.review.images.match_lines`).
+    :func:`workflow.review.images.match_lines`). ``decider``: the submitted stage's ``threshold.json``, or the
+    cascade's ``choice.json`` (the thresholds of the step that decided each query, in the card's words).
     """
     s = {**DEFAULTS, **settings}
     meta = meta.assign(image_id=meta["image_id"].astype(str))
-    review = review_table(pairs, meta, decision, stages, threshold, clusters, s["band"])
+    review = review_table(pairs, meta, decision, stages, threshold, clusters, s["band"], s["uncertain_share"])
     if s["max_queries"] is not None and len(review) > s["max_queries"]:
         logger.info("%s: %d queries, the page shows the %d of highest priority", dataset, len(review), s["max_queries"])
         review = review.head(s["max_queries"])
@@ -81,10 +83,16 @@ def page_data(
     lines = lines_for(best) if s["match_lines"] > 0 else {}
     paths = dict(zip(meta["image_id"], meta["abspath"]))
     shown = [*review["image_id"], *candidates["candidate"]]
-    images = {}
+    images, files, about = {}, {}, {}
+    orientation, date = ({} if c not in meta else dict(zip(meta["image_id"], meta[c].fillna("").astype(str)))
+                         for c in ("orientation", "date"))  # fmt: skip
     for image_id in dict.fromkeys(shown):
+        words = [w for w in (date.get(image_id, ""), orientation.get(image_id, "")) if w]
+        if words:
+            about[image_id] = " · ".join(words)
         if image_id in paths:
             images[image_id] = thumbnail(paths[image_id], s["thumbnail"], s["jpeg_quality"])
+            files[image_id] = Path(paths[image_id]).resolve().as_uri()  # the full-resolution file
     data = {
         "dataset": dataset,
         "run_id": run_id(dataset, meta, decision, s["gallery_version"]),
@@ -94,8 +102,11 @@ def page_data(
         "new_label": NEW_INDIVIDUAL,
         "gallery_version": int(s["gallery_version"]),
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cards": card_records(review, candidates, stages, lines),
+        "thumbnail": int(s["thumbnail"]),
+        "cards": card_records(review, candidates, stages, lines, stage, decider),
         "images": images,
+        "files": files,
+        "about": about,
     }
     return data, review
 
@@ -109,10 +120,17 @@ def write_page(args: argparse.Namespace) -> None:
     manifest = read_tsv(args.features)
     stages = {name: read_tsv(path) for name, path in named_paths(args.stages, "stages").items() if name != args.stage}
     clusters = read_tsv(args.clusters) if args.clusters else None
+    meta = read_tsv(args.metadata)
+    if args.data_root and (Path(args.data_root) / "metadata.csv").is_file():  # dates (not in the tables)
+        from workflow.data import read_table
+
+        dates = read_table(Path(args.data_root) / "metadata.csv")
+        if "date" in dates:
+            meta["date"] = meta["image_id"].astype(str).map(dict(zip(dates["image_id"], dates["date"]))).fillna("")
     data, review = page_data(
         args.dataset,
         args.stage,
-        read_tsv(args.metadata),
+        meta,
         pd.read_parquet(args.pairs),
         float(read_json(args.threshold)["threshold"]),
         read_tsv(args.decision),
@@ -120,6 +138,7 @@ def write_page(args: argparse.Namespace) -> None:
         clusters,
         lambda pairs: match_lines(manifest, args.matcher, conf, pairs, settings.get("match_lines", 40)),
         settings,
+        read_json(args.decider) if args.decider else {},
     )
     page = render_page(data, args.dataset)
     with atomic_path(args.out) as tmp:
@@ -142,6 +161,8 @@ def main(argv: list[str] | None = None) -> None:
         "metadata", arg("--pairs", required=True, help="WildFusion pairs.parquet"),
         arg("--threshold", required=True, help="WildFusion threshold.json"),
         arg("--decision", required=True, help="predictions.tsv of the submitted stage"),
+        arg("--data-root", default="", help="the data folder (the date column of its metadata.csv)"),
+        arg("--decider", default="", help="threshold.json of the submitted stage, choice.json of the cascade"),
         arg("--stages", nargs="*", default=[], help="NAME=predictions.tsv of every stage run"),
         arg("--clusters", default="", nargs="?", const="", help="discovery clusters.tsv (absent: none)"),
         arg("--matcher", required=True),
