@@ -18,6 +18,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import REPO
@@ -229,6 +230,41 @@ def test_page_decisions_zoom_not_sure_advance_and_run_scope(tmp_path):
         open_page(driver, page)
         kept = rows_of(driver.execute_script("return window.reviewDecisionsCSV()"))
         assert [r["image_id"] for r in kept] == order[:2]
+
+
+def test_a_large_page_builds_cards_in_parts_and_decodes_photos_near_the_screen(tmp_path):
+    from PIL import Image
+
+    from workflow.review.page import page_data
+    from workflow.review.render import render_page
+
+    n = 150
+    ids = ["g1", "g2", *(f"q{i:03d}" for i in range(n))]
+    meta = pd.DataFrame({"image_id": ids, "identity": ["ann", "bob", *[""] * n],
+                         "split": ["database"] * 2 + ["query"] * n})  # fmt: skip
+    Image.new("RGB", (16, 12), (90, 120, 150)).save(tmp_path / "x.png")
+    meta["abspath"] = str(tmp_path / "x.png")
+    pairs = pd.DataFrame({"query": [q for q in ids[2:] for _ in range(2)], "candidate": ["g1", "g2"] * n,
+                          "kind": "query", "fused": np.linspace(0.1, 0.9, 2 * n)})  # fmt: skip
+    decision = pd.DataFrame({"image_id": ids[2:], "identity": "ann"})
+    data, _ = page_data("D", "wildfusion", meta, pairs, 0.5, decision, {}, None, lambda p: {}, {})
+    page = tmp_path / "D.html"
+    page.write_text(render_page(data, "D"), encoding="utf-8")
+    with chromium(tmp_path) as driver:
+        driver.get(page.resolve().as_uri())
+        deadline = time.time() + 30
+        while driver.execute_script("return document.body.dataset.built") != "all":
+            assert time.time() < deadline, "cards still being built after 30 s"
+            time.sleep(0.1)
+        assert driver.execute_script("return document.querySelectorAll('.card').length") == n
+        last = f"return document.querySelectorAll('.card')[{n - 1}].querySelector('img.query').getAttribute('src')"
+        assert driver.execute_script(last) is None  # far below the screen: not decoded yet
+        press(driver, "j" * (n - 1))
+        time.sleep(0.5)
+        assert driver.execute_script(last).startswith("data:image/jpeg")
+        press(driver, "r")
+        rows = rows_of(driver.execute_script("return window.reviewDecisionsCSV()"))
+        assert [(r["image_id"], r["decision"]) for r in rows] == [(data["cards"][-1]["image_id"], "reject")]
 
 
 TINY = REPO / "tests" / "configs" / "tiny.yaml"

@@ -36,7 +36,7 @@ from workflow.stage_io import atomic_path, read_json, read_tsv, write_tsv
 logger = logging.getLogger(__name__)
 
 # Settings of config ``review`` that shape the page (the schema holds their defaults and descriptions).
-DEFAULTS = {"top_k": 5, "band": 0.1, "max_queries": 500, "thumbnail": 160, "jpeg_quality": 75, "match_lines": 40,
+DEFAULTS = {"top_k": 5, "band": 0.1, "max_queries": None, "thumbnail": 160, "jpeg_quality": 75, "match_lines": 40,
             "uncertain_share": 0.2, "gallery_version": 0}  # fmt: skip
 
 
