@@ -117,3 +117,19 @@ def test_the_card_says_which_step_decided_with_its_own_threshold(tmp_path):
     text = json.dumps([c["why"] for c in data["cards"]])
     assert "rerank:" not in text and "threshold 0.432" in text
     assert data["about"]["q1"] == "2020-05-01 · left" and data["files"]["q1"] == (tmp_path / "x.png").as_uri()
+
+
+def test_outputs_follow_the_umask(tmp_path):
+    import os
+
+    from workflow.stage_io import atomic_path
+
+    old = os.umask(0o022)
+    try:
+        for mask, mode in [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)]:
+            os.umask(mask)
+            with atomic_path(tmp_path / f"page{mask}.html") as tmp:
+                tmp.write_text("x")
+            assert (tmp_path / f"page{mask}.html").stat().st_mode & 0o777 == mode, oct(mask)
+    finally:
+        os.umask(old)
