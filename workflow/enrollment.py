@@ -553,12 +553,8 @@ def describe_line(described: dict) -> str:
 
 
 def write_description(data_root: str | Path, directory: str | Path, out: str | Path) -> dict:
-    """``results/gallery_version.json``: :func:`describe_active` with the data's real path and fingerprint."""
-    info = {
-        **describe_active(directory),
-        "data_root": os.path.realpath(str(data_root)),
-        "metadata_sha1": metadata_fingerprint(data_root),
-    }
+    """``results/gallery_version.json``: :func:`describe_active` with the data's real path."""
+    info = {**describe_active(directory), "data_root": os.path.realpath(str(data_root))}
     _write_text(Path(out), json.dumps(info, indent=2, sort_keys=True) + "\n")
     return info
 
