@@ -133,7 +133,9 @@ STAGES = [stage for stage in config["stages"] if stage != "discovery"]
 TABLES_DIR = Path("results/data")
 # Gallery versions written by target enroll (workflow/enrollment.py): the data is read through the active one.
 # They are found by the data's real path (or the fingerprint of its metadata.csv), not by the data_root string.
-_ENROLLMENT_DIR, _FOUND_BY = find_enrollment_dir(config["review"]["enrollment_dir"], DATA_ROOT)
+_ENROLLMENT_DIR, _FOUND_BY = find_enrollment_dir(
+    config["review"]["enrollment_dir"], DATA_ROOT
+)
 ENROLLMENT_DIR = str(_ENROLLMENT_DIR)
 ENROLLMENT = active_changes_file(ENROLLMENT_DIR)
 
@@ -169,9 +171,13 @@ def _start_run():
     removed = release_stale_locks()
     # a gallery switch whose log line a killed enroll/undo did not write (workflow/enrollment.py)
     recover_log(ENROLLMENT_DIR)
-    record_data(ENROLLMENT_DIR, DATA_ROOT)  # the data's identity, so that a moved copy finds its versions
+    record_data(
+        ENROLLMENT_DIR, DATA_ROOT
+    )  # the data's identity, so that a moved copy finds its versions
     if not _FOUND_BY.startswith("its real path"):
-        logger.warning(f"Gallery versions of {DATA_ROOT} found in {ENROLLMENT_DIR} by {_FOUND_BY}")
+        logger.warning(
+            f"Gallery versions of {DATA_ROOT} found in {ENROLLMENT_DIR} by {_FOUND_BY}"
+        )
     logger.info(describe_line(GALLERY))
     if removed:
         logger.warning(
@@ -959,7 +965,8 @@ def discovery_outputs():
         "results/plots/discovery/{dataset}.png",
         dataset=DATASETS if HAS_SOLUTION else [],
     )
-    return ["results/clusters.csv", "results/discovery_scores.tsv", *plots]
+    pages = expand("results/review/discovery/{dataset}.html", dataset=DATASETS)
+    return ["results/clusters.csv", "results/discovery_scores.tsv", *plots, *pages]
 
 
 # Review page (rules/review.smk) and enrollment.
@@ -997,7 +1004,15 @@ def review_stage_args(wildcards, input):
 
 
 def review_page_settings(wildcards=None):
-    keys = ("top_k", "band", "max_queries", "thumbnail", "jpeg_quality", "match_lines", "uncertain_share")
+    keys = (
+        "top_k",
+        "band",
+        "max_queries",
+        "thumbnail",
+        "jpeg_quality",
+        "match_lines",
+        "uncertain_share",
+    )
     return {
         **{k: v for k, v in config["review"].items() if k in keys},
         "gallery_version": GALLERY["gallery_version"],

@@ -95,3 +95,29 @@ rule gallery_version:
     shell:
         "python -m workflow.enrollment describe --data-root {params.root:q} --dir {params.directory:q} "
         "--out {output:q} --log {log:q}"
+
+
+# The discovery page of each dataset (with or without a gallery): one card per discovered individual, to confirm,
+# split, merge or name; its CSV enrolls like the review page's.
+rule review_discovery:
+    input:
+        metadata="results/data/{dataset}.tsv",
+        clusters="results/stages/discovery/{dataset}/clusters.tsv",
+    output:
+        page=report(
+            "results/review/discovery/{dataset}.html",
+            caption="../report/review_discovery.rst",
+            category="Review",
+            labels={"page": "discovery", "dataset": "{dataset}"},
+        ),
+    log:
+        "logs/review_discovery/{dataset}.log",
+    conda:
+        CONDA_ENV
+    params:
+        settings=as_json(review_page_settings),
+    message:
+        "Writing the discovery review page of {wildcards.dataset}"
+    shell:
+        "python -m workflow.review.discovery_page --dataset {wildcards.dataset:q} --metadata {input.metadata:q} "
+        "--clusters {input.clusters:q} --settings {params.settings:q} --out {output.page:q} --log {log:q}"

@@ -327,3 +327,45 @@ def test_review_enroll_and_rerun(tmp_path_factory):
     snakemake(work, "-n", *configs)
     table = pd.read_csv(work / "results/data/LynxTiny.tsv", sep="\t", dtype=str, keep_default_na=False)
     assert set(table.loc[table["split"] == "query", "image_id"]) >= {r["image_id"] for r in enrolled}
+
+
+def test_discovery_page_confirm_split_merge_and_enroll(tmp_path):
+    from conftest import write_dataset
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from workflow.enrollment import enroll, enrollment_dir
+    from workflow.review.discovery_page import discovery_data
+    from workflow.review.render import render_page
+
+    rows = [{"image_id": f"l{i}", "identity": "", "split": "query", "dataset": "L"} for i in range(6)]
+    root = write_dataset(tmp_path / "data", rows)
+    meta = pd.read_csv(root / "metadata.csv", dtype=str, keep_default_na=False)
+    meta["abspath"] = [str(root / p) for p in meta["path"]]
+    clusters = pd.DataFrame({"image_id": [f"l{i}" for i in range(6)], "cluster": ["A", "A", "A", "B", "B", "C"],
+                             "anchored": "False"})  # fmt: skip
+    data = discovery_data("L", meta, clusters, {})
+    assert [(c["cluster"], c["photos"]) for c in data["cards"]] == [("A", ["l0", "l1", "l2"]), ("B", ["l3", "l4"]),
+                                                                     ("C", ["l5"])]  # fmt: skip
+    page = tmp_path / "L.html"
+    page.write_text(render_page(data, "L", "discovery.html"), encoding="utf-8")
+    with chromium(tmp_path) as driver:
+        open_page(driver, page)
+        cards = driver.find_elements(By.CSS_SELECTOR, ".card")
+        cards[0].find_elements(By.CSS_SELECTOR, "button.split")[2].click()  # l2 is not this individual
+        name = cards[0].find_element(By.TAG_NAME, "input")
+        name.click()
+        name.send_keys("Spotty\n")  # the proposed name is selected: typing replaces it
+        press(driver, "c")  # confirm A; the page moves on to B
+        Select(cards[1].find_element(By.CSS_SELECTOR, "select.merge")).select_by_value("A")  # B is Spotty too
+        press(driver, "c")
+        press(driver, "s")  # C: not sure
+        rows = rows_of(driver.execute_script("return window.reviewDecisionsCSV()"))
+        saved = download_csv(driver, tmp_path)
+    assert [(r["image_id"], r["decision"], r["identity"]) for r in rows] == [
+        ("l0", "new", "Spotty"), ("l1", "new", "Spotty"), ("l2", "unsure", ""), ("l3", "new", "Spotty"),
+        ("l4", "new", "Spotty"), ("l5", "unsure", "")]  # fmt: skip
+    directory = enrollment_dir(tmp_path / "enrollment", root)
+    assert enroll(root, directory, saved, discovery=True) == 1
+    gallery = pd.read_csv(directory / "v1" / "metadata.csv", dtype=str, keep_default_na=False)
+    assert sorted(gallery.loc[gallery["identity"] == "Spotty", "image_id"]) == ["l0", "l1", "l3", "l4"]

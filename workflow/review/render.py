@@ -30,12 +30,15 @@ def safe_json(data) -> str:
     return text
 
 
-def render_page(data: dict, title: str) -> str:
-    """The complete HTML page for ``data`` (see :func:`workflow.review.page.page_data`)."""
-    template = files("workflow.review").joinpath(TEMPLATE).read_text(encoding="utf-8")
+def render_page(data: dict, title: str, template_name: str = TEMPLATE) -> str:
+    """The complete HTML page for ``data`` (see :func:`workflow.review.page.page_data`); ``template_name``: a
+    template of this package (``discovery.html``: the discovery page)."""
+    template = files("workflow.review").joinpath(template_name).read_text(encoding="utf-8")
     for marker in ("__TITLE__", "__DATA__"):
         if template.count(marker) != 1:
-            raise ValueError(f"{TEMPLATE} must hold {marker} exactly once")
+            raise ValueError(f"{template_name} must hold {marker} exactly once")
+    if "__COMMON__" in template:  # the helpers both pages share (their own code, not data)
+        template = template.replace("__COMMON__", files("workflow.review").joinpath("common.js").read_text("utf-8"))
     head, rest = template.split("__TITLE__")
     middle, tail = rest.split("__DATA__")
     return head + html.escape(title) + middle + safe_json(data) + tail
