@@ -6,15 +6,21 @@ BIN := $(VENV)/bin
 # Rules call `python -m workflow.<stage>`: the project environment comes first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install demo test lint clean-demo
+.PHONY: install demo test lint lock clean-demo
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# The exact versions of envs/cpu.lock.txt (a constraints file): every fresh clone gets the same environment.
+$(VENV)/.installed: pyproject.toml envs/cpu.lock.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e '.[dev]'
+	$(BIN)/python -m pip install -c envs/cpu.lock.txt -e '.[dev]'
 	touch $@
+
+# Update the lock on purpose (resolves today's versions; installs nothing): then `make install test demo`, and
+# commit envs/*.lock.txt and envs/*.yaml with the numbers they give.
+lock: install
+	$(BIN)/python scripts/lock.py
 
 # Generate the synthetic demo and run every stage end to end on CPU, then build the HTML report.
 demo: install

@@ -691,11 +691,10 @@ def cascade_sources(wildcards):
 
 
 def cascade_inputs(wildcards):
-    """Predictions and threshold.json (auto: pseudo.parquet) of every source stage of the dataset's cascade."""
-    names = (
-        "predictions.tsv",
-        "pseudo.parquet" if cascade_is_auto(wildcards) else "threshold.json",
-    )
+    """Predictions and threshold.json (auto: and pseudo.parquet) of every source stage of the dataset's cascade."""
+    names = ("predictions.tsv", "threshold.json")
+    if cascade_is_auto(wildcards):
+        names += ("pseudo.parquet",)
     files = {}
     for source in cascade_sources(wildcards):
         for name in names:

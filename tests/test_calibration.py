@@ -40,3 +40,18 @@ def test_fusion_hand_computed():
     weighted = fuse_scores(calibrated, {"cosine": 2.0, "rootsift": 1.0, "akaze": 1.0})
     assert weighted[0] == pytest.approx((0.4 + 0.6 + 0.4) / 4)
     assert weighted[1] == pytest.approx((1.8 + 0.5) / 3)
+
+
+def test_calibrator_ignores_noise_in_the_last_digits_of_tied_counts():
+    """Counts are tied; 1e-6 relative noise must not order the labels of a tied group (a cross-machine amplifier)."""
+    rng = np.random.default_rng(0)
+    counts = rng.integers(0, 30, 2000).astype(float)
+    labels = (rng.random(2000) < counts / 40).astype(float)
+    base = IsotonicCalibrator().fit(counts, labels)
+    for seed in range(3):
+        noisy = counts * (1 + 1e-6 * np.random.default_rng(seed).standard_normal(len(counts)))
+        cal = IsotonicCalibrator().fit(noisy, labels)
+        assert np.array_equal(cal.x, base.x) and np.allclose(cal.y, base.y, atol=1e-12)
+        assert np.allclose(cal.predict(noisy), base.predict(counts), atol=1e-12)
+    assert base.resolution == 1e-3  # 4 digits below the leading digit of 29
+    assert IsotonicCalibrator.from_dict(base.to_dict()).resolution == base.resolution

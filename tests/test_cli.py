@@ -1,14 +1,17 @@
 """The shared declaration of stage arguments (workflow/cli.py) and every entry point built with it."""
 
 import importlib
+import re
+from pathlib import Path
 
 import pytest
 
 from workflow.cli import arg, command, stage_parser
 
-ENTRY_POINTS = ["baseline", "rerank", "shortlist", "shortlist_recall", "embed", "discovery_plot", "data", "tables",
-                "xgb", "match", "wildfusion", "discovery", "cascade", "plots", "evaluate", "dual_backbone", "demo",
-                "dual_backbone_frozen"]  # fmt: skip
+ROOT = Path(__file__).resolve().parents[1]
+# Every module a rule runs with `python -m workflow.NAME`, read from the rules so the list cannot drift.
+ENTRY_POINTS = sorted({name for path in [ROOT / "Snakefile", *sorted((ROOT / "rules").glob("*.smk"))]
+                       for name in re.findall(r"python -m workflow\.([a-z_.]+)", path.read_text())})  # fmt: skip
 
 
 def test_common_arguments_by_name_with_overrides():

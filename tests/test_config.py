@@ -45,7 +45,7 @@ def test_schema_fills_defaults():
     config = {"data_root": "x", "backbones": {"b": {"source": "efficientnet-lite0"}}, "baseline": {"backbone": "b"}}
     validate(config, str(REPO / "config/schema.yaml"))
     assert config["threshold_tuning"]["repeats"] == 10
-    assert config["wildfusion"] == {"matchers": [], "shards": 1, "weights": {}, "trained": False}
+    assert config["wildfusion"] == {"matchers": ["rootsift", "akaze"], "shards": 2, "weights": {}, "trained": "auto"}
 
 
 def _schema_defaults(node, path=()):
@@ -72,7 +72,8 @@ def test_a_minimal_config_gets_every_schema_default_and_every_rule_parameter():
         if not isinstance(default, dict) and path[0] not in given:
             assert value == default, path
     assert config["backbones"]["b"]["batch_size"] == 32
-    assert config["thresholds"]["xgboost"] == "auto" and config["dual_backbone"]["training"]["batch_size"] == 16
+    assert config["thresholds"]["xgboost"] == {"default": "auto"}
+    assert config["dual_backbone"]["training"]["batch_size"] == 16
     rules = "\n".join(p.read_text() for p in sorted((REPO / "rules").glob("*.smk")))
     calls = re.findall(r"config_provider\(([^)]*)\)", rules)
     assert calls and not [c for c in calls if "default" in c]
@@ -166,10 +167,10 @@ def test_no_default_names_a_dataset():
     assert all(v == {"default": "auto"} for v in config["thresholds"].values())
     real = merged({"data_root": "/any/real/data"})
     assert real["matchers"]["rootsift"]["max_side"] >= 512 and real["shortlist"]["k_query"] >= 20
-    demo = merged("config/demo.yaml")  # the demo keeps its light settings and the paper-style cascade
+    demo = merged("config/demo.yaml")  # the demo keeps its light settings; its cascade is chosen on the gallery
     assert demo["matchers"]["rootsift"] == {"resize": 224, "max_side": None, "max_keypoints": 512}
     assert demo["shortlist"]["k_query"] == 20 and demo["rerank"]["datasets"] == ["LynxDemo"]
-    assert [step["source"] for step in demo["cascade"]["default"]] == ["rerank", "xgboost", "dual_backbone"]
+    assert demo["cascade"] == {"default": "auto"}
     assert "xgboost" in demo["stages"]
 
 
@@ -375,3 +376,28 @@ def test_shipped_configs_pass_every_start_check(name, datasets):
 
     for data in (datasets, DEMO_DATASETS, PAPER_DATASETS):  # on their own data and on the other shipped data
         check_config(merged(name), REPO / "config/schema.yaml", datasets=data)
+
+
+def schema_default_mismatches(schema: dict, node: dict, config, path=()) -> list[str]:
+    """Keys of ``config`` whose value differs from the schema's default (containers whose default is ``{}`` are
+    compared key by key below them)."""
+    if "$ref" in node:
+        node = {**schema["$defs"][node["$ref"].split("/")[-1]], **{k: v for k, v in node.items() if k != "$ref"}}
+    out = []
+    for key, sub in node.get("properties", {}).items():
+        if not isinstance(config, dict) or key not in config:
+            continue
+        resolved = sub if "$ref" not in sub else {**schema["$defs"][sub["$ref"].split("/")[-1]], **sub}
+        if "default" in resolved and resolved["default"] != {} and resolved["default"] != config[key]:
+            out.append(f"{'.'.join((*path, key))}: schema {resolved['default']!r}, config/config.yaml {config[key]!r}")
+        out += schema_default_mismatches(schema, sub, config[key], (*path, key))
+    return out
+
+
+def test_schema_defaults_are_the_shipped_defaults():
+    """config/config.yaml shows what runs; the schema's defaults (and so docs/configuration.md) say the same.
+    `compute` (resources; the rules carry their own fallbacks) and `demo` (the generator's datasets) are not
+    defaults of a run."""
+    schema = load("config/schema.yaml")
+    config = {k: v for k, v in load("config/config.yaml").items() if k not in ("compute", "demo")}
+    assert not schema_default_mismatches(schema, schema, config)

@@ -6,7 +6,7 @@ import pytest
 from conftest import DOGFACENET, write_dataset, write_image
 from PIL import Image
 
-from workflow.data import DataValidationError, validate_dataset, write_per_dataset
+from workflow.data import DataValidationError, validate_dataset
 from workflow.images import ImageReadError, load_rgb
 
 ROWS = [
@@ -116,15 +116,6 @@ def test_exif_rotation_is_applied(tmp_path):
 def test_load_rgb_errors_name_the_file(tmp_path):
     with pytest.raises(ImageReadError, match="nope.png: image file does not exist"):
         load_rgb(tmp_path / "nope.png")
-
-
-def test_write_per_dataset_requires_expected_datasets(tmp_path):
-    write_dataset(tmp_path, ROWS)
-    meta, _ = validate_dataset(tmp_path)
-    write_per_dataset(meta, tmp_path / "out", ["D"])
-    assert (tmp_path / "out" / "D.tsv").is_file()
-    with pytest.raises(DataValidationError, match="absent"):
-        write_per_dataset(meta, tmp_path / "out", ["D", "Other"])
 
 
 @pytest.mark.skipif(

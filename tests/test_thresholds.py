@@ -5,9 +5,9 @@ import pytest
 
 from workflow import NEW_INDIVIDUAL as NEW
 from workflow.baseline import cosine_scorer, nearest_neighbour
+from workflow.robust import plateau_pick
 from workflow.thresholds import (
     apply_threshold,
-    pick_threshold,
     resolve_threshold,
     simulate_open_set_split,
     threshold_curve,
@@ -39,7 +39,7 @@ def test_curve_and_pick_hand_case():
     is_new = np.array([False, False, True, True])
     curve = threshold_curve(top_id, score, truth, is_new, np.array([0.1, 0.5, 0.95]))
     assert curve["score"].tolist() == pytest.approx([0.0, 1.0, 0.0])
-    assert pick_threshold(curve) == 0.5
+    assert plateau_pick(curve["threshold"].to_numpy(), curve["score"].to_numpy()[None]).threshold == 0.5
 
 
 def test_apply_and_resolve():
@@ -57,7 +57,8 @@ def test_auto_threshold_separates_clustered_embeddings():
     ids = np.repeat(np.arange(30), 4).astype(str).astype(object)
     emb = centres[np.repeat(np.arange(30), 4)] + 0.35 * rng.normal(size=(120, 16))
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    threshold, curve = tune_threshold(cosine_scorer(emb, ids), ids, repeats=3, seed=0)
+    threshold, curve, pick = tune_threshold(cosine_scorer(emb, ids), ids, repeats=3, seed=0)
+    assert pick.plateau[0] <= threshold <= pick.plateau[1]
     assert curve["score"].max() > 0.8
     assert -1 <= threshold <= 1
 

@@ -186,6 +186,14 @@ def test_real_photos_subset_is_scored(tmp_path):
     scores = pd.read_csv(work / "results/scores.tsv", sep="\t")
     assert set(scores["dataset"]) == {"DogFaceNet", "ALL"}
     assert scores["score"].notna().all()
+    # Real photos, inputs times 1 + 1e-6 N(0, 1): the gallery-tuned decisions stay (benchmarks/noise_check.py).
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from noise_check import check
+
+    table = check(work, data, noise=1e-6, seeds=2)
+    assert (table[[c for c in table.columns if c.endswith("_steps")]] <= 1).all().all(), table.to_string()
+    assert not table[[c for c in table.columns if c.endswith(("_flipped", "_changed"))]].any().any(), table
+    assert (table[[c for c in table.columns if c.endswith("_score")]] < 0.005).all().all(), table.to_string()
 
 
 @pytest.mark.slow

@@ -4,6 +4,11 @@ A :class:`IsotonicCalibrator` is fitted on labelled gallery pairs (same / differ
 matcher (or of the global cosine), saved as a plain JSON artifact (its step function), and maps any raw
 score monotonically into ``[0, 1]``. :func:`fuse_scores` averages the calibrated scores of the sources
 that scored a pair (weights configurable).
+
+Raw scores are rounded to :data:`SIGNIFICANT_DIGITS` digits below the largest one before fitting and predicting
+(the calibrator's ``resolution``). Matchers' scores are counts with many ties; without the rounding, a change in
+the last bits of the inputs (another machine's CPU kernels) breaks the ties in random order and the isotonic fit
+orders the labels of each tied group by that noise, which moves calibrated scores and every later choice.
 """
 
 from __future__ import annotations
@@ -20,6 +25,25 @@ from workflow.stage_io import write_json
 
 logger = logging.getLogger(__name__)
 
+# Digits kept below the leading digit of the largest raw score (integers up to 9,999 stay exact).
+SIGNIFICANT_DIGITS = 4
+
+
+def resolution_of(scores: np.ndarray) -> float:
+    """The rounding step of raw scores: ``10 ** (floor(log10(max |score|)) - SIGNIFICANT_DIGITS)`` (0 if all 0)."""
+    scores = np.asarray(scores, np.float64)
+    top = np.max(np.abs(scores[np.isfinite(scores)]), initial=0.0)
+    return float(10.0 ** (np.floor(np.log10(top)) - SIGNIFICANT_DIGITS)) if top > 0 else 0.0
+
+
+def quantize(scores: np.ndarray, resolution: float) -> np.ndarray:
+    """``scores`` rounded to multiples of ``resolution`` (unchanged for 0); NaN and inf stay as they are."""
+    scores = np.asarray(scores, np.float64)
+    if resolution <= 0:
+        return scores
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isfinite(scores), np.round(scores / resolution) * resolution, scores)
+
 
 @dataclass
 class IsotonicCalibrator:
@@ -29,6 +53,7 @@ class IsotonicCalibrator:
     y: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [T] calibrated values at the knots
     n_pos: int = 0
     n_neg: int = 0
+    resolution: float = 0.0  # raw scores are rounded to multiples of this (0: not rounded; older artifacts)
 
     def fit(self, scores: np.ndarray, labels: np.ndarray) -> IsotonicCalibrator:
         """Fit on raw ``scores: [P]`` with binary ``labels: [P]`` (1 = same individual)."""
@@ -38,6 +63,8 @@ class IsotonicCalibrator:
         labels = np.asarray(labels, dtype=np.float64)
         ok = np.isfinite(scores)
         scores, labels = scores[ok], labels[ok]
+        self.resolution = resolution_of(scores)
+        scores = quantize(scores, self.resolution)
         self.n_pos, self.n_neg = int(labels.sum()), int(len(labels) - labels.sum())
         if self.n_pos == 0 or self.n_neg == 0:
             raise ValueError(
@@ -53,17 +80,19 @@ class IsotonicCalibrator:
         """Calibrated ``[P]`` values in ``[0, 1]`` (NaN stays NaN: no score for that pair)."""
         if len(self.x) == 0:
             raise ValueError("calibrator is not fitted")
-        scores = np.asarray(scores, dtype=np.float64)
+        scores = quantize(scores, self.resolution)
         out = np.interp(scores, self.x, self.y)
         out[~np.isfinite(scores)] = np.nan
         return out
 
     def to_dict(self) -> dict:
-        return {"x": self.x.tolist(), "y": self.y.tolist(), "n_pos": self.n_pos, "n_neg": self.n_neg}
+        return {"x": self.x.tolist(), "y": self.y.tolist(), "n_pos": self.n_pos, "n_neg": self.n_neg,
+                "resolution": self.resolution}  # fmt: skip
 
     @classmethod
     def from_dict(cls, d: dict) -> IsotonicCalibrator:
-        return cls(np.asarray(d["x"], float), np.asarray(d["y"], float), int(d["n_pos"]), int(d["n_neg"]))
+        return cls(np.asarray(d["x"], float), np.asarray(d["y"], float), int(d["n_pos"]), int(d["n_neg"]),
+                   float(d.get("resolution", 0.0)))  # fmt: skip
 
     def save(self, path: str | Path) -> None:
         write_json(self.to_dict(), path)

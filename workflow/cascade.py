@@ -265,17 +265,21 @@ def run(args: argparse.Namespace) -> None:
     from workflow.stage_io import read_json, read_tsv, write_json, write_tsv
 
     raw = json.loads(args.steps)
+    thresholds = {
+        name: float(read_json(path)["threshold"]) for name, path in named_paths(args.threshold, "threshold").items()
+    }
     if raw == AUTO:
         from workflow.cascade_auto import choose_cascade
 
         pseudo = {name: pd.read_parquet(path) for name, path in named_paths(args.pseudo, "pseudo").items()}
         chosen, choice = choose_cascade(pseudo, **json.loads(args.search))
+        if len(chosen) == 1 and set(chosen[0]) <= {"source", "new_below"} and chosen[0]["source"] in thresholds:
+            # A single stage is that stage, at its own threshold (tuned the same way on the same splits).
+            chosen = [{"source": chosen[0]["source"], "new_below": thresholds[chosen[0]["source"]]}]
+            choice["single_stage_at_its_own_threshold"] = True
         steps = validate_steps(chosen)
-        choice = {"dataset": args.dataset, "mode": AUTO, **choice}
+        choice = {"dataset": args.dataset, "mode": AUTO, **choice, "steps": steps}
     else:
-        thresholds = {
-            name: float(read_json(path)["threshold"]) for name, path in named_paths(args.threshold, "threshold").items()
-        }
         steps = validate_steps(resolve_auto(raw, thresholds))
         choice = {"dataset": args.dataset, "mode": "config", "steps": steps}
     logger.info("%s: cascade %s", args.dataset, json.dumps(steps))

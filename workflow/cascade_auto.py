@@ -11,7 +11,9 @@ Outputs
 
 The search, on the splits that every source holds (scores are means of ``sqrt(BAKS * BAUS)`` over those splits):
 
-1. Every single stage at its best threshold (``new_below`` on a grid of quantiles of its scores).
+1. Every single stage at its robust threshold (``new_below`` in the middle of the plateau of its simulated score
+   on a grid of quantiles of its scores, :func:`workflow.robust.plateau_pick`); the best single stage is the
+   simplest (:data:`SIMPLICITY`) of those within the spread of the highest one (:func:`simplest_within_spread`).
 2. Every ordered pair ``A -> B``: ``A`` labels with ``new_below a``, then ``B`` overrides where its score is
    ``>= b`` and sets new where it is ``< c`` (``c <= b``; either may be left out), with ``a, b, c`` searched
    jointly on a grid of quantiles of each source's pseudo scores: the paper's step kinds.
@@ -22,11 +24,12 @@ The search, on the splits that every source holds (scores are means of ``sqrt(BA
    ``min_gain`` with fewer thresholds (two stages that agree on an individual are right far more often than
    either alone, a signal the override steps cannot express).
 
-A cascade with more steps is kept only when it beats the best one with fewer steps by more than ``min_gain``, so
-the choice is, by construction, at least as good on the simulated splits as the best single stage (which is
-always a candidate). Against thresholds fitted to noise, a held-out check (:func:`held_out_check`) repeats the
-search on the even splits and allows a multi-step cascade only when that one beats the best single stage on the
-odd splits; else the best single stage is chosen.
+A cascade with more steps is kept only when it beats the best one with fewer steps by more than ``min_gain`` and
+more than the standard error over the splits of their per-split difference (:func:`beats`), so the choice is, by
+construction, never worse on the simulated splits than the chosen single stage (which is always a candidate).
+Against thresholds fitted to noise, a held-out check (:func:`held_out_check`) repeats the search on the even
+splits and allows a multi-step cascade only when that one beats the best single stage on the odd splits; else the
+best single stage is chosen.
 """
 
 from __future__ import annotations
@@ -39,7 +42,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from workflow.robust import EPS, plateau_pick, prefer_simpler, standard_error
+
 logger = logging.getLogger(__name__)
+
+# Stages from the simplest to the most complex: among single stages whose simulated scores are within their
+# spread, the first one here wins (fewer stages in the pipeline; no re-ranking before re-ranking).
+SIMPLICITY = ("baseline", "wildfusion", "rerank", "xgboost", "dual_backbone")
 
 NEW = -1  # state code: new_individual (a source index otherwise)
 
@@ -70,12 +79,6 @@ def align(tables: Mapping[str, pd.DataFrame]) -> PseudoData:
     if not common:
         raise ValueError(f"the pseudo tables of {sources} share no split; rerun their stages with the same "
                          "threshold_tuning")  # fmt: skip
-    most = max(t["split"].nunique() for t in tables.values())
-    if len(common) < most:
-        fewest = min(sources, key=lambda n: tables[n]["split"].nunique())
-        logger.warning("the sources share %d of up to %d simulated splits (%s holds the fewest): every candidate is "
-                       "judged on those; raise threshold_tuning.trained_repeats for a steadier choice",
-                       len(common), most, fewest)  # fmt: skip
     base = tables[sources[0]]
     base = base[base["split"].isin(common)].sort_values(["split", "image_id"], kind="stable").reset_index(drop=True)
     key = base[["split", "image_id"]]
@@ -142,8 +145,8 @@ def apply_steps(data: PseudoData, steps: Sequence[Mapping]) -> np.ndarray:
     return state
 
 
-def evaluate_many(data: PseudoData, states: np.ndarray) -> np.ndarray:
-    """``[K x 3]`` mean over splits of (score, BAKS, BAUS) of ``K`` states ``[K x Q]`` (NaN counts as 0)."""
+def evaluate_splits(data: PseudoData, states: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-split ``(score, BAKS, BAUS)``, each ``[K x S]``, of ``K`` states ``[K x Q]`` (score 0 where undefined)."""
     states = np.atleast_2d(states)
     rows = np.arange(states.shape[1])
     labelled = states != NEW
@@ -153,9 +156,21 @@ def evaluate_many(data: PseudoData, states: np.ndarray) -> np.ndarray:
     baks = (correct * data.known_weight) @ onehot  # [K x S]
     baus = (~labelled * data.new_weight) @ onehot
     score = np.where(data.has_known & data.has_new, np.sqrt(baks * baus), 0.0)
-    mean_k = baks[:, data.has_known].mean(axis=1) if data.has_known.any() else np.zeros(len(states))
-    mean_u = baus[:, data.has_new].mean(axis=1) if data.has_new.any() else np.zeros(len(states))
+    return score, baks, baus
+
+
+def evaluate_many(data: PseudoData, states: np.ndarray) -> np.ndarray:
+    """``[K x 3]`` mean over splits of (score, BAKS, BAUS) of ``K`` states ``[K x Q]`` (NaN counts as 0)."""
+    score, baks, baus = evaluate_splits(data, states)
+    k = len(score)
+    mean_k = baks[:, data.has_known].mean(axis=1) if data.has_known.any() else np.zeros(k)
+    mean_u = baus[:, data.has_new].mean(axis=1) if data.has_new.any() else np.zeros(k)
     return np.stack([score.mean(axis=1), mean_k, mean_u], axis=1)
+
+
+def split_scores(data: PseudoData, steps: Sequence[Mapping]) -> np.ndarray:
+    """Per-split simulated scores ``[S]`` of one cascade."""
+    return evaluate_splits(data, apply_steps(data, steps)[None])[0][0]
 
 
 def evaluate(data: PseudoData, state: np.ndarray) -> dict[str, float]:
@@ -185,12 +200,37 @@ def _best(data: PseudoData, candidates) -> tuple[float, list[dict], dict]:
 
 
 def single_stage(data: PseudoData, source: str, grid_size: int) -> tuple[float, list[dict], dict]:
-    """The best ``[{source, new_below}]`` (or no threshold) on the pseudo splits."""
-    cands = [
-        [{"source": source}],
-        *([{"source": source, "new_below": float(t)}] for t in grid(data, source, grid_size)),
-    ]
-    return _best(data, cands)
+    """The robust ``[{source, new_below}]`` (or no threshold) on the pseudo splits.
+
+    The threshold is the middle of the plateau of the mean score (:func:`workflow.robust.plateau_pick`), not the
+    highest point of a flat top, so that noise in the last digits of the scores does not move it.
+    """
+    thresholds = np.concatenate([[-np.inf], grid(data, source, grid_size)])  # -inf: no threshold
+    cands = [[{"source": source}], *([{"source": source, "new_below": float(t)}] for t in thresholds[1:])]
+    per_split = evaluate_splits(data, np.stack([apply_steps(data, steps) for steps in cands]))[0]
+    pick = plateau_pick(thresholds, per_split.T)
+    steps = cands[pick.index]
+    result = dict(zip(("score", "BAKS", "BAUS"), map(float, evaluate_many(data, apply_steps(data, steps))[0])))
+    return result["score"], steps, result
+
+
+def simplest_within_spread(data: PseudoData, singles: Mapping[str, tuple]) -> tuple[str, float]:
+    """The best single stage, where stages within the spread of the best count as equal and the simplest wins.
+
+    The tolerance of each stage is the standard error over the splits of its score difference with the best one;
+    "simplest" follows :data:`SIMPLICITY` (fewer stages in the pipeline, no re-ranking before re-ranking).
+    Returns the stage and the tolerance it was chosen within.
+    """
+    top = max(data.sources, key=lambda n: (singles[n][0], -data.sources.index(n)))
+    top_scores = split_scores(data, singles[top][1])
+    tied = {}
+    for name in data.sources:
+        diff = top_scores - split_scores(data, singles[name][1])
+        tolerance = standard_error(diff)
+        if singles[top][0] - singles[name][0] <= tolerance + EPS:
+            tied[name] = tolerance
+    name = min(tied, key=lambda n: (SIMPLICITY.index(n) if n in SIMPLICITY else len(SIMPLICITY), n))
+    return name, tied[name]
 
 
 def _later_steps(data: PseudoData, source: str, size: int) -> list[dict]:
@@ -242,10 +282,19 @@ def subset(data: PseudoData, splits: np.ndarray) -> PseudoData:
                       None if data.ident is None else data.ident[:, keep])  # fmt: skip
 
 
+def beats(data: PseudoData, cand: tuple, best: tuple, min_gain: float) -> bool:
+    """Whether cascade ``cand`` beats ``best`` (both ``(score, steps, result)``) by more than the spread of their
+    per-split difference and ``min_gain`` (:func:`workflow.robust.prefer_simpler`)."""
+    if cand[0] <= best[0] + min_gain:
+        return False
+    return prefer_simpler(split_scores(data, best[1]), split_scores(data, cand[1]), min_gain=min_gain)[0]
+
+
 def search(data: PseudoData, grid_size: int, min_gain: float, max_steps: int):
-    """``(best, singles, evaluated)``: the best cascade ``(score, steps, result)`` and each single stage's."""
+    """``(best, singles, best_name, evaluated)``: the best cascade ``(score, steps, result)`` and each single
+    stage's (the best single stage chosen by :func:`simplest_within_spread`)."""
     singles = {name: single_stage(data, name, 4 * grid_size + 1) for name in data.sources}
-    best_name = max(data.sources, key=lambda n: (singles[n][0], -data.sources.index(n)))
+    best_name, _ = simplest_within_spread(data, singles)
     best = singles[best_name]
     evaluated = sum(len(grid(data, n, 4 * grid_size + 1)) + 1 for n in data.sources)
     if max_steps >= 2:
@@ -253,19 +302,24 @@ def search(data: PseudoData, grid_size: int, min_gain: float, max_steps: int):
             firsts = [[{"source": a}], *([{"source": a, "new_below": float(t)}] for t in grid(data, a, grid_size))]
             evaluated += len(firsts) * len(_later_steps(data, b, grid_size))
             pair = _extend(data, firsts, b, grid_size)
-            if pair[0] > best[0] + min_gain:
+            if pair[0] > best[0] + min_gain and (len(best[1]) > 1 or beats(data, pair, best, min_gain)):
                 best = pair
     best, evaluated = _grow(data, best, grid_size, min_gain, max_steps, evaluated)
     if max_steps >= 2 and data.ident is not None:
         # The agreement family (first step with agree_with), grown the same way; the better of the two wins.
         agree = _best_agreement(data, grid_size)
         evaluated += agree[3]
-        if agree[0] > singles[best_name][0] + min_gain:
+        if beats(data, agree[:3], singles[best_name], min_gain):
             grown, evaluated = _grow(data, agree[:3], grid_size, min_gain, max_steps, evaluated)
             # Within min_gain of each other the simpler rule (fewer thresholds) wins, as for added steps.
             if grown[0] > best[0] + min_gain or (grown[0] > best[0] - min_gain and _size(grown[1]) < _size(best[1])):
                 best = grown
     return best, singles, best_name, evaluated
+
+
+def _n_sources(steps: Sequence[Mapping]) -> int:
+    """The number of stages a cascade reads (an agreement step reads two)."""
+    return len({step["source"] for step in steps} | {step["agree_with"] for step in steps if "agree_with" in step})
 
 
 def _size(steps: Sequence[Mapping]) -> int:
@@ -283,7 +337,7 @@ def _grow(data: PseudoData, best, grid_size: int, min_gain: float, max_steps: in
             cand = _extend(data, [best[1]], name, grid_size)
             if cand[0] > more[0]:
                 more = cand
-        if more[0] <= best[0] + min_gain:
+        if not beats(data, more, best, min_gain):
             break
         best = more
     return best, evaluated
@@ -333,12 +387,23 @@ def choose_cascade(
 ) -> tuple[list[dict], dict]:
     """The cascade of best mean simulated score (see the module docstring) and a JSON-ready report.
 
-    With ``held_out``, a multi-step cascade is allowed only when the one searched on half of the splits also
-    beats the best single stage on the other half (:func:`held_out_check`); else the best single stage is chosen.
+    With ``held_out``, a cascade of several stages is allowed only when the search on half of the splits chose
+    several and that choice beats the best single stage on the other half (:func:`held_out_check`); else the best
+    single stage is chosen.
     """
+    most = max(t["split"].nunique() for t in tables.values())
+    left_out = {n: int(t["split"].nunique()) for n, t in tables.items() if t["split"].nunique() < most}
+    if left_out:
+        # A source simulated on fewer splits would cut every comparison down to its splits (with one split there is
+        # no spread to judge a gain by, and no held-out half): it is left out of the search instead.
+        logger.warning("cascade auto: %s left out: simulated on fewer splits than the other sources (%d); raise "
+                       "threshold_tuning.trained_repeats to %d to include them", left_out, most, most)  # fmt: skip
+        tables = {n: t for n, t in tables.items() if n not in left_out}
     data = align(tables)
     check = held_out_check(data, grid_size, min_gain, max_steps) if held_out and max_steps >= 2 else None
-    limit = 1 if check is not None and len(check["steps"]) > 1 and not check["multi_step_holds"] else max_steps
+    # Several sources only when the search on the even splits chose several and that choice held on the odd ones.
+    several = check is None or (_n_sources(check["steps"]) > 1 and check["multi_step_holds"])
+    limit = max_steps if several else 1
     best, singles, best_name, evaluated = search(data, grid_size, min_gain, limit)
     score, steps, result = best
     report = {
@@ -350,6 +415,7 @@ def choose_cascade(
         "best_single_stage": best_name,
         "held_out_check": check,
         "splits": data.n_splits,
+        "left_out": {n: f"simulated on {k} split(s), the others on {most}" for n, k in left_out.items()},
         "pseudo_queries": int(len(data.split)),
         "candidates_evaluated": int(evaluated),
         "search": {"grid_size": grid_size, "min_gain": min_gain, "max_steps": max_steps, "held_out": held_out},

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from threadpoolctl import threadpool_limits
+
 
 def setup_logging(log: str | Path | None = None, level: int = logging.INFO) -> None:
     """Send log records (and uncaught tracebacks) to ``log`` and to stderr."""
@@ -143,7 +145,10 @@ def run_stage(
     if torch_threads:
         set_threads(args.threads)
     handler = run[args.command] if isinstance(run, Mapping) else run
-    return handler(args)
+    # BLAS and OpenMP pools sized by the job, not by the node it lands on: reductions then add in the same order on a
+    # laptop and on a 64-core cluster node (the rule's threads where the stage takes them, else one).
+    with threadpool_limits(limits=int(getattr(args, "threads", None) or 1)):
+        return handler(args)
 
 
 def named_paths(items: Sequence[str] | None, what: str) -> dict[str, str]:

@@ -5,9 +5,10 @@ Inputs
     dataset`` (``identity`` empty on query rows; ``date`` and ``orientation`` may be empty) and the images
     it names (paths relative to ``<root>``); optionally ``<root>/solution.csv`` with ``image_id, identity,
     dataset, new`` for the query rows.
-Outputs (rule ``validate_data``)
-    ``results/data/<dataset>.tsv`` per dataset: the metadata rows plus ``abspath`` and ``sha1`` (content
-    hash of the image file, the key of every per-image cache).
+Outputs
+    :func:`validate_dataset` returns the metadata rows plus ``abspath`` and ``sha1`` (content hash of the image
+    file, the key of every per-image cache); :mod:`workflow.tables` writes them as ``results/data/<dataset>.tsv``
+    at every start.
 
 Validation collects *every* problem before failing, each naming the file, the row and the fix. It checks:
 both CSV files are UTF-8 CSV; the columns; no empty ``image_id``/``path``/``split``/``dataset``; unique
@@ -24,7 +25,6 @@ other checks in the ``validate_data`` job.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import io
@@ -38,9 +38,8 @@ from pathlib import Path
 import pandas as pd
 
 from workflow import NEW_INDIVIDUAL
-from workflow.cli import arg, run_stage, stage_parser
+from workflow.cli import arg
 from workflow.images import verify_image
-from workflow.stage_io import write_tsv
 
 logger = logging.getLogger(__name__)
 
@@ -493,18 +492,6 @@ def validate_dataset(
     return df, solution
 
 
-def write_per_dataset(df: pd.DataFrame, out_dir: str | Path, datasets: list[str]) -> None:
-    """Write ``<out_dir>/<dataset>.tsv`` for each expected dataset; fail if one is absent from the data."""
-    found = sorted(df["dataset"].unique())
-    absent = [d for d in datasets if d not in found]
-    if absent:
-        raise DataValidationError(
-            [Problem("metadata.csv", None, f"dataset(s) {absent} expected by the workflow are absent; found {found}")]
-        )
-    for dataset in datasets:
-        write_tsv(df[df["dataset"] == dataset].reset_index(drop=True), Path(out_dir) / f"{dataset}.tsv")
-
-
 # The arguments of data validation (also those of ``python -m workflow.tables write``).
 VALIDATE_ARGS = (
     arg("--root", required=True, help="dataset folder with metadata.csv"),
@@ -516,27 +503,3 @@ VALIDATE_ARGS = (
         help="accept images that are symbolic links to files outside --root"),
     arg("--discovery", action="store_true", help="discovery runs: accept datasets without a gallery"),
 )  # fmt: skip
-
-
-def run(args: argparse.Namespace) -> None:
-    """Validate the data and write every per-dataset table."""
-    logger.info("validating %s", args.root)
-    try:
-        df, solution = validate_dataset(args.root, args.extra_columns, threads=args.threads,
-                                        allow_external_symlinks=args.allow_external_symlinks,
-                                        discovery=args.discovery)  # fmt: skip
-        write_per_dataset(df, args.out_dir, args.datasets)
-    except DataValidationError as err:
-        logger.error("%s", err)
-        raise SystemExit(1) from None
-    counts = df.groupby(["dataset", "split"]).size().unstack(fill_value=0)
-    logger.info("valid: %d images\n%s", len(df), counts.to_string())
-    logger.info("solution.csv: %s", "present" if solution is not None else "absent (stages are not scored)")
-
-
-def main(argv: list[str] | None = None) -> None:
-    run_stage(stage_parser(__doc__, *VALIDATE_ARGS, "log"), argv, run)
-
-
-if __name__ == "__main__":
-    main()

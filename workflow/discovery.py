@@ -44,6 +44,7 @@ import pandas as pd
 from workflow import NEW_INDIVIDUAL
 from workflow.calibration import IsotonicCalibrator, fuse_scores
 from workflow.cli import arg, command, run_stage, stage_parser
+from workflow.robust import PlateauPick, plateau_pick
 from workflow.stage_io import atomic_path, read_json, read_tsv, write_json, write_parquet, write_tsv
 from workflow.thresholds import resolve_threshold, simulate_open_set_split
 
@@ -235,18 +236,20 @@ def discovery_curve(
     repeats: int = 5,
     seed: int = 0,
     base: Callable[[np.ndarray], np.ndarray] | None = None,
+    per_split: bool = False,
 ) -> pd.DataFrame:
     """Mean AMI, ARI and cluster count per threshold over ``repeats`` simulated open-set splits of the gallery.
 
     ``identities: [G]`` of the gallery images; ``(i, j, score)``: sparse gallery x gallery pairs (row indices,
     ``[P]`` each). In each split the pseudo-new individuals' images are clustered with the pairs among them
-    (``base(rows [m]) -> [m x m]``: optional similarity of the pairs without a score).
+    (``base(rows [m]) -> [m x m]``: optional similarity of the pairs without a score). With ``per_split``, one
+    row per split and threshold (column ``split``) instead of the means.
     """
     rng = np.random.default_rng(seed)
     identities = np.asarray(identities, dtype=object)
     i, j, score = np.asarray(i, np.int64), np.asarray(j, np.int64), np.asarray(score, np.float64)
     rows = []
-    for _ in range(repeats):
+    for r in range(repeats):
         split = simulate_open_set_split(identities, new_fraction, query_fraction, rng)
         members = np.sort(split.query[split.is_new])
         local = np.full(len(identities), -1, np.int64)
@@ -257,15 +260,18 @@ def discovery_curve(
         truth = identities[members]
         for t in grid:
             pred = cut(tree, len(members), t)
-            rows.append({"threshold": float(t), **clustering_scores(truth, pred), "clusters": len(set(pred.tolist()))})
-    return pd.DataFrame(rows).groupby("threshold", as_index=False).mean()[CURVE_COLUMNS]
+            rows.append({"split": r, "threshold": float(t), **clustering_scores(truth, pred),
+                         "clusters": len(set(pred.tolist()))})  # fmt: skip
+    runs = pd.DataFrame(rows)
+    if per_split:
+        return runs[["split", *CURVE_COLUMNS]]
+    return runs.groupby("threshold", as_index=False).mean()[CURVE_COLUMNS]
 
 
-def pick_by_ami(curve: pd.DataFrame) -> float:
-    """The threshold of best mean AMI; among ties, the middle of the best plateau."""
-    best = curve["AMI"].max()
-    ties = curve.loc[np.isclose(curve["AMI"], best), "threshold"].to_numpy()
-    return float(ties[len(ties) // 2])
+def pick_by_ami(runs: pd.DataFrame) -> PlateauPick:
+    """The middle of the plateau of mean AMI (``runs``: :func:`discovery_curve` with ``per_split``)."""
+    table = runs.pivot(index="split", columns="threshold", values="AMI").sort_index(axis=1)
+    return plateau_pick(table.columns.to_numpy(np.float64), table.to_numpy(np.float64))
 
 
 def choose_discovery_threshold(
@@ -277,13 +283,15 @@ def choose_discovery_threshold(
         return setting, {"threshold": setting, "source": "config"}, pd.DataFrame(columns=CURVE_COLUMNS)
     opts = {k: tuning[k] for k in ("new_fraction", "query_fraction", "repeats", "seed") if k in tuning}
     grid = np.linspace(0.0, 1.0, int(tuning["grid_size"]))
-    curve = discovery_curve(identities, i, j, score, grid, base=base, **opts)
-    threshold = pick_by_ami(curve)
-    best = curve.loc[curve["threshold"] == threshold].iloc[0]
+    runs = discovery_curve(identities, i, j, score, grid, base=base, per_split=True, **opts)
+    curve = runs.drop(columns="split").groupby("threshold", as_index=False).mean()[CURVE_COLUMNS]
+    pick = pick_by_ami(runs)
+    threshold = pick.threshold
+    best = curve.iloc[pick.index]
     logger.info("%s: auto discovery threshold %.3f: simulated AMI %.3f, ARI %.3f, %.1f clusters",
                 dataset, threshold, best["AMI"], best["ARI"], best["clusters"])  # fmt: skip
     info = {"threshold": threshold, "source": "auto", "criterion": "AMI", "tuning": tuning,
-            "simulated": {k: float(best[k]) for k in ("AMI", "ARI", "clusters")}}  # fmt: skip
+            "simulated": {k: float(best[k]) for k in ("AMI", "ARI", "clusters")}, "choice": pick.report()}  # fmt: skip
     return threshold, info, curve
 
 

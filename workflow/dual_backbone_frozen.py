@@ -66,7 +66,6 @@ from workflow.stage_io import atomic_path, read_tsv, write_parquet
 
 logger = logging.getLogger(__name__)
 
-MODES = ("finetune", "frozen")
 HISTORY_COLUMNS = ["epoch", "loss", "val_accuracy", "val_ncm", "seconds"]
 
 DEFAULT_FROZEN: dict[str, Any] = {

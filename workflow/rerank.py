@@ -38,8 +38,9 @@ import numpy as np
 import pandas as pd
 
 from workflow.cli import arg, run_stage, stage_parser
+from workflow.robust import prefer_simpler
 from workflow.stage_io import read_tsv, write_json, write_parquet, write_stage_outputs
-from workflow.wildfusion import predict_stage, pseudo_pairs_table, simulated_best
+from workflow.wildfusion import predict_stage, pseudo_pairs_table, simulated_scores
 
 logger = logging.getLogger(__name__)
 
@@ -128,14 +129,17 @@ def choose_rerank(
 ) -> tuple[bool, dict]:
     """``rerank.datasets: auto``: re-rank when it beats WildFusion on the simulated open-set splits.
 
-    Both scores are judged at their own best threshold (:func:`workflow.wildfusion.simulated_best`) on the
-    same splits of the gallery (its gallery x gallery pairs only: no query truth is read). Returns whether
-    re-ranking applies and the two simulated scores.
+    Both scores are judged at their own robust threshold (:func:`workflow.wildfusion.simulated_scores`) on the
+    same splits of the gallery (its gallery x gallery pairs only: no query truth is read); re-ranking applies
+    only when it gains more than the spread of the per-split difference (:func:`workflow.robust.prefer_simpler`):
+    within that, the simpler stage (no re-ranking) wins. Returns whether re-ranking applies and the report.
     """
-    wf_score = simulated_best(meta, pairs, fused, tuning)
-    rr_score = simulated_best(meta, pairs, reranked, tuning)
-    applied = bool(rr_score > wf_score)
-    return applied, {"wildfusion_score": round(wf_score, 6), "rerank_score": round(rr_score, 6), "auto": True}
+    applied, report = prefer_simpler(
+        simulated_scores(meta, pairs, fused, tuning),
+        simulated_scores(meta, pairs, reranked, tuning),
+        names=("wildfusion_score", "rerank_score"),
+    )
+    return applied, {**report, "auto": True}
 
 
 def run(args: argparse.Namespace) -> None:
@@ -174,9 +178,9 @@ def run(args: argparse.Namespace) -> None:
                     "0 extra pairs matched", args.dataset, cost["query_pairs"], cost["gallery_pairs"], k1, k2, lam,
                     seconds)  # fmt: skip
     elif setting == "auto":
-        logger.info("%s: re-ranking does not improve the simulated open-set score (%.4f vs WildFusion %.4f): "
-                    "WildFusion scores pass through", args.dataset, choice["rerank_score"],
-                    choice["wildfusion_score"])  # fmt: skip
+        logger.info("%s: re-ranking does not improve the simulated open-set score beyond its spread (%.4f vs "
+                    "WildFusion %.4f, tolerance %.4f): WildFusion scores pass through", args.dataset,
+                    choice["rerank_score"], choice["wildfusion_score"], choice["tolerance"])  # fmt: skip
     else:
         logger.info("%s is not in rerank.datasets %s: WildFusion scores pass through", args.dataset,
                     setting)  # fmt: skip

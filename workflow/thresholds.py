@@ -3,9 +3,9 @@
 ``auto`` simulates the open-set task on the gallery alone: some gallery individuals are held out as
 pseudo-new (all their images become pseudo-queries), one or more images of some remaining individuals
 become pseudo-known queries, and the rest is the pseudo-gallery. A stage's scorer predicts the top
-identity and its score for each pseudo-query against the pseudo-gallery, and the threshold that
-maximises ``sqrt(BAKS * BAUS)`` averaged over several random splits is chosen. Every stage reuses this
-through :func:`tune_threshold` with its own scorer.
+identity and its score for each pseudo-query against the pseudo-gallery, and the threshold in the middle of the
+plateau of ``sqrt(BAKS * BAUS)`` averaged over several random splits is chosen (:mod:`workflow.robust`).
+Every stage reuses this through :func:`tune_threshold` with its own scorer.
 
 The same splits (:func:`pseudo_splits`: ``threshold_tuning.repeats`` draws from one generator seeded with
 ``threshold_tuning.seed``) also give every source stage's ``pseudo.parquet`` (:func:`pseudo_table`,
@@ -25,6 +25,7 @@ import pandas as pd
 
 from workflow import NEW_INDIVIDUAL
 from workflow.metrics import score_predictions
+from workflow.robust import PlateauPick, plateau_pick
 
 logger = logging.getLogger(__name__)
 
@@ -87,11 +88,21 @@ def threshold_curve(
     return pd.DataFrame(rows)
 
 
-def pick_threshold(curve: pd.DataFrame) -> float:
-    """The threshold of best mean score; among ties, the middle of the best plateau."""
-    best = curve["score"].max()
-    ties = curve.loc[np.isclose(curve["score"], best), "threshold"].to_numpy()
-    return float(ties[len(ties) // 2])
+def threshold_grid(scores: np.ndarray, grid_size: int) -> np.ndarray:
+    """Candidate thresholds: quantiles of the finite ``scores``, plus one above the highest ("everything new")."""
+    pooled = np.asarray(scores, np.float64)
+    pooled = pooled[np.isfinite(pooled)]
+    if len(pooled) == 0:
+        raise ValueError("the scorer returned no finite score on the simulated split")
+    grid = np.unique(np.quantile(pooled, np.linspace(0, 1, grid_size)))
+    return np.concatenate([grid, [np.nextafter(grid[-1], np.inf)]])
+
+
+def pick_on_curves(curves: list[pd.DataFrame]) -> tuple[pd.DataFrame, PlateauPick]:
+    """The mean curve of per-split curves on one grid and its robust threshold (:func:`plateau_pick`)."""
+    per_split = np.stack([c["score"].to_numpy(np.float64) for c in curves])
+    curve = pd.concat(curves).groupby("threshold", as_index=False, sort=True).mean(numeric_only=True)
+    return curve, plateau_pick(curves[0]["threshold"].to_numpy(np.float64), per_split)
 
 
 def tune_threshold(
@@ -103,11 +114,11 @@ def tune_threshold(
     repeats: int = 5,
     grid_size: int = 101,
     seed: int = 0,
-) -> tuple[float, pd.DataFrame]:
+) -> tuple[float, pd.DataFrame, PlateauPick]:
     """Tune a threshold for ``scorer`` on simulated open-set splits of the gallery.
 
-    Returns the threshold and the curve (mean over repeats) of score, BAKS, BAUS and new share versus
-    threshold, which the report plots.
+    Returns the threshold, the curve (mean over repeats) of score, BAKS, BAUS and new share versus threshold,
+    which the report plots, and how the threshold was picked (:func:`workflow.robust.plateau_pick`).
     """
     identities = np.asarray(identities, dtype=object)
     runs = []
@@ -115,21 +126,16 @@ def tune_threshold(
     for split in pseudo_splits(identities, tuning, repeats):
         top_id, top_score = scorer(split.query, split.gallery)
         runs.append((np.asarray(top_id, object), np.asarray(top_score, float), identities[split.query], split.is_new))
-    pooled = np.concatenate([r[1] for r in runs])
-    pooled = pooled[np.isfinite(pooled)]
-    if len(pooled) == 0:
-        raise ValueError("the scorer returned no finite score on the simulated split")
-    grid = np.unique(np.quantile(pooled, np.linspace(0, 1, grid_size)))
-    grid = np.concatenate([grid, [np.nextafter(grid[-1], np.inf)]])  # the "everything new" end
-    curves = [threshold_curve(*run, grid) for run in runs]
-    curve = pd.concat(curves).groupby("threshold", as_index=False).mean(numeric_only=True)
-    threshold = pick_threshold(curve)
-    best = curve.loc[curve["threshold"] == threshold].iloc[0]
+    grid = threshold_grid(np.concatenate([r[1] for r in runs]), grid_size)
+    curve, pick = pick_on_curves([threshold_curve(*run, grid) for run in runs])
+    best = curve.iloc[pick.index]
     logger.info(
-        "auto threshold %.4f: simulated score %.3f (BAKS %.3f, BAUS %.3f, new share %.2f) over %d split(s)",
-        threshold, best["score"], best["BAKS"], best["BAUS"], best["new_share"], repeats,
+        "auto threshold %.4f: simulated score %.3f (BAKS %.3f, BAUS %.3f, new share %.2f) over %d split(s); "
+        "plateau %.4f..%.4f within %.4f of the best %.3f",
+        pick.threshold, best["score"], best["BAKS"], best["BAUS"], best["new_share"], repeats, *pick.plateau,
+        pick.tolerance, pick.best_score,
     )  # fmt: skip
-    return threshold, curve
+    return pick.threshold, curve, pick
 
 
 def resolve_threshold(setting, dataset: str) -> float | str:
@@ -196,8 +202,10 @@ def choose_threshold(
     setting = resolve_threshold(setting, dataset)
     if setting != "auto":
         return setting, {"threshold": setting, "source": "config"}, pd.DataFrame(columns=CURVE_COLUMNS)
-    threshold, curve = tune_threshold(scorer, identities, **{k: v for k, v in tuning.items() if k in TUNING_KEYS})
-    return threshold, {"threshold": threshold, "source": "auto", "tuning": tuning}, curve
+    threshold, curve, pick = tune_threshold(
+        scorer, identities, **{k: v for k, v in tuning.items() if k in TUNING_KEYS}
+    )
+    return threshold, {"threshold": threshold, "source": "auto", "tuning": tuning, "choice": pick.report()}, curve
 
 
 def pseudo_splits(identities: np.ndarray, tuning: dict, repeats: int | None = None) -> list[OpenSetSplit]:
@@ -259,22 +267,24 @@ def scorer_pseudo_table(
     return pseudo_table(splits, image_ids, identities, lambda i, s: scorer(s.query, s.gallery))
 
 
-def pseudo_best_score(table: pd.DataFrame, grid_size: int = 101) -> tuple[float, float]:
-    """Best mean simulated score of ``identity if score >= t else new`` over ``t`` on a pseudo table.
+def pseudo_split_scores(table: pd.DataFrame, grid_size: int = 101) -> tuple[np.ndarray, PlateauPick | None]:
+    """Per-split simulated scores ``[S]`` of ``identity if score >= t else new`` at the robust threshold ``t``.
 
-    Returns ``(score, threshold)``: the same tuning as :func:`tune_threshold`, from the stored table.
+    The same tuning as :func:`tune_threshold`, from a stored pseudo table; ``t`` is picked on the mean curve over
+    the splits (:func:`workflow.robust.plateau_pick`), and each split is scored there. A table without a finite
+    score predicts every pseudo-query new (``None`` for the pick).
     """
+    parts = [part for _, part in table.groupby("split", sort=True)]
     pooled = table["score"].to_numpy(np.float64)
-    pooled = pooled[np.isfinite(pooled)]
-    if len(pooled) == 0:
-        return 0.0, float("inf")
-    grid = np.unique(np.quantile(pooled, np.linspace(0, 1, grid_size)))
-    grid = np.concatenate([grid, [np.nextafter(grid[-1], np.inf)]])
+    if not np.isfinite(pooled).any():
+        new = [score_predictions(p["truth"].to_numpy(object), np.full(len(p), NEW_INDIVIDUAL, object),
+                                 p["is_new"].to_numpy(bool))["score"] for p in parts]  # fmt: skip
+        return np.asarray(new, np.float64), None
+    grid = threshold_grid(pooled, grid_size)
     curves = [
         threshold_curve(part["identity"].to_numpy(object), part["score"].to_numpy(float),
                         part["truth"].to_numpy(object), part["is_new"].to_numpy(bool), grid)
-        for _, part in table.groupby("split", sort=True)
+        for part in parts
     ]  # fmt: skip
-    curve = pd.concat(curves).groupby("threshold", as_index=False).mean(numeric_only=True)
-    threshold = pick_threshold(curve)
-    return float(curve.loc[curve["threshold"] == threshold, "score"].iloc[0]), threshold
+    _, pick = pick_on_curves(curves)
+    return np.array([c["score"].iloc[pick.index] for c in curves], np.float64), pick

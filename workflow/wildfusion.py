@@ -29,13 +29,14 @@ import pandas as pd
 from workflow.calibration import IsotonicCalibrator, fuse_scores
 from workflow.cli import arg, command, run_stage, stage_parser
 from workflow.match import read_shards
+from workflow.robust import prefer_simpler
 from workflow.shortlist import read_pairs
 from workflow.stage_io import read_tsv, write_parquet, write_stage_outputs
 from workflow.thresholds import (
     apply_threshold,
     choose_threshold,
     pair_scorer,
-    pseudo_best_score,
+    pseudo_split_scores,
     scorer_pseudo_table,
     top_per_source,
 )
@@ -129,10 +130,10 @@ def predict_stage(
     return preds, info, curve
 
 
-def simulated_best(meta: pd.DataFrame, pairs: pd.DataFrame, score: np.ndarray, tuning: dict) -> float:
-    """Best mean simulated open-set score of the pair scores ``score: [P]`` at their own best threshold
-    (:func:`workflow.thresholds.pseudo_best_score`) on the gallery's simulated splits (gallery pairs only)."""
-    return pseudo_best_score(pseudo_pairs_table(meta, pairs, score, tuning), int(tuning["grid_size"]))[0]
+def simulated_scores(meta: pd.DataFrame, pairs: pd.DataFrame, score: np.ndarray, tuning: dict) -> np.ndarray:
+    """Per-split simulated open-set scores ``[S]`` of the pair scores ``score: [P]`` at their robust threshold
+    (:func:`workflow.thresholds.pseudo_split_scores`) on the gallery's simulated splits (gallery pairs only)."""
+    return pseudo_split_scores(pseudo_pairs_table(meta, pairs, score, tuning), int(tuning["grid_size"]))[0]
 
 
 def choose_trained(
@@ -140,15 +141,17 @@ def choose_trained(
 ) -> tuple[pd.DataFrame, dict]:
     """``wildfusion.trained: auto``: fuse the trained source when that raises the simulated open-set score.
 
-    Both fusions are judged by :func:`simulated_best` on the same splits of the gallery (gallery x gallery pairs,
-    whose trained scores are held out: no query truth is read). Returns the chosen fusion table and
-    ``{used, with_trained, without_trained}``.
+    Both fusions are scored by :func:`simulated_scores` on the same splits of the gallery (gallery x gallery pairs,
+    whose trained scores are held out: no query truth is read); the source is fused only when it gains more than
+    the spread of the per-split difference (:func:`workflow.robust.prefer_simpler`). Returns the chosen fusion
+    table and ``{used, with_trained, without_trained, gain, tolerance}``.
     """
-    score_with = simulated_best(meta, pairs, with_trained["fused"].to_numpy(), tuning)
-    score_without = simulated_best(meta, pairs, without["fused"].to_numpy(), tuning)
-    used = bool(score_with > score_without)
-    report = {"used": used, "with_trained": round(score_with, 6), "without_trained": round(score_without, 6)}
-    return (with_trained if used else without), report
+    used, report = prefer_simpler(
+        simulated_scores(meta, pairs, without["fused"].to_numpy(), tuning),
+        simulated_scores(meta, pairs, with_trained["fused"].to_numpy(), tuning),
+        names=("without_trained", "with_trained"),
+    )
+    return (with_trained if used else without), {"used": used, **report}
 
 
 def calibrate(args: argparse.Namespace) -> None:

@@ -46,9 +46,10 @@ from workflow import NEW_INDIVIDUAL
 from workflow.cli import arg, command, run_stage, stage_parser
 from workflow.embed import l2_normalise, load_embeddings
 from workflow.metrics import score_predictions
+from workflow.robust import plateau_pick
 from workflow.shortlist import topk_inner_product
 from workflow.stage_io import atomic_path, read_json, read_tsv, write_json, write_parquet, write_stage_outputs
-from workflow.thresholds import CURVE_COLUMNS, pair_scorer, pick_threshold, resolve_threshold
+from workflow.thresholds import CURVE_COLUMNS, pair_scorer, resolve_threshold
 
 logger = logging.getLogger(__name__)
 
@@ -437,7 +438,7 @@ def tune_gate(
     rows = [{"threshold": float(t), **score_predictions(truth, apply_gate(base, cls, prob, t), split.is_new)}
             for t in grid]  # fmt: skip
     curve = pd.DataFrame(rows)[CURVE_COLUMNS]
-    threshold = pick_threshold(curve)
+    threshold = plateau_pick(grid, curve["score"].to_numpy()[None]).threshold  # one split: no spread to widen it
     best = curve.loc[curve["threshold"] == threshold].iloc[0]
     logger.info("auto gate %.2f: simulated score %.3f (BAKS %.3f, BAUS %.3f) on %d pseudo-queries (%d new); "
                 "base stage alone %.3f", threshold, best["score"], best["BAKS"], best["BAUS"], len(split.query),
