@@ -145,13 +145,14 @@ GALLERY = describe_active(ENROLLMENT_DIR)
 
 
 def _enrollment_only():
-    """Whether the command line names targets enroll or enroll_undo and no other rule or file (a heuristic on the
-    arguments: Snakemake sets its targets after the Snakefile is read). They check the data themselves
-    (workflow/enrollment.py) and read no table, so a gallery version that the tables refuse can always be undone.
+    """Whether the command line names targets enroll, enroll_undo or enroll_redo and no other rule or file (a
+    heuristic on the arguments: Snakemake sets its targets after the Snakefile is read). They check the data
+    themselves (workflow/enrollment.py) and read no table, so a gallery version that the tables refuse can always
+    be undone.
     """
     words = {w for w in sys.argv[1:] if not w.startswith("-") and "=" not in w}
     outputs = {w for w in words if w == "all" or w.startswith("results/")}
-    return bool({"enroll", "enroll_undo"} & words) and not outputs
+    return bool({"enroll", "enroll_undo", "enroll_redo"} & words) and not outputs
 
 
 def _start_run():
@@ -169,7 +170,7 @@ def _start_run():
     from workflow.tables import sync_tables
 
     removed = release_stale_locks()
-    # a gallery switch whose log line a killed enroll/undo did not write (workflow/enrollment.py)
+    # a gallery switch whose log line a killed enroll/undo/redo did not write (workflow/enrollment.py)
     recover_log(ENROLLMENT_DIR)
     record_data(
         ENROLLMENT_DIR, DATA_ROOT

@@ -1,5 +1,5 @@
 # The review page of each dataset (requested by final_outputs() when wildfusion runs) and the enrollment of a
-# page's decisions into the next gallery version (targets enroll and enroll_undo, run by name).
+# page's decisions into the next gallery version (targets enroll, enroll_undo and enroll_redo, run by name).
 
 
 rule review:
@@ -76,6 +76,24 @@ rule enroll_undo:
         "Going back to the previous gallery version under {params.directory}"
     shell:
         "python -m workflow.enrollment undo --data-root {params.root:q} --dir {params.directory:q} --log {log:q}"
+
+
+# snakemake enroll_redo: the version the last enroll_undo left becomes active again (the same as enrolling its
+# decision file again).
+rule enroll_redo:
+    log:
+        "logs/enroll_redo.log",
+    conda:
+        CONDA_ENV
+    params:
+        root=str(DATA_ROOT),
+        directory=ENROLLMENT_DIR,
+        discovery=["--discovery"] if DISCOVERY else [],
+    message:
+        "Making the gallery version the last undo left active again under {params.directory}"
+    shell:
+        "python -m workflow.enrollment redo --data-root {params.root:q} --dir {params.directory:q} "
+        "{params.discovery:q} --log {log:q}"
 
 
 # The active gallery version of this run (which enrolled photos the results include), beside results/scores.tsv.

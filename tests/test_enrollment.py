@@ -21,6 +21,7 @@ from workflow.enrollment import (
     enrollment_dir,
     find_enrollment_dir,
     record_data,
+    redo,
     undo,
 )
 from workflow.tables import build_tables, check_solution_file
@@ -99,6 +100,50 @@ def test_a_kill_between_the_switch_and_its_log_line_is_recovered(data, tmp_path,
     log = pd.read_csv(directory / "log.tsv", sep="\t", dtype=str, keep_default_na=False)
     assert log[["action", "version", "active", "known"]].values.tolist() == [
         ["enroll", "1", "1", "1"], ["undo", "1", "0", ""], ["enroll", "2", "2", "1"]]  # fmt: skip
+
+
+def test_redo_and_enrolling_the_same_file_again_after_undo(data, tmp_path, monkeypatch):
+    import workflow.enrollment as enrollment
+
+    root, directory = data
+    first = _decisions(tmp_path / "d.csv", [["D", "q1", "accept", "ann", "ann"], ["D", "q2", "new", "", ""]])
+    assert enroll(root, directory, first) == 1
+    with pytest.raises(EnrollmentError, match=r"nothing to redo \(no undo led to the active version 1\)"):
+        redo(root, directory)
+    assert undo(directory) == 0
+    assert enroll(root, directory, first) == 1  # the same file again: version 1 is active again, no copy written
+    assert sorted(p.name for p in directory.iterdir()) == ["active", "data.json", "log.tsv", "v1"]
+    second = _decisions(tmp_path / "e.csv", [["D", "q3", "pick", "bob", "ann"]])
+    assert enroll(root, directory, second) == 2
+    assert undo(directory) == 1 and undo(directory) == 0
+    assert redo(root, directory) == 1 and redo(root, directory) == 2  # back up one version at a time
+    third = _decisions(tmp_path / "f.csv", [["D", "q<4>", "new", "zed", ""]])
+    assert undo(directory) == 1 and enroll(root, directory, third) == 3
+    with pytest.raises(EnrollmentError, match="nothing to redo"):
+        redo(root, directory)  # an enrollment after the undo: v2 is not redone over it
+    log = pd.read_csv(directory / "log.tsv", sep="\t", dtype=str, keep_default_na=False)
+    assert log[["action", "version", "active"]].values.tolist() == [
+        ["enroll", "1", "1"], ["undo", "1", "0"], ["redo", "1", "1"], ["enroll", "2", "2"], ["undo", "2", "1"],
+        ["undo", "1", "0"], ["redo", "1", "1"], ["redo", "2", "2"], ["undo", "2", "1"], ["enroll", "3", "3"],
+    ]  # fmt: skip
+    # a version that no longer fits the data is not redone; a killed redo's log line is written as a redo
+    assert undo(directory) == 1 and undo(directory) == 0
+    meta = pd.read_csv(root / "metadata.csv", dtype=str, keep_default_na=False)
+    meta[meta["image_id"] != "q1"].to_csv(root / "metadata.csv", index=False)
+    with pytest.raises(DataValidationError, match=r"v1/changes.csv:2: enrolled photo 'q1' is no longer"):
+        redo(root, directory)
+    assert active_version(directory) == 0
+    meta.to_csv(root / "metadata.csv", index=False)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("kill -9")  # the process dies after the switch, before the log line
+
+    with monkeypatch.context() as patch:
+        patch.setattr(enrollment, "_log", killed)
+        with pytest.raises(KeyboardInterrupt):
+            redo(root, directory)
+    assert active_version(directory) == 1 and enrollment.recover_log(directory)
+    assert pd.read_csv(directory / "log.tsv", sep="\t", dtype=str)["action"].iloc[-1] == "redo"
 
 
 def test_bad_decisions_name_file_line_and_fix(data, tmp_path):
@@ -219,6 +264,8 @@ def test_snakemake_enroll_and_undo_on_a_config_with_a_gallery_free_dataset(tmp_p
     assert active_version(directory) == 0
     proc = snakemake(work, "-n", *absolute)
     assert "Gallery version 0: the original" in proc.stdout + proc.stderr
+    snakemake(work, "enroll_redo", "--cores", "1", *config)  # the gallery-free L checks with discovery, too
+    assert active_version(directory) == 1
 
 
 def test_versions_are_found_by_the_data_not_the_path_string(data, tmp_path, monkeypatch):

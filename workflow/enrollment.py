@@ -11,17 +11,20 @@ else the fingerprint of its ``metadata.csv``, in ``data.json``):
 ``v<N>/metadata.csv``   the gallery of that version (``metadata.csv`` with the changes applied), to read or export;
 ``v<N>/decisions.csv``  a copy of the decision file; ``v<N>/version.json``: its base version, file, sha1 and time;
 ``active``              the active version number (``0``: the original ``metadata.csv``);
-``log.tsv``             one line per enrollment or undo: when, what, from which decision file (and its sha1);
+``log.tsv``             one line per enrollment, undo or redo: when, what, from which decision file (and its sha1);
 ``data.json``           the data's real path and the sha1 of its ``metadata.csv`` (a moved copy finds the folder).
 
 Decision files are the CSV a review page downloads: ``dataset, image_id, decision, identity`` (other columns are
 ignored). ``decision`` is ``accept`` or ``pick`` (the photo joins ``identity``, a known individual of its dataset),
 ``new`` (a new individual: ``identity`` is its name; left empty, each photo gets ``<prefix><dataset>_<n>``),
 ``reject`` or ``unsure`` (not enrolled); a file holding two runs (``run_id``) of one dataset is refused. Every
-problem of the file is reported at once, naming its line and the fix; nothing is written then.
+problem of the file is reported at once, naming its line and the fix; nothing is written then. Enrolling again,
+after an undo, the decisions of a version that was undone makes that version active again (nothing new is
+written); ``redo`` does the same for the version the last undo left.
 
     python -m workflow.enrollment enroll --data-root R --dir D --decisions F [--new-name-prefix new_] [--discovery]
     python -m workflow.enrollment undo --data-root R --dir D
+    python -m workflow.enrollment redo --data-root R --dir D [--discovery]
     python -m workflow.enrollment describe --data-root R --dir D --out results/gallery_version.json
 """
 
@@ -31,14 +34,12 @@ import argparse
 import json
 import logging
 import os
-import re
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 
-from workflow import NEW_INDIVIDUAL
 from workflow.cli import arg, command, run_stage, stage_parser
 from workflow.data import DataValidationError, Problem, check_split_coverage, hash_file, read_table, validate_dataset
 from workflow.enrollment_find import (  # noqa: F401 (enrollment_dir, find_enrollment_dir: the package's API)
@@ -50,12 +51,11 @@ from workflow.enrollment_find import (  # noqa: F401 (enrollment_dir, find_enrol
     metadata_fingerprint,
     record_data,
 )
+from workflow.enrollment_plan import DECISION_COLUMNS, DECISIONS, plan_enrollment  # noqa: F401 (the API)
 from workflow.stage_io import atomic_path
 
 logger = logging.getLogger(__name__)
 
-DECISIONS = ("accept", "pick", "new", "reject", "unsure")
-DECISION_COLUMNS = ["dataset", "image_id", "decision", "identity"]
 CHANGE_COLUMNS = ["dataset", "image_id", "identity", "decision", "version", "decisions_sha1"]
 LOG_COLUMNS = [
     "time",
@@ -71,7 +71,6 @@ LOG_COLUMNS = [
 ]
 # Column of the tables (and of a version's metadata.csv) naming the version that enrolled a photo.
 ENROLLED = "enrolled"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class EnrollmentError(RuntimeError):
@@ -173,144 +172,6 @@ def apply_changes(
     return out, problems + coverage
 
 
-def plan_enrollment(
-    meta: pd.DataFrame, decisions: pd.DataFrame, file: str, enrolled: pd.DataFrame, prefix: str = "new_"
-) -> tuple[pd.DataFrame, dict[str, int]]:
-    """The rows a decision file adds (``dataset, image_id, identity, decision``) and its counts.
-
-    Args:
-        meta: the gallery the decisions were made on (the active version), every dataset.
-        decisions: the decision file's table (every column a string).
-        file: its path, named by every problem.
-        enrolled: the active version's changes (a photo enrolled again with the same identity is skipped).
-    Raises:
-        DataValidationError: every problem of the file, each with its line and the fix.
-    """
-    missing = [c for c in DECISION_COLUMNS if c not in decisions.columns]
-    if missing:
-        raise DataValidationError(
-            [
-                Problem(
-                    file,
-                    1,
-                    f"missing column(s) {missing}; found {list(decisions.columns)}: "
-                    "use the CSV downloaded from a review page",
-                )
-            ]
-        )
-    problems = []
-    if "run_id" in decisions and "dataset" in decisions:  # one run per dataset: never two pages' decisions mixed
-        runs = decisions.assign(line=decisions.index + 2, run_id=decisions["run_id"].str.strip())
-        for dataset, part in runs[runs["run_id"] != ""].groupby("dataset", sort=True):
-            first = part.groupby("run_id", sort=False)["line"].min()
-            if len(first) > 1:
-                where = ", ".join(f"run {run} (first on line {line})" for run, line in first.items())
-                problems.append(
-                    Problem(
-                        file,
-                        int(first.iloc[1]),
-                        f"decisions of {len(first)} review pages (runs) of dataset {dataset!r} in one file: {where}; "
-                        "enroll the file downloaded from the current page alone",
-                    )
-                )
-    rows = {(d, i): k for k, (d, i) in enumerate(zip(meta["dataset"], meta["image_id"]))}
-    gallery = meta[meta["split"] == "database"]
-    known = {d: set(part["identity"]) for d, part in gallery.groupby("dataset")}
-    before = dict(zip(enrolled["image_id"], enrolled["identity"]))
-    out, counts = [], {"known": 0, "new": 0, "rejected": 0, "already": 0}
-    seen: dict[str, int] = {}
-    unnamed = []
-    for idx, row in decisions.iterrows():
-        line = int(idx) + 2
-        dataset, image_id = row["dataset"], row["image_id"]
-        decision, identity = row["decision"].strip().lower(), row["identity"].strip()
-        if image_id in seen:
-            problems.append(
-                Problem(
-                    file,
-                    line,
-                    f"image_id {image_id!r} is decided again (first on line {seen[image_id]}); keep one row per photo",
-                )
-            )
-            continue
-        seen[image_id] = line
-        if decision not in DECISIONS:
-            problems.append(Problem(file, line, f"decision {row['decision']!r} is not one of {list(DECISIONS)}"))
-            continue
-        if _CONTROL.search(identity) or identity == NEW_INDIVIDUAL:
-            problems.append(
-                Problem(
-                    file,
-                    line,
-                    f"identity {identity!r} cannot name an individual (a control "
-                    f"character, or the reserved {NEW_INDIVIDUAL!r}); give another name",
-                )
-            )
-            continue
-        k = rows.get((dataset, image_id))
-        if k is None:
-            problems.append(
-                Problem(
-                    file,
-                    line,
-                    f"no photo {image_id!r} in dataset {dataset!r} of the data; was the "
-                    "page made from another data_root?",
-                )
-            )
-            continue
-        if decision in ("reject", "unsure"):  # not enrolled; logged as rejected
-            counts["rejected"] += 1
-            continue
-        if meta["split"].iat[k] == "database":
-            if image_id in before and (before[image_id] == identity or (decision == "new" and not identity)):
-                counts["already"] += 1
-                continue
-            what = f"enrolled as {before[image_id]!r}" if image_id in before else "a gallery photo in metadata.csv"
-            problems.append(
-                Problem(
-                    file, line, f"photo {image_id!r} is already {what}; to change that, snakemake enroll_undo first"
-                )
-            )
-            continue
-        if decision in ("accept", "pick"):
-            if identity not in known.get(dataset, set()):
-                problems.append(
-                    Problem(
-                        file,
-                        line,
-                        f"identity {identity!r} is not a known individual of {dataset!r}; "
-                        "for a new individual use decision new",
-                    )
-                )
-                continue
-            counts["known"] += 1
-        else:
-            if identity in known.get(dataset, set()):
-                problems.append(
-                    Problem(
-                        file,
-                        line,
-                        f"{identity!r} is already a known individual of {dataset!r}: "
-                        "use decision pick, or another name",
-                    )
-                )
-                continue
-            counts["new"] += 1
-            if not identity:
-                unnamed.append(len(out))
-        out.append({"dataset": dataset, "image_id": image_id, "identity": identity, "decision": decision})
-    if problems:
-        raise DataValidationError(problems)
-    table = pd.DataFrame(out, columns=["dataset", "image_id", "identity", "decision"])
-    for i in unnamed:
-        dataset = table.at[i, "dataset"]
-        taken = {*known.get(dataset, set()), *table.loc[table["dataset"] == dataset, "identity"]}
-        pattern = re.compile(re.escape(f"{prefix}{dataset}_") + r"(\d+)$")
-        n = 1 + max((int(m.group(1)) for m in map(pattern.match, taken) if m), default=0)
-        table.at[i, "identity"] = f"{prefix}{dataset}_{n}"
-    return table, counts
-
-
 def _versions(directory: Path) -> list[int]:
     return sorted(int(p.name[1:]) for p in directory.glob("v*") if p.is_dir() and p.name[1:].isdigit())
 
@@ -366,7 +227,8 @@ def recover_log(directory: str | Path) -> bool:
     now, latest = info(active), info(logged)
     if now and int(now.get("base", -1)) == logged:
         counts = {k: now.get(k, "") for k in ("known", "new", "rejected", "already")}
-        _log(directory, action="enroll", version=active, active=active, decisions=now.get("decisions", ""),
+        action = "redo" if active in _logged_versions(directory, "enroll") else "enroll"
+        _log(directory, action=action, version=active, active=active, decisions=now.get("decisions", ""),
              decisions_sha1=now.get("decisions_sha1", ""), time=now.get("time", _now()), **counts)  # fmt: skip
     else:
         _log(directory, action="undo", version=logged, active=active, decisions=latest.get("decisions", ""),
@@ -374,6 +236,25 @@ def recover_log(directory: str | Path) -> bool:
     logger.warning("%s: the log lacked the line of the switch to version %d (a killed process); written now",
                    directory / "log.tsv", active)  # fmt: skip
     return True
+
+
+def _read_log(directory: Path) -> pd.DataFrame:
+    path = directory / "log.tsv"
+    if not path.is_file():
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in LOG_COLUMNS})
+    try:
+        return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False).reindex(columns=LOG_COLUMNS)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise EnrollmentError(
+            f"{path}: not a readable log ({err}); to switch versions by hand, write the number of a v<N> folder "
+            f"(0 = the original metadata.csv) into {directory / 'active'}"
+        ) from None
+
+
+def _logged_versions(directory: Path, action: str) -> set[int]:
+    """The versions the log names with ``action``."""
+    log = _read_log(directory)
+    return {int(v) for v in log.loc[log["action"] == action, "version"] if str(v).isdigit()}
 
 
 def _log(directory: Path, **entry) -> None:
@@ -441,6 +322,11 @@ def enroll(
     if added.empty:
         raise EnrollmentError(f"{decisions_file}: nothing new to enroll ({counts}); version {active} stays active")
     sha = hash_file(decisions_file)
+    again = _same_as_undone(directory, active, sha, added)
+    if again:
+        logger.info("%s: the decisions of version %d (undone since); making it active again, nothing new written",
+                    decisions_file, again)  # fmt: skip
+        return _reactivate(data_root, directory, again, active, discovery)
     version = max([0, *_versions(directory)]) + 1
     changes = pd.concat([enrolled, added.assign(version=str(version), decisions_sha1=sha)], ignore_index=True)
     original, meta_file = _original(data_root, discovery), str(data_root / "metadata.csv")
@@ -488,6 +374,54 @@ def enroll(
         counts["already"],
     )
     return version
+
+
+def _same_as_undone(directory: Path, active: int, sha: str, added: pd.DataFrame) -> int:
+    """The version (0: none) that enrolled the same photos as ``added`` from a file with sha1 ``sha`` on the base
+    version ``active``: enrolling its decisions again makes it active again instead of writing a copy."""
+    keys = ["dataset", "image_id", "identity", "decision"]
+    ours = sorted(map(tuple, added[keys].astype(str).to_numpy()))
+    for version in sorted(_versions(directory), reverse=True):
+        info = _read_json(directory / f"v{version}" / "version.json")
+        if info.get("decisions_sha1") != sha or str(info.get("base")) != str(active):
+            continue
+        changes = read_changes(directory / f"v{version}" / "changes.csv")
+        theirs = changes.loc[changes["version"] == str(version), keys].astype(str)
+        if sorted(map(tuple, theirs.to_numpy())) == ours:
+            return version
+    return 0
+
+
+def _reactivate(data_root: Path, directory: Path, version: int, active: int, discovery: bool) -> int:
+    """Make the undone ``version`` (whose base is ``active``) active again, once it still fits the data."""
+    _effective(data_root, str(directory / f"v{version}" / "changes.csv"), discovery)  # refuses what no longer fits
+    info = _read_json(directory / f"v{version}" / "version.json")
+    counts = {k: info.get(k, "") for k in ("known", "new", "rejected", "already")}
+    _activate(directory, version, action="redo", version=version, decisions=info.get("decisions", ""),
+              decisions_sha1=info.get("decisions_sha1", ""), time=_now(), **counts)  # fmt: skip
+    logger.info("redid version %d: active again (base %d; snakemake enroll_undo goes back)", version, active)
+    return version
+
+
+def redo(data_root: str | Path, directory: str | Path, discovery: bool = False) -> int:
+    """Make the version that the last undo back to the active version left active again; returns its number.
+
+    Refused when there is nothing to redo (no undo led to the active version, or an enrollment came after it), or
+    when that version no longer fits the data (the active version stays).
+    """
+    data_root, directory = Path(data_root), Path(directory)
+    recover_log(directory)
+    active = active_version(directory)
+    log = _read_log(directory)
+    undone = log.loc[(log["action"] == "undo") & (log["active"] == str(active)), "version"]
+    version = int(undone.iloc[-1]) if len(undone) and str(undone.iloc[-1]).isdigit() else 0
+    info = _read_json(directory / f"v{version}" / "version.json") if version else {}
+    if not version or str(info.get("base")) != str(active):
+        raise EnrollmentError(
+            f"{directory}: nothing to redo (no undo led to the active version {active}); to enroll, "
+            "snakemake enroll --config decisions=FILE"
+        )
+    return _reactivate(data_root, directory, version, active, discovery)
 
 
 def undo(directory: str | Path) -> int:
@@ -565,6 +499,8 @@ def _run(args: argparse.Namespace) -> None:
             logger.info("%s", describe_line(write_description(args.data_root, args.dir, args.out)))
         elif args.command == "enroll":
             enroll(args.data_root, args.dir, args.decisions, args.new_name_prefix, args.discovery)
+        elif args.command == "redo":
+            redo(args.data_root, args.dir, args.discovery)
         else:
             undo(args.dir)
     except (DataValidationError, EnrollmentError) as err:
@@ -577,6 +513,7 @@ def main(argv: list[str] | None = None) -> None:
         "enroll": command("the next gallery version from a decisions CSV", arg("--decisions", required=True),
                           arg("--new-name-prefix", default="new_")),
         "undo": command("go back to the previous gallery version"),
+        "redo": command("make the version the last undo left active again"),
         "describe": command("write the active gallery version as JSON", "out"),
     }  # fmt: skip
     parser = stage_parser(__doc__, arg("--data-root", required=True),
