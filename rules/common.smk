@@ -140,8 +140,10 @@ ENROLLMENT_DIR = str(_ENROLLMENT_DIR)
 ENROLLMENT = active_changes_file(ENROLLMENT_DIR)
 
 
-# The active gallery version (results/gallery_version.json, the start line, the review pages).
+# The active gallery version (results/gallery_version.json, the start line, the review pages, the report's
+# captions of the scores: a param of their rules, so that they rerun when it changes).
 GALLERY = describe_active(ENROLLMENT_DIR)
+GALLERY_LINE = describe_line(GALLERY)
 
 
 def _enrollment_only():
@@ -179,7 +181,7 @@ def _start_run():
         logger.warning(
             f"Gallery versions of {DATA_ROOT} found in {ENROLLMENT_DIR} by {_FOUND_BY}"
         )
-    logger.info(describe_line(GALLERY))
+    logger.info(GALLERY_LINE)
     if removed:
         logger.warning(
             f"Removed the directory lock left by a Snakemake run that is no longer alive ({len(removed)} "

@@ -99,7 +99,11 @@ rule enroll_redo:
 # The active gallery version of this run (which enrolled photos the results include), beside results/scores.tsv.
 rule gallery_version:
     output:
-        "results/gallery_version.json",
+        report(
+            "results/gallery_version.json",
+            caption="../report/gallery_version.rst",
+            category="Gallery",
+        ),
     log:
         "logs/gallery_version.log",
     conda:
@@ -108,6 +112,7 @@ rule gallery_version:
         root=str(DATA_ROOT),
         directory=ENROLLMENT_DIR,
         described=json.dumps(GALLERY, sort_keys=True),
+        gallery=GALLERY_LINE,
     message:
         "Recording the active gallery version ({params.directory})"
     shell:
