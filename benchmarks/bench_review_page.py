@@ -2,12 +2,13 @@
 
 Writes a synthetic page with as many queries as DogFaceNet's query set (2,314 by default; every query gets a card,
 ``review.max_queries: null``) from generated photos (320 x 240 JPEGs, smooth colour fields with noise: they
-compress worse than real photos, so the page is not smaller than a real one), then opens it from disk in the
+compress worse than real photos, so the page is not smaller than a real one) with ``--lines`` synthetic match
+lines for each shown candidate (as many as ``review.match_lines``, the default), then opens it from disk in the
 system Chromium (Debian's chromium and chromium-driver, driven by Selenium) and reports, from the browser's own
 performance timeline: the page size, first contentful paint, when the first screen's cards were built (mark
 ``review-first-cards``), the load event (the first screen's thumbnails decoded) and when every card was built.
 
-    python benchmarks/bench_review_page.py [--queries 2314] [--gallery 1200] [--runs 3] [--keep DIR]
+    python benchmarks/bench_review_page.py [--queries 2314] [--gallery 1200] [--lines 40] [--runs 3] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -50,6 +51,17 @@ def synthetic(folder: Path, queries: int, gallery: int, seed: int = 0) -> tuple[
     return meta, pairs, decision
 
 
+def synthetic_lines(n: int, seed: int = 0):
+    """``lines_for`` of the page: ``n`` random match lines for every pair asked (what a matcher would return)."""
+    rng = np.random.default_rng(seed)
+
+    def lines_for(pairs):
+        return {(q, c): {"matcher": "synthetic", "candidate": c, "total": n,
+                         "lines": np.round(rng.random((n, 5)), 4).tolist()} for q, c in pairs}  # fmt: skip
+
+    return lines_for
+
+
 def measure(page: Path, runs: int) -> list[dict]:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -87,6 +99,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--queries", type=int, default=2314)
     parser.add_argument("--gallery", type=int, default=1200)
+    parser.add_argument("--lines", type=int, default=40, help="match lines per shown candidate (0: none)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--keep", help="write the photos and the page here (default: a temporary folder)")
     args = parser.parse_args()
@@ -98,12 +111,13 @@ def main() -> None:
     start = time.perf_counter()
     meta, pairs, decision = synthetic(folder, args.queries, args.gallery)
     made = time.perf_counter()
-    data, _ = page_data("Dogs", "wildfusion", meta, pairs, 0.5, decision, {}, None, lambda p: {},
-                        {"max_queries": None, "match_lines": 0}, {"threshold": 0.5})  # fmt: skip
+    data, _ = page_data("Dogs", "wildfusion", meta, pairs, 0.5, decision, {}, None, synthetic_lines(args.lines),
+                        {"max_queries": None, "match_lines": args.lines}, {"threshold": 0.5})  # fmt: skip
     page = folder / "Dogs.html"
     page.write_text(render_page(data, "Dogs"), encoding="utf-8")
     written = time.perf_counter()
-    print(f"{args.queries} queries, {args.gallery} gallery photos: photos {made - start:.1f} s, page written in "
+    print(f"{args.queries} queries, {args.gallery} gallery photos, {args.lines} lines per candidate: photos "
+          f"{made - start:.1f} s, page written in "
           f"{written - made:.1f} s, {page.stat().st_size / 2**20:.1f} MiB, {len(data['cards'])} cards, "
           f"{len(data['images'])} thumbnails")  # fmt: skip
     results = measure(page, args.runs)

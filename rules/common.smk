@@ -1013,6 +1013,7 @@ def review_page_settings(wildcards=None):
         "thumbnail",
         "jpeg_quality",
         "match_lines",
+        "match_candidates",
         "uncertain_share",
     )
     return {

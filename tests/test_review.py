@@ -133,3 +133,29 @@ def test_outputs_follow_the_umask(tmp_path):
             assert (tmp_path / f"page{mask}.html").stat().st_mode & 0o777 == mode, oct(mask)
     finally:
         os.umask(old)
+
+
+def test_every_shown_candidate_gets_its_match_lines(tmp_path):
+    from PIL import Image
+
+    meta, pairs, decision, stages = _tables()
+    for image_id in meta["image_id"]:
+        Image.new("RGB", (30, 20), (90, 120, 150)).save(tmp_path / f"{abs(hash(image_id))}.png")
+    meta["abspath"] = [str(tmp_path / f"{abs(hash(i))}.png") for i in meta["image_id"]]
+    asked = []
+
+    def lines_for(wanted):
+        asked.append(list(wanted))
+        return {p: {"matcher": "m", "candidate": p[1], "total": 3, "lines": [[0.1, 0.1, 0.5, 0.5, 1]]} for p in wanted}
+
+    data, _ = page_data("D", "rerank", meta, pairs, 0.5, decision, stages, None, lines_for, {"top_k": 2})
+    # one matching per shown candidate (the best pair once), in card order; nothing else is matched
+    assert sorted(asked[0]) == sorted([("q2", "g1"), ("q2", "g3"), (HOSTILE, "g2"), ("q1", "g1"), ("q1", "g2")])
+    q2 = next(c for c in data["cards"] if c["image_id"] == "q2")
+    assert q2["matches"]["candidate"] == "g1" and q2["candidates"][0]["matches"] is None  # the card's own
+    assert q2["candidates"][1]["matches"]["candidate"] == "g3"
+    asked.clear()
+    data, _ = page_data("D", "rerank", meta, pairs, 0.5, decision, stages, None, lines_for,
+                        {"top_k": 2, "match_candidates": 1})  # fmt: skip
+    assert sorted(asked[0]) == sorted([("q2", "g1"), (HOSTILE, "g2"), ("q1", "g1")])
+    assert all(c["matches"] is None for card in data["cards"] for c in card["candidates"])

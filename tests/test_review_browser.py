@@ -94,6 +94,17 @@ def press(driver, keys: str) -> None:
         body.send_keys(key)
 
 
+def within(driver, script: str, want, *args, seconds: float = 5):
+    """The value of ``script`` once it is ``want``, or after ``seconds`` (a photo loads, then lines are drawn)."""
+    deadline = time.time() + seconds
+    while (got := driver.execute_script(script, *args)) != want and time.time() < deadline:
+        time.sleep(0.05)
+    return got
+
+
+LINES = "return document.querySelectorAll('svg line').length"
+
+
 def download_csv(driver, folder: Path) -> Path:
     """Click the page's download button; the CSV it saves, once complete."""
     from selenium.webdriver.common.by import By
@@ -116,6 +127,7 @@ def rows_of(text: str) -> list[dict]:
 
 def test_page_with_hostile_ids(tmp_path):
     from PIL import Image
+    from selenium.webdriver.common.by import By
 
     from workflow.review.page import page_data
     from workflow.review.render import render_page
@@ -130,7 +142,10 @@ def test_page_with_hostile_ids(tmp_path):
                           "kind": "query", "fused": [0.9, 0.2, 0.45, 0.4]})  # fmt: skip
     decision = pd.DataFrame({"image_id": ["q1", HOSTILE], "identity": ["ann", "new_individual"],
                              "decided_by": ["wildfusion:label", "wildfusion:new"]})  # fmt: skip
-    lines = {HOSTILE: {"matcher": "m", "candidate": "g1", "total": 1, "lines": [[0.1, 0.2, 0.8, 0.9, 0.7]]}}
+    lines = {
+        (HOSTILE, "g1"): {"matcher": "m", "candidate": "g1", "total": 1, "lines": [[0.1, 0.2, 0.8, 0.9, 0.7]]},
+        (HOSTILE, "g2"): {"matcher": "m", "candidate": "g2", "total": 9, "lines": [[0.1, 0.2, 0.3, 0.4, 0.5]] * 2},
+    }
     data, _ = page_data("D", "wildfusion", meta, pairs, 0.5, decision, {}, None, lambda p: lines, {})
     page = tmp_path / "D.html"
     page.write_text(render_page(data, HOSTILE), encoding="utf-8")
@@ -142,6 +157,16 @@ def test_page_with_hostile_ids(tmp_path):
         text = driver.execute_script("return document.getElementById('cards').textContent")
         assert HOSTILE in text and HOSTILE + "id" in text  # shown as text, never parsed as markup
         assert driver.execute_script("return document.querySelectorAll('svg line').length") == 1
+        # every candidate with match lines can be compared (m, or its button): only a look, nothing is decided
+        press(driver, "m")
+        assert within(driver, LINES, 2) == 2
+        assert driver.execute_script("return document.querySelector('.card.current img.match').alt") == "g2"
+        caption = driver.find_element(By.CSS_SELECTOR, ".card.current .paircap").text
+        assert "candidate 2 g2 (" + HOSTILE + "id)" in caption
+        assert "9 (lines: best 2)" in driver.find_element(By.CSS_SELECTOR, ".card.current .facts").text
+        driver.find_elements(By.CSS_SELECTOR, ".card.current .cand .look")[0].click()
+        assert within(driver, LINES, 1) == 1
+        assert rows_of(driver.execute_script("return window.reviewDecisionsCSV()")) == []
         press(driver, "2")  # the first card (the hostile id, nearest the threshold): candidate 2 (g2)
         press(driver, "n")  # the page moved on to the next card (q1): a new individual
         rows = rows_of(driver.execute_script("return window.reviewDecisionsCSV()"))

@@ -203,12 +203,13 @@ def card_records(
     review: pd.DataFrame,
     candidates: pd.DataFrame,
     stages: dict[str, pd.DataFrame],
-    lines: dict[str, dict],
+    lines: dict[tuple[str, str], dict],
     stage: str = "",
     decider: dict | None = None,
 ) -> list[dict]:
-    """The page's cards in ``review`` order; ``lines[query]`` holds the match lines of its best pair (if drawn);
-    ``why``: the decision in plain words (:func:`explain`, with the submitted ``stage``'s ``decider`` file)."""
+    """The page's cards in ``review`` order; ``lines[query, candidate]`` holds the match lines of a pair (if drawn):
+    the card's ``matches`` are its best pair's, each other candidate's its own; ``why``: the decision in plain
+    words (:func:`explain`, with the submitted ``stage``'s ``decider`` file)."""
     by_query = {q: part for q, part in candidates.groupby("query", sort=False)}
     labels = {
         name: dict(zip(t["image_id"].astype(str), t["identity"].fillna("").astype(str))) for name, t in stages.items()
@@ -220,7 +221,13 @@ def card_records(
             []
             if part is None
             else [
-                {"image_id": c.candidate, "identity": c.identity, "score": _num(c.score), "images": int(c.images)}
+                {
+                    "image_id": c.candidate,
+                    "identity": c.identity,
+                    "score": _num(c.score),
+                    "images": int(c.images),
+                    "matches": None if c.candidate == row.best_candidate else lines.get((row.image_id, c.candidate)),
+                }
                 for c in part.itertuples(index=False)
             ]
         )
@@ -239,7 +246,7 @@ def card_records(
                 "cluster": row.cluster,
                 "stages": {name: lab.get(row.image_id, "") for name, lab in labels.items()},
                 "candidates": cands,
-                "matches": lines.get(row.image_id),
+                "matches": lines.get((row.image_id, row.best_candidate)),
             }
         )
     return cards

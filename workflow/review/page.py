@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 # Settings of config ``review`` that shape the page (the schema holds their defaults and descriptions).
 DEFAULTS = {"top_k": 5, "band": 0.1, "max_queries": None, "thumbnail": 160, "jpeg_quality": 75, "match_lines": 40,
-            "uncertain_share": 0.2, "gallery_version": 0}  # fmt: skip
+            "uncertain_share": 0.2, "match_candidates": 5, "gallery_version": 0}  # fmt: skip
 
 
 def run_id(dataset: str, meta: pd.DataFrame, decision: pd.DataFrame, gallery_version: int) -> str:
@@ -67,8 +67,9 @@ def page_data(
 ) -> tuple[dict, pd.DataFrame]:
     """The page's data (cards, thumbnails) and the review table.
 
-    ``lines_for(pairs: list[(query, candidate)]) -> {query: lines}`` draws the match lines (see
-    :func:`workflow.review.images.match_lines`). ``decider``: the submitted stage's ``threshold.json``, or the
+    ``lines_for(pairs: list[(query, candidate)]) -> {(query, candidate): lines}`` draws the match lines (see
+    :func:`workflow.review.images.match_lines`) of each query's best pair and of its first ``match_candidates``
+    shown candidates. ``decider``: the submitted stage's ``threshold.json``, or the
     cascade's ``choice.json`` (the thresholds of the step that decided each query, in the card's words).
     """
     s = {**DEFAULTS, **settings}
@@ -80,7 +81,9 @@ def page_data(
     candidates = top_candidates(pairs, meta, s["top_k"])
     candidates = candidates[candidates["query"].isin(review["image_id"])]
     best = [(q, c) for q, c in zip(review["image_id"], review["best_candidate"]) if c]
-    lines = lines_for(best) if s["match_lines"] > 0 else {}
+    matched = candidates[candidates["rank"] <= s["match_candidates"]]
+    wanted = list(dict.fromkeys([*best, *zip(matched["query"], matched["candidate"])]))
+    lines = lines_for(wanted) if s["match_lines"] > 0 else {}
     paths = dict(zip(meta["image_id"], meta["abspath"]))
     shown = [*review["image_id"], *candidates["candidate"]]
     images, files, about = {}, {}, {}
