@@ -159,3 +159,20 @@ def test_every_shown_candidate_gets_its_match_lines(tmp_path):
                         {"top_k": 2, "match_candidates": 1})  # fmt: skip
     assert sorted(asked[0]) == sorted([("q2", "g1"), (HOSTILE, "g2"), ("q1", "g1")])
     assert all(c["matches"] is None for card in data["cards"] for c in card["candidates"])
+
+
+def test_an_individuals_other_gallery_photos_are_linked_not_embedded(tmp_path):
+    from PIL import Image
+
+    meta, pairs, decision, stages = _tables()
+    extra = pd.DataFrame({"image_id": ["g4", "g5"], "identity": ["ann", "carl"], "split": "database"})
+    meta = pd.concat([meta, extra], ignore_index=True)
+    for image_id in meta["image_id"]:
+        Image.new("RGB", (30, 20), (90, 120, 150)).save(tmp_path / f"{abs(hash(image_id))}.png")
+    meta["abspath"] = [str(tmp_path / f"{abs(hash(i))}.png") for i in meta["image_id"]]
+    data, _ = page_data("D", "rerank", meta, pairs, 0.5, decision, stages, None, lambda p: {}, {"top_k": 2})
+    # ann (g1, g4) and bob (g2, g3) are shown candidates with more than one photo; carl is no candidate
+    assert data["gallery"] == {"ann": ["g1", "g4"], "bob": ["g2", "g3"]}
+    assert "g4" in data["files"] and "g4" not in data["images"]  # loaded from its file only when shown
+    assert data["files"]["g4"] == (tmp_path / f"{abs(hash('g4'))}.png").resolve().as_uri()
+    assert "g5" not in data["files"]

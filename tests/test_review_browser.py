@@ -132,9 +132,9 @@ def test_page_with_hostile_ids(tmp_path):
     from workflow.review.page import page_data
     from workflow.review.render import render_page
 
-    ids = ["g1", "g2", "q1", HOSTILE]
-    meta = pd.DataFrame({"image_id": ids, "identity": ["ann", HOSTILE + "id", "", ""],
-                         "split": ["database", "database", "query", "query"]})  # fmt: skip
+    ids = ["g1", "g2", "q1", HOSTILE, "g3"]  # g3: another photo of ann, in no shortlist
+    meta = pd.DataFrame({"image_id": ids, "identity": ["ann", HOSTILE + "id", "", "", "ann"],
+                         "split": ["database", "database", "query", "query", "database"]})  # fmt: skip
     for i in range(len(ids)):
         Image.new("RGB", (40, 30), (40 * i, 90, 150)).save(tmp_path / f"{i}.png")
     meta["abspath"] = [str(tmp_path / f"{i}.png") for i in range(len(ids))]
@@ -166,6 +166,15 @@ def test_page_with_hostile_ids(tmp_path):
         assert "9 (lines: best 2)" in driver.find_element(By.CSS_SELECTOR, ".card.current .facts").text
         driver.find_elements(By.CSS_SELECTOR, ".card.current .cand .look")[0].click()
         assert within(driver, LINES, 1) == 1
+        # "more" shows the individual's other gallery photos, from their files; a click on one zooms it
+        driver.find_element(By.CSS_SELECTOR, ".card.current .cand .more").click()
+        more = driver.find_element(By.CSS_SELECTOR, ".card.current .morebox img")
+        assert more.get_attribute("alt") == "g3" and "ann: 1 more gallery photo" in more.find_element(
+            By.XPATH, "../..").text  # fmt: skip
+        assert within(driver, "return arguments[0].complete && arguments[0].naturalWidth", 40, more) == 40
+        more.click()
+        assert driver.execute_script("return document.getElementById('zoom-img').alt") == "g3"
+        press(driver, "\ue00c")  # Escape
         assert rows_of(driver.execute_script("return window.reviewDecisionsCSV()")) == []
         press(driver, "2")  # the first card (the hostile id, nearest the threshold): candidate 2 (g2)
         press(driver, "n")  # the page moved on to the next card (q1): a new individual

@@ -28,16 +28,17 @@ const REVIEW = {
     document.documentElement.style.setProperty("--thumb", (data.thumbnail || 160) + "px");
     document.getElementById("zoom").addEventListener("click", REVIEW.unzoom);
   },
-  // the photo ``id`` large (its embedded thumbnail) with a link to its full-resolution file; a click closes it
+  // the photo ``id`` large (its embedded thumbnail, else its file) with a link to its full-resolution file; a
+  // click closes it
   zoom: function (data, id) {
     const has = function (o, k) { return Object.prototype.hasOwnProperty.call(o || {}, k); };
-    if (!has(data.images, id)) return;
+    if (!has(data.images, id) && !has(data.files, id)) return;
     const box = document.getElementById("zoom");
     REVIEW.unzoom();
     const img = REVIEW.el("img");
     img.id = "zoom-img";
     img.alt = id;
-    img.src = data.images[id];
+    img.src = has(data.images, id) ? data.images[id] : data.files[id];
     box.appendChild(img);
     const caption = REVIEW.el("div", "caption", id);
     caption.appendChild(REVIEW.fullLink(data, id));

@@ -5,9 +5,10 @@ Inputs
     (candidates, calibrated fused scores, the threshold); the submitted stage's ``predictions.tsv`` (the decision
     and, from the cascade, ``decided_by``); every stage's ``predictions.tsv`` (do the stages agree?); discovery's
     ``clusters.tsv`` when discovery runs; the feature manifest of one matcher (the match lines of each query's
-    best pair, from the per-image feature cache).
+    shown candidates, from the per-image feature cache).
 Outputs
-    one self-contained HTML page (thumbnails embedded as base64 JPEG) and a TSV of the cards' order and scores
+    one self-contained HTML page (the cards' thumbnails embedded as base64 JPEG; the other gallery photos of a
+    candidate individual, shown on demand, linked to their files) and a TSV of the cards' order and scores
     (``--table``, :data:`workflow.review.cards.REVIEW_COLUMNS`).
 
     python -m workflow.review.page --dataset D --metadata T.tsv --pairs P.parquet --threshold W.json \
@@ -22,6 +23,7 @@ import hashlib
 import json
 import logging
 from datetime import datetime, timezone
+from itertools import chain
 from pathlib import Path
 
 import pandas as pd
@@ -50,6 +52,14 @@ def run_id(dataset: str, meta: pd.DataFrame, decision: pd.DataFrame, gallery_ver
     decided = decision[["image_id", "identity"]].astype(str).sort_values("image_id").to_csv(index=False)
     text = json.dumps([dataset, int(gallery_version), photos, decided])
     return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def gallery_photos(meta: pd.DataFrame, identities: set[str]) -> dict[str, list[str]]:
+    """``{identity: its gallery photos}`` (in table order) of each of ``identities`` with more than one: what a
+    card's *more* control shows of a candidate individual."""
+    gallery = meta[(meta["split"] == "database") & meta["identity"].astype(str).isin(identities)]
+    photos = gallery.groupby(gallery["identity"].astype(str), sort=True)["image_id"].agg(list)
+    return {identity: ids for identity, ids in photos.items() if len(ids) > 1}
 
 
 def page_data(
@@ -85,16 +95,18 @@ def page_data(
     wanted = list(dict.fromkeys([*best, *zip(matched["query"], matched["candidate"])]))
     lines = lines_for(wanted) if s["match_lines"] > 0 else {}
     paths = dict(zip(meta["image_id"], meta["abspath"]))
-    shown = [*review["image_id"], *candidates["candidate"]]
+    shown = set(review["image_id"]) | set(candidates["candidate"])
+    more = gallery_photos(meta, set(candidates["identity"]))
     images, files, about = {}, {}, {}
     orientation, date = ({} if c not in meta else dict(zip(meta["image_id"], meta[c].fillna("").astype(str)))
                          for c in ("orientation", "date"))  # fmt: skip
-    for image_id in dict.fromkeys(shown):
+    for image_id in dict.fromkeys([*review["image_id"], *candidates["candidate"], *chain(*more.values())]):
         words = [w for w in (date.get(image_id, ""), orientation.get(image_id, "")) if w]
         if words:
             about[image_id] = " · ".join(words)
         if image_id in paths:
-            images[image_id] = thumbnail(paths[image_id], s["thumbnail"], s["jpeg_quality"])
+            if image_id in shown:  # a card's photo: embedded; an individual's other photos: from their files
+                images[image_id] = thumbnail(paths[image_id], s["thumbnail"], s["jpeg_quality"])
             files[image_id] = Path(paths[image_id]).resolve().as_uri()  # the full-resolution file
     data = {
         "dataset": dataset,
@@ -108,6 +120,7 @@ def page_data(
         "thumbnail": int(s["thumbnail"]),
         "cards": card_records(review, candidates, stages, lines, stage, decider),
         "images": images,
+        "gallery": more,
         "files": files,
         "about": about,
     }
