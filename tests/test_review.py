@@ -74,7 +74,7 @@ def test_page_escapes_every_id(tmp_path):
     data, review = page_data("D", "rerank", meta, pairs, 0.5, decision, stages, None, lambda pairs: {}, {"top_k": 2})
     page = render_page(data, HOSTILE)
     assert HOSTILE not in page and "<img src=x" not in page  # the title is HTML-escaped, the data JSON-escaped
-    assert len(re.findall(r"</script>", page, flags=re.I)) == 2  # the data block's and the script's own
+    assert len(re.findall(r"</script>", page, flags=re.I)) == 3  # the data block's, the lazy block's, the script's
     block = re.search(r'<script type="application/json" id="review-data">(.*?)</script>', page, re.S).group(1)
     parsed = json.loads(block)
     assert [c["image_id"] for c in parsed["cards"]] == review["image_id"].tolist()
@@ -152,13 +152,17 @@ def test_every_shown_candidate_gets_its_match_lines(tmp_path):
     # one matching per shown candidate (the best pair once), in card order; nothing else is matched
     assert sorted(asked[0]) == sorted([("q2", "g1"), ("q2", "g3"), (HOSTILE, "g2"), ("q1", "g1"), ("q1", "g2")])
     q2 = next(c for c in data["cards"] if c["image_id"] == "q2")
-    assert q2["matches"]["candidate"] == "g1" and q2["candidates"][0]["matches"] is None  # the card's own
-    assert q2["candidates"][1]["matches"]["candidate"] == "g3"
+    assert q2["matches"]["candidate"] == "g1" and not q2["candidates"][0]["lines"]  # the card's own
+    assert q2["candidates"][1]["lines"] and data["lazy"]["lines"]["q2"]["g3"]["candidate"] == "g3"
+    assert set(data["lazy"]["lines"]) == {"q1", "q2"}  # the best pairs are in the cards, not in the lazy block
+    page = render_page(data, "D")  # the lazy block is a JSON block of its own, parsed on demand
+    lazy = re.search(r'<script type="application/json" id="review-lazy">(.*?)</script>', page, re.S).group(1)
+    assert json.loads(lazy) == data["lazy"] and '"lazy"' not in page.split('id="review-lazy"')[0]
     asked.clear()
     data, _ = page_data("D", "rerank", meta, pairs, 0.5, decision, stages, None, lines_for,
                         {"top_k": 2, "match_candidates": 1})  # fmt: skip
     assert sorted(asked[0]) == sorted([("q2", "g1"), (HOSTILE, "g2"), ("q1", "g1")])
-    assert all(c["matches"] is None for card in data["cards"] for c in card["candidates"])
+    assert data["lazy"]["lines"] == {} and not any(c["lines"] for card in data["cards"] for c in card["candidates"])
 
 
 def test_an_individuals_other_gallery_photos_are_linked_not_embedded(tmp_path):

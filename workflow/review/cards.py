@@ -199,6 +199,17 @@ def _num(value) -> float | None:
     return round(value, 4) if math.isfinite(value) else None
 
 
+def lazy_lines(review: pd.DataFrame, lines: dict[tuple[str, str], dict]) -> dict[str, dict[str, dict]]:
+    """``{query: {candidate: lines}}`` of every drawn pair but the best of its card: the page parses these only
+    when one is first shown, so that they do not slow the first screen."""
+    best = set(zip(review["image_id"], review["best_candidate"]))
+    out: dict[str, dict[str, dict]] = {}
+    for (query, candidate), entry in lines.items():
+        if (query, candidate) not in best:
+            out.setdefault(query, {})[candidate] = entry
+    return out
+
+
 def card_records(
     review: pd.DataFrame,
     candidates: pd.DataFrame,
@@ -208,8 +219,9 @@ def card_records(
     decider: dict | None = None,
 ) -> list[dict]:
     """The page's cards in ``review`` order; ``lines[query, candidate]`` holds the match lines of a pair (if drawn):
-    the card's ``matches`` are its best pair's, each other candidate's its own; ``why``: the decision in plain
-    words (:func:`explain`, with the submitted ``stage``'s ``decider`` file)."""
+    the card's ``matches`` are its best pair's; another candidate's ``lines`` says whether it has its own (they
+    are in the page's lazy block, :func:`lazy_lines`); ``why``: the decision in plain words (:func:`explain`, with
+    the submitted ``stage``'s ``decider`` file)."""
     by_query = {q: part for q, part in candidates.groupby("query", sort=False)}
     labels = {
         name: dict(zip(t["image_id"].astype(str), t["identity"].fillna("").astype(str))) for name, t in stages.items()
@@ -226,7 +238,7 @@ def card_records(
                     "identity": c.identity,
                     "score": _num(c.score),
                     "images": int(c.images),
-                    "matches": None if c.candidate == row.best_candidate else lines.get((row.image_id, c.candidate)),
+                    "lines": c.candidate != row.best_candidate and (row.image_id, c.candidate) in lines,
                 }
                 for c in part.itertuples(index=False)
             ]

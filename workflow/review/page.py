@@ -30,7 +30,7 @@ import pandas as pd
 
 from workflow import NEW_INDIVIDUAL
 from workflow.cli import arg, named_paths, run_stage, stage_parser
-from workflow.review.cards import card_records, review_table, top_candidates
+from workflow.review.cards import card_records, lazy_lines, review_table, top_candidates
 from workflow.review.images import match_lines, thumbnail
 from workflow.review.render import render_page
 from workflow.stage_io import atomic_path, read_json, read_tsv, write_tsv
@@ -119,6 +119,7 @@ def page_data(
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "thumbnail": int(s["thumbnail"]),
         "cards": card_records(review, candidates, stages, lines, stage, decider),
+        "lazy": {"lines": lazy_lines(review, lines)},  # a block of its own, parsed on demand (render_page)
         "images": images,
         "gallery": more,
         "files": files,
