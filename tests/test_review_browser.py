@@ -175,6 +175,8 @@ def test_page_with_hostile_ids(tmp_path):
         more.click()
         assert driver.execute_script("return document.getElementById('zoom-img').alt") == "g3"
         press(driver, "\ue00c")  # Escape
+        press(driver, "o")  # o hides them again (the candidate beside the query: ann)
+        assert not driver.find_element(By.CSS_SELECTOR, ".card.current .morebox").is_displayed()
         assert rows_of(driver.execute_script("return window.reviewDecisionsCSV()")) == []
         press(driver, "2")  # the first card (the hostile id, nearest the threshold): candidate 2 (g2)
         press(driver, "n")  # the page moved on to the next card (q1): a new individual
