@@ -4,7 +4,8 @@ from pathlib import Path
 
 from snakemake.utils import min_version, validate
 
-from workflow.config_check import check_config
+from workflow.config_check import check_config, load_schema
+from workflow.config_cli import retype_nested
 
 min_version("9.0")
 
@@ -20,6 +21,12 @@ if Path(config["data_root"]).resolve() == Path(config["demo"]["root"]).resolve()
 
 # Every config mistake fails here, before any job, naming the key and the fix (workflow/config_check.py);
 # validate() then fills the schema's defaults. The checks that need the data run in rules/common.smk.
+# Values nested in --config (review={thumbnail: 480}) arrive as text: given the schema's types first.
+retype_nested(
+    config,
+    workflow.config_settings.config or {},
+    load_schema(Path(workflow.basedir) / "config" / "schema.yaml"),
+)
 check_config(config, Path(workflow.basedir) / "config" / "schema.yaml")
 
 

@@ -12,7 +12,15 @@ from workflow.keys import param_key, weights_identity
 from workflow.match import extractor_identity
 from workflow.matchers import WeightsNotFoundError
 from workflow.pair_cache import matching_weights_identity
-from workflow.enrollment import active_changes_file, enrollment_dir, recover_log
+from workflow.enrollment import (
+    active_changes_file,
+    describe_active,
+    describe_line,
+    find_enrollment_dir,
+    locate_decisions,
+    record_data,
+    recover_log,
+)
 from workflow.data import (
     SAFE_NAME,
     DataValidationError,
@@ -124,8 +132,29 @@ STAGES = [stage for stage in config["stages"] if stage != "discovery"]
 # Per-dataset tables (metadata rows + the sha1 of each image): the only view of the data that jobs have.
 TABLES_DIR = Path("results/data")
 # Gallery versions written by target enroll (workflow/enrollment.py): the data is read through the active one.
-ENROLLMENT_DIR = str(enrollment_dir(config["review"]["enrollment_dir"], DATA_ROOT))
+# They are found by the data's real path (or the fingerprint of its metadata.csv), not by the data_root string.
+_ENROLLMENT_DIR, _FOUND_BY = find_enrollment_dir(
+    config["review"]["enrollment_dir"], DATA_ROOT
+)
+ENROLLMENT_DIR = str(_ENROLLMENT_DIR)
 ENROLLMENT = active_changes_file(ENROLLMENT_DIR)
+
+
+# The active gallery version (results/gallery_version.json, the start line, the review pages, the report's
+# captions of the scores: a param of their rules, so that they rerun when it changes).
+GALLERY = describe_active(ENROLLMENT_DIR)
+GALLERY_LINE = describe_line(GALLERY)
+
+
+def _enrollment_only():
+    """Whether the command line names targets enroll, enroll_undo or enroll_redo and no other rule or file (a
+    heuristic on the arguments: Snakemake sets its targets after the Snakefile is read). They check the data
+    themselves (workflow/enrollment.py) and read no table, so a gallery version that the tables refuse can always
+    be undone.
+    """
+    words = {w for w in sys.argv[1:] if not w.startswith("-") and "=" not in w}
+    outputs = {w for w in words if w == "all" or w.startswith("results/")}
+    return bool({"enroll", "enroll_undo", "enroll_redo"} & words) and not outputs
 
 
 def _start_run():
@@ -144,8 +173,16 @@ def _start_run():
     from workflow.tables import sync_tables
 
     removed = release_stale_locks()
-    # a gallery switch whose log line a killed enroll/undo did not write (workflow/enrollment.py)
+    # a gallery switch whose log line a killed enroll/undo/redo did not write (workflow/enrollment.py)
     recover_log(ENROLLMENT_DIR)
+    record_data(
+        ENROLLMENT_DIR, DATA_ROOT
+    )  # the data's identity, so that a moved copy finds its versions
+    if not _FOUND_BY.startswith("its real path"):
+        logger.warning(
+            f"Gallery versions of {DATA_ROOT} found in {ENROLLMENT_DIR} by {_FOUND_BY}"
+        )
+    logger.info(GALLERY_LINE)
     if removed:
         logger.warning(
             f"Removed the directory lock left by a Snakemake run that is no longer alive ({len(removed)} "
@@ -153,6 +190,8 @@ def _start_run():
         )
     if not (DATA_ROOT / "metadata.csv").is_file():  # the demo, before it is generated
         return list(DATASETS)
+    if _enrollment_only():
+        return []
     present = [d for d in DATASETS if (TABLES_DIR / f"{d}.tsv").is_file()]
     # With a gallery version active (workflow/enrollment.py) every table is written here, through it; rule
     # validate_data (which reads metadata.csv alone) then only rebuilds tables after the demo is regenerated.
@@ -826,6 +865,7 @@ def final_outputs():
     """Everything rule all requests; the per-query stages' outputs only for datasets with a gallery."""
     return [
         "results/submission.csv",
+        "results/gallery_version.json",
         *(["results/scores.tsv", "results/plots/scores.html"] if IDENTIFIED else []),
         *expand(
             "results/plots/matches/{dataset}.png",
@@ -997,7 +1037,8 @@ def discovery_outputs():
         "results/plots/discovery/{dataset}.png",
         dataset=DATASETS if HAS_SOLUTION else [],
     )
-    return ["results/clusters.csv", "results/discovery_scores.tsv", *plots]
+    pages = expand("results/review/discovery/{dataset}.html", dataset=DATASETS)
+    return ["results/clusters.csv", "results/discovery_scores.tsv", *plots, *pages]
 
 
 # Review page (rules/review.smk) and enrollment.
@@ -1015,6 +1056,9 @@ def review_inputs(wildcards):
         "pairs": f"results/stages/wildfusion/{wildcards.dataset}/pairs.parquet",
         "threshold": f"results/stages/wildfusion/{wildcards.dataset}/threshold.json",
         "decision": f"results/stages/{stage}/{wildcards.dataset}/predictions.tsv",
+        # the thresholds of the stage that decided (the cascade: its steps, as run)
+        "decider": f"results/stages/{stage}/{wildcards.dataset}/"
+        + ("choice.json" if stage == "cascade" else "threshold.json"),
         "features": features_path(wildcards.dataset, review_matcher()),
     }
     for name in STAGES:
@@ -1032,8 +1076,20 @@ def review_stage_args(wildcards, input):
 
 
 def review_page_settings(wildcards=None):
-    keys = ("top_k", "band", "max_queries", "thumbnail", "jpeg_quality", "match_lines")
-    return {k: v for k, v in config["review"].items() if k in keys}
+    keys = (
+        "top_k",
+        "band",
+        "max_queries",
+        "thumbnail",
+        "jpeg_quality",
+        "match_lines",
+        "match_candidates",
+        "uncertain_share",
+    )
+    return {
+        **{k: v for k, v in config["review"].items() if k in keys},
+        "gallery_version": GALLERY["gallery_version"],
+    }
 
 
 def enroll_decisions(wildcards):
@@ -1043,4 +1099,7 @@ def enroll_decisions(wildcards):
             "enroll needs a decisions file: snakemake enroll --cores 1 --config decisions=PATH "
             "(the CSV downloaded from results/review/<dataset>.html)"
         )
-    return path
+    found, error = locate_decisions(str(path))  # also in the downloads folder
+    if found is None:
+        raise WorkflowError(error)
+    return str(found)

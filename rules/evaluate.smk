@@ -31,6 +31,8 @@ rule scores_table:
         "logs/scores_table.log",
     conda:
         CONDA_ENV
+    params:
+        gallery=GALLERY_LINE,
     message:
         "Collecting the ablation table of stages {STAGES}"
     shell:

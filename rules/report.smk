@@ -81,6 +81,8 @@ rule scores_html:
         "logs/plots/scores_html.log",
     conda:
         CONDA_ENV
+    params:
+        gallery=GALLERY_LINE,
     message:
         "Rendering the ablation table as HTML"
     shell:

@@ -1,7 +1,8 @@
 """Enrollment: the decisions of a review page become the next version of the gallery; undo goes back one.
 
 The user's ``metadata.csv`` is never written. A gallery version is an overlay on it, kept under
-``<enrollment_dir>/<data folder name>-<hash of data_root>/`` (:func:`enrollment_dir`):
+``<enrollment_dir>/<data folder name>-<hash of its real path>/`` (:func:`find_enrollment_dir`: the data's real path,
+else the fingerprint of its ``metadata.csv``, in ``data.json``):
 
 ``v<N>/changes.csv``    every query photo enrolled so far (``dataset, image_id, identity, decision, version,
                         decisions_sha1``): the workflow reads the data through the active version's file
@@ -10,41 +11,51 @@ The user's ``metadata.csv`` is never written. A gallery version is an overlay on
 ``v<N>/metadata.csv``   the gallery of that version (``metadata.csv`` with the changes applied), to read or export;
 ``v<N>/decisions.csv``  a copy of the decision file; ``v<N>/version.json``: its base version, file, sha1 and time;
 ``active``              the active version number (``0``: the original ``metadata.csv``);
-``log.tsv``             one line per enrollment or undo: when, what, from which decision file (and its sha1).
+``log.tsv``             one line per enrollment, undo or redo: when, what, from which decision file (and its sha1);
+``data.json``           the data's real path and the sha1 of its ``metadata.csv`` (a moved copy finds the folder).
 
 Decision files are the CSV a review page downloads: ``dataset, image_id, decision, identity`` (other columns are
 ignored). ``decision`` is ``accept`` or ``pick`` (the photo joins ``identity``, a known individual of its dataset),
-``new`` (a new individual: ``identity`` is its name; left empty, each photo gets ``<prefix><dataset>_<n>``) or
-``reject`` (not enrolled). Every problem of the file is reported at once, naming its line and the fix; nothing is
-written then.
+``new`` (a new individual: ``identity`` is its name; left empty, each photo gets ``<prefix><dataset>_<n>``),
+``reject`` or ``unsure`` (not enrolled); a file holding two runs (``run_id``) of one dataset is refused. Every
+problem of the file is reported at once, naming its line and the fix; nothing is written then. Enrolling again,
+after an undo, the decisions of a version that was undone makes that version active again (nothing new is
+written); ``redo`` does the same for the version the last undo left.
 
-    python -m workflow.enrollment enroll --data-root R --dir D --decisions F [--new-name-prefix new_]
+    python -m workflow.enrollment enroll --data-root R --dir D --decisions F [--new-name-prefix new_] [--discovery]
     python -m workflow.enrollment undo --data-root R --dir D
+    python -m workflow.enrollment redo --data-root R --dir D [--discovery]
+    python -m workflow.enrollment describe --data-root R --dir D --out results/gallery_version.json
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 
-from workflow import NEW_INDIVIDUAL
 from workflow.cli import arg, command, run_stage, stage_parser
 from workflow.data import DataValidationError, Problem, check_split_coverage, hash_file, read_table, validate_dataset
+from workflow.enrollment_find import (  # noqa: F401 (enrollment_dir, find_enrollment_dir: the package's API)
+    DATA_FILE,
+    _read_json,
+    enrollment_dir,
+    find_enrollment_dir,
+    locate_decisions,
+    metadata_fingerprint,
+    record_data,
+)
+from workflow.enrollment_plan import DECISION_COLUMNS, DECISIONS, plan_enrollment  # noqa: F401 (the API)
 from workflow.stage_io import atomic_path
 
 logger = logging.getLogger(__name__)
 
-DECISIONS = ("accept", "pick", "new", "reject")
-DECISION_COLUMNS = ["dataset", "image_id", "decision", "identity"]
 CHANGE_COLUMNS = ["dataset", "image_id", "identity", "decision", "version", "decisions_sha1"]
 LOG_COLUMNS = [
     "time",
@@ -60,18 +71,10 @@ LOG_COLUMNS = [
 ]
 # Column of the tables (and of a version's metadata.csv) naming the version that enrolled a photo.
 ENROLLED = "enrolled"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class EnrollmentError(RuntimeError):
     """Enrollment or undo cannot proceed (nothing to undo, nothing new to enroll, a damaged version folder)."""
-
-
-def enrollment_dir(base: str | Path, data_root: str | Path) -> Path:
-    """The folder of the gallery versions of ``data_root``: ``<base>/<folder name>-<8 hex of its path>``."""
-    root = os.path.normpath(str(data_root))
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(root).name).strip("._-") or "data"
-    return Path(base) / f"{name[:40]}-{hashlib.sha1(root.encode()).hexdigest()[:8]}"
 
 
 def active_version(directory: str | Path) -> int:
@@ -109,13 +112,17 @@ def read_changes(path: str | Path | None) -> pd.DataFrame:
     return table[CHANGE_COLUMNS]
 
 
-def apply_changes(meta: pd.DataFrame, changes: pd.DataFrame, file: str) -> tuple[pd.DataFrame, list[Problem]]:
+def apply_changes(
+    meta: pd.DataFrame, changes: pd.DataFrame, file: str, meta_file: str = "metadata.csv", discovery: bool = False
+) -> tuple[pd.DataFrame, list[Problem]]:
     """``meta`` with each enrolled query turned into a database photo of its identity (a new table).
 
     When ``changes`` is not empty, column :data:`ENROLLED` holds the version that enrolled each photo (else ``""``).
 
     Problems name ``file`` (the changes file) and its line: a photo no longer in the metadata, in another dataset,
-    or already a gallery photo of another identity.
+    or already a gallery photo of another identity. A dataset left without query (or gallery) photos is named by
+    its first line in ``meta_file`` (``meta``'s rows, in file order); ``discovery`` (the discovery stage runs)
+    accepts a dataset without a gallery, as the data check does.
     """
     out = meta.copy()
     if changes.empty:
@@ -158,130 +165,11 @@ def apply_changes(meta: pd.DataFrame, changes: pd.DataFrame, file: str) -> tuple
     out["split"], out["identity"] = split, identity
     version = dict(zip(changes["image_id"], changes["version"]))
     out[ENROLLED] = [version.get(i, "") for i in out["image_id"]]
-    return out, problems + check_split_coverage(out, file)
-
-
-def plan_enrollment(
-    meta: pd.DataFrame, decisions: pd.DataFrame, file: str, enrolled: pd.DataFrame, prefix: str = "new_"
-) -> tuple[pd.DataFrame, dict[str, int]]:
-    """The rows a decision file adds (``dataset, image_id, identity, decision``) and its counts.
-
-    Args:
-        meta: the gallery the decisions were made on (the active version), every dataset.
-        decisions: the decision file's table (every column a string).
-        file: its path, named by every problem.
-        enrolled: the active version's changes (a photo enrolled again with the same identity is skipped).
-    Raises:
-        DataValidationError: every problem of the file, each with its line and the fix.
-    """
-    missing = [c for c in DECISION_COLUMNS if c not in decisions.columns]
-    if missing:
-        raise DataValidationError(
-            [
-                Problem(
-                    file,
-                    1,
-                    f"missing column(s) {missing}; found {list(decisions.columns)}: "
-                    "use the CSV downloaded from a review page",
-                )
-            ]
-        )
-    rows = {(d, i): k for k, (d, i) in enumerate(zip(meta["dataset"], meta["image_id"]))}
-    gallery = meta[meta["split"] == "database"]
-    known = {d: set(part["identity"]) for d, part in gallery.groupby("dataset")}
-    before = dict(zip(enrolled["image_id"], enrolled["identity"]))
-    problems, out, counts = [], [], {"known": 0, "new": 0, "rejected": 0, "already": 0}
-    seen: dict[str, int] = {}
-    unnamed = []
-    for idx, row in decisions.iterrows():
-        line = int(idx) + 2
-        dataset, image_id = row["dataset"], row["image_id"]
-        decision, identity = row["decision"].strip().lower(), row["identity"].strip()
-        if image_id in seen:
-            problems.append(
-                Problem(
-                    file,
-                    line,
-                    f"image_id {image_id!r} is decided again (first on line {seen[image_id]}); keep one row per photo",
-                )
-            )
-            continue
-        seen[image_id] = line
-        if decision not in DECISIONS:
-            problems.append(Problem(file, line, f"decision {row['decision']!r} is not one of {list(DECISIONS)}"))
-            continue
-        if _CONTROL.search(identity) or identity == NEW_INDIVIDUAL:
-            problems.append(
-                Problem(
-                    file,
-                    line,
-                    f"identity {identity!r} cannot name an individual (a control "
-                    f"character, or the reserved {NEW_INDIVIDUAL!r}); give another name",
-                )
-            )
-            continue
-        k = rows.get((dataset, image_id))
-        if k is None:
-            problems.append(
-                Problem(
-                    file,
-                    line,
-                    f"no photo {image_id!r} in dataset {dataset!r} of the data; was the "
-                    "page made from another data_root?",
-                )
-            )
-            continue
-        if decision == "reject":
-            counts["rejected"] += 1
-            continue
-        if meta["split"].iat[k] == "database":
-            if image_id in before and (before[image_id] == identity or (decision == "new" and not identity)):
-                counts["already"] += 1
-                continue
-            what = f"enrolled as {before[image_id]!r}" if image_id in before else "a gallery photo in metadata.csv"
-            problems.append(
-                Problem(
-                    file, line, f"photo {image_id!r} is already {what}; to change that, snakemake enroll_undo first"
-                )
-            )
-            continue
-        if decision in ("accept", "pick"):
-            if identity not in known.get(dataset, set()):
-                problems.append(
-                    Problem(
-                        file,
-                        line,
-                        f"identity {identity!r} is not a known individual of {dataset!r}; "
-                        "for a new individual use decision new",
-                    )
-                )
-                continue
-            counts["known"] += 1
-        else:
-            if identity in known.get(dataset, set()):
-                problems.append(
-                    Problem(
-                        file,
-                        line,
-                        f"{identity!r} is already a known individual of {dataset!r}: "
-                        "use decision pick, or another name",
-                    )
-                )
-                continue
-            counts["new"] += 1
-            if not identity:
-                unnamed.append(len(out))
-        out.append({"dataset": dataset, "image_id": image_id, "identity": identity, "decision": decision})
-    if problems:
-        raise DataValidationError(problems)
-    table = pd.DataFrame(out, columns=["dataset", "image_id", "identity", "decision"])
-    for i in unnamed:
-        dataset = table.at[i, "dataset"]
-        taken = {*known.get(dataset, set()), *table.loc[table["dataset"] == dataset, "identity"]}
-        pattern = re.compile(re.escape(f"{prefix}{dataset}_") + r"(\d+)$")
-        n = 1 + max((int(m.group(1)) for m in map(pattern.match, taken) if m), default=0)
-        table.at[i, "identity"] = f"{prefix}{dataset}_{n}"
-    return table, counts
+    coverage = [
+        Problem(p.file, p.line, f"with the enrolled photos of {file}, {p.message}")
+        for p in check_split_coverage(out, meta_file, discovery=discovery)
+    ]
+    return out, problems + coverage
 
 
 def _versions(directory: Path) -> list[int]:
@@ -339,7 +227,8 @@ def recover_log(directory: str | Path) -> bool:
     now, latest = info(active), info(logged)
     if now and int(now.get("base", -1)) == logged:
         counts = {k: now.get(k, "") for k in ("known", "new", "rejected", "already")}
-        _log(directory, action="enroll", version=active, active=active, decisions=now.get("decisions", ""),
+        action = "redo" if active in _logged_versions(directory, "enroll") else "enroll"
+        _log(directory, action=action, version=active, active=active, decisions=now.get("decisions", ""),
              decisions_sha1=now.get("decisions_sha1", ""), time=now.get("time", _now()), **counts)  # fmt: skip
     else:
         _log(directory, action="undo", version=logged, active=active, decisions=latest.get("decisions", ""),
@@ -347,6 +236,25 @@ def recover_log(directory: str | Path) -> bool:
     logger.warning("%s: the log lacked the line of the switch to version %d (a killed process); written now",
                    directory / "log.tsv", active)  # fmt: skip
     return True
+
+
+def _read_log(directory: Path) -> pd.DataFrame:
+    path = directory / "log.tsv"
+    if not path.is_file():
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in LOG_COLUMNS})
+    try:
+        return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False).reindex(columns=LOG_COLUMNS)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise EnrollmentError(
+            f"{path}: not a readable log ({err}); to switch versions by hand, write the number of a v<N> folder "
+            f"(0 = the original metadata.csv) into {directory / 'active'}"
+        ) from None
+
+
+def _logged_versions(directory: Path, action: str) -> set[int]:
+    """The versions the log names with ``action``."""
+    log = _read_log(directory)
+    return {int(v) for v in log.loc[log["action"] == action, "version"] if str(v).isdigit()}
 
 
 def _log(directory: Path, **entry) -> None:
@@ -361,46 +269,90 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _effective(data_root: Path, changes_file: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    meta, _ = validate_dataset(data_root, check_files=False, with_solution=False)
-    meta = meta.drop(columns=["abspath", "sha1"], errors="ignore")
+def _original(data_root: Path, discovery: bool) -> pd.DataFrame:
+    meta, _ = validate_dataset(data_root, check_files=False, with_solution=False, discovery=discovery)
+    return meta.drop(columns=["abspath", "sha1"], errors="ignore")
+
+
+def _effective(data_root: Path, changes_file: str | None, discovery: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    meta = _original(data_root, discovery)
     changes = read_changes(changes_file)
-    effective, problems = apply_changes(meta, changes, str(changes_file))
+    effective, problems = apply_changes(meta, changes, str(changes_file), str(data_root / "metadata.csv"), discovery)
     if problems:
         raise DataValidationError(problems)
     return effective, changes
 
 
-def enroll(data_root: str | Path, directory: str | Path, decisions_file: str | Path, prefix: str = "new_") -> int:
-    """Write the next gallery version from ``decisions_file`` and make it active; returns its number."""
+def _left_without_queries(gallery: pd.DataFrame, added: pd.DataFrame, file: str) -> list[Problem]:
+    """A dataset whose every query photo this decision file enrolls: the workflow would have nothing to identify."""
+    problems = []
+    for dataset, part in added.groupby("dataset", sort=True):
+        if not (gallery.loc[gallery["dataset"] == dataset, "split"] == "query").any():
+            problems.append(
+                Problem(
+                    file,
+                    None,
+                    f"these decisions enroll every remaining query photo of dataset {dataset!r} ({len(part)} "
+                    "enrolled now), leaving it nothing to identify; decide one of them reject (or remove its row), "
+                    "or add new query photos to metadata.csv first",
+                )
+            )
+    return problems
+
+
+def enroll(
+    data_root: str | Path,
+    directory: str | Path,
+    decisions_file: str | Path,
+    prefix: str = "new_",
+    discovery: bool = False,
+) -> int:
+    """Write the next gallery version from ``decisions_file`` and make it active; returns its number.
+
+    ``discovery``: the discovery stage runs, so datasets without a gallery are valid (as at the workflow's start).
+    Every check runs before anything is written; the new version is written into a scratch folder, renamed to
+    ``v<N>`` when complete, and only then made active: any failure leaves the active version as it was.
+    """
     data_root, directory = Path(data_root), Path(directory)
     recover_log(directory)
     active = active_version(directory)
-    effective, enrolled = _effective(data_root, active_changes_file(directory))
+    effective, enrolled = _effective(data_root, active_changes_file(directory), discovery)
     decisions = read_table(decisions_file)
     added, counts = plan_enrollment(effective, decisions, str(decisions_file), enrolled, prefix)
     if added.empty:
         raise EnrollmentError(f"{decisions_file}: nothing new to enroll ({counts}); version {active} stays active")
     sha = hash_file(decisions_file)
+    again = _same_as_undone(directory, active, sha, added)
+    if again:
+        logger.info("%s: the decisions of version %d (undone since); making it active again, nothing new written",
+                    decisions_file, again)  # fmt: skip
+        return _reactivate(data_root, directory, again, active, discovery)
     version = max([0, *_versions(directory)]) + 1
     changes = pd.concat([enrolled, added.assign(version=str(version), decisions_sha1=sha)], ignore_index=True)
-    original, _ = validate_dataset(data_root, check_files=False, with_solution=False)
-    gallery, _ = apply_changes(original.drop(columns=["abspath", "sha1"], errors="ignore"), changes, "")
-    folder = directory / f"v{version}"
-    folder.mkdir(parents=True, exist_ok=False)
-    _csv(changes[CHANGE_COLUMNS], folder / "changes.csv")
-    _csv(gallery, folder / "metadata.csv")
-    shutil.copyfile(decisions_file, folder / "decisions.csv")
+    original, meta_file = _original(data_root, discovery), str(data_root / "metadata.csv")
+    gallery, problems = apply_changes(original, changes, str(decisions_file), meta_file, discovery)
+    problems = _left_without_queries(gallery, added, str(decisions_file)) or problems
+    if problems:
+        raise DataValidationError(problems)
+    folder, scratch = directory / f"v{version}", directory / f".v{version}.partial"
+    shutil.rmtree(scratch, ignore_errors=True)  # left by a killed enroll: never active
+    scratch.mkdir(parents=True)
+    _csv(changes[CHANGE_COLUMNS], scratch / "changes.csv")
+    _csv(gallery, scratch / "metadata.csv")
+    shutil.copyfile(decisions_file, scratch / "decisions.csv")
     info = {
         "version": version,
         "base": active,
         "decisions": str(decisions_file),
         "decisions_sha1": sha,
         "time": _now(),
-        "data_root": str(data_root),
+        "data_root": os.path.realpath(data_root),
+        "metadata_sha1": metadata_fingerprint(data_root),
         **counts,
     }
-    _write_text(folder / "version.json", json.dumps(info, indent=2, sort_keys=True) + "\n")
+    _write_text(scratch / "version.json", json.dumps(info, indent=2, sort_keys=True) + "\n")
+    scratch.rename(folder)
+    record_data(directory, data_root)
     _activate(
         directory,
         version,
@@ -424,6 +376,54 @@ def enroll(data_root: str | Path, directory: str | Path, decisions_file: str | P
     return version
 
 
+def _same_as_undone(directory: Path, active: int, sha: str, added: pd.DataFrame) -> int:
+    """The version (0: none) that enrolled the same photos as ``added`` from a file with sha1 ``sha`` on the base
+    version ``active``: enrolling its decisions again makes it active again instead of writing a copy."""
+    keys = ["dataset", "image_id", "identity", "decision"]
+    ours = sorted(map(tuple, added[keys].astype(str).to_numpy()))
+    for version in sorted(_versions(directory), reverse=True):
+        info = _read_json(directory / f"v{version}" / "version.json")
+        if info.get("decisions_sha1") != sha or str(info.get("base")) != str(active):
+            continue
+        changes = read_changes(directory / f"v{version}" / "changes.csv")
+        theirs = changes.loc[changes["version"] == str(version), keys].astype(str)
+        if sorted(map(tuple, theirs.to_numpy())) == ours:
+            return version
+    return 0
+
+
+def _reactivate(data_root: Path, directory: Path, version: int, active: int, discovery: bool) -> int:
+    """Make the undone ``version`` (whose base is ``active``) active again, once it still fits the data."""
+    _effective(data_root, str(directory / f"v{version}" / "changes.csv"), discovery)  # refuses what no longer fits
+    info = _read_json(directory / f"v{version}" / "version.json")
+    counts = {k: info.get(k, "") for k in ("known", "new", "rejected", "already")}
+    _activate(directory, version, action="redo", version=version, decisions=info.get("decisions", ""),
+              decisions_sha1=info.get("decisions_sha1", ""), time=_now(), **counts)  # fmt: skip
+    logger.info("redid version %d: active again (base %d; snakemake enroll_undo goes back)", version, active)
+    return version
+
+
+def redo(data_root: str | Path, directory: str | Path, discovery: bool = False) -> int:
+    """Make the version that the last undo back to the active version left active again; returns its number.
+
+    Refused when there is nothing to redo (no undo led to the active version, or an enrollment came after it), or
+    when that version no longer fits the data (the active version stays).
+    """
+    data_root, directory = Path(data_root), Path(directory)
+    recover_log(directory)
+    active = active_version(directory)
+    log = _read_log(directory)
+    undone = log.loc[(log["action"] == "undo") & (log["active"] == str(active)), "version"]
+    version = int(undone.iloc[-1]) if len(undone) and str(undone.iloc[-1]).isdigit() else 0
+    info = _read_json(directory / f"v{version}" / "version.json") if version else {}
+    if not version or str(info.get("base")) != str(active):
+        raise EnrollmentError(
+            f"{directory}: nothing to redo (no undo led to the active version {active}); to enroll, "
+            "snakemake enroll --config decisions=FILE"
+        )
+    return _reactivate(data_root, directory, version, active, discovery)
+
+
 def undo(directory: str | Path) -> int:
     """Make the active version's base version active again (no file is deleted); returns the active number."""
     directory = Path(directory)
@@ -431,8 +431,20 @@ def undo(directory: str | Path) -> int:
     active = active_version(directory)
     if active == 0:
         raise EnrollmentError(f"{directory}: nothing to undo, the original metadata.csv is active")
-    info = json.loads((directory / f"v{active}" / "version.json").read_text())
-    base = int(info["base"])
+    path = directory / f"v{active}" / "version.json"
+    try:
+        info = json.loads(path.read_text())
+        base = int(info["base"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise EnrollmentError(
+            f"{path}: cannot read the base version of the active version {active} ({err}); write the number of "
+            f"the version to go back to (0 = the original metadata.csv) into {directory / 'active'}"
+        ) from None
+    if base and not (directory / f"v{base}" / "changes.csv").is_file():
+        raise EnrollmentError(
+            f"{path}: base version {base} has no {directory / f'v{base}' / 'changes.csv'}; write the number of "
+            f"an existing v<N> folder (0 = the original metadata.csv) into {directory / 'active'}"
+        )
     _activate(
         directory,
         base,
@@ -446,10 +458,49 @@ def undo(directory: str | Path) -> int:
     return base
 
 
+def describe_active(directory: str | Path) -> dict:
+    """The active gallery version: ``gallery_version`` (0 = the original metadata.csv), its folder, the number of
+    enrolled photos and when it was enrolled (written to ``results/gallery_version.json``, shown at each start
+    and on the review pages)."""
+    directory = Path(directory)
+    version = active_version(directory)
+    info = _read_json(directory / f"v{version}" / "version.json") if version else {}
+    enrolled = len(read_changes(active_changes_file(directory))) if version else 0
+    return {
+        "gallery_version": version,
+        "enrollment_dir": str(directory),
+        "enrolled_photos": enrolled,
+        "enrolled_at": info.get("time", ""),
+        "decisions": info.get("decisions", ""),
+    }
+
+
+def describe_line(described: dict) -> str:
+    """One line for people: which gallery the run reads."""
+    if not described["gallery_version"]:
+        return f"Gallery version 0: the original metadata.csv (enrollments: {described['enrollment_dir']})"
+    return (
+        f"Gallery version {described['gallery_version']} of {described['enrollment_dir']}: "
+        f"{described['enrolled_photos']} photo(s) enrolled (last {described['enrolled_at']} from "
+        f"{described['decisions']}); snakemake enroll_undo goes back one version"
+    )
+
+
+def write_description(data_root: str | Path, directory: str | Path, out: str | Path) -> dict:
+    """``results/gallery_version.json``: :func:`describe_active` with the data's real path."""
+    info = {**describe_active(directory), "data_root": os.path.realpath(str(data_root))}
+    _write_text(Path(out), json.dumps(info, indent=2, sort_keys=True) + "\n")
+    return info
+
+
 def _run(args: argparse.Namespace) -> None:
     try:
-        if args.command == "enroll":
-            enroll(args.data_root, args.dir, args.decisions, args.new_name_prefix)
+        if args.command == "describe":
+            logger.info("%s", describe_line(write_description(args.data_root, args.dir, args.out)))
+        elif args.command == "enroll":
+            enroll(args.data_root, args.dir, args.decisions, args.new_name_prefix, args.discovery)
+        elif args.command == "redo":
+            redo(args.data_root, args.dir, args.discovery)
         else:
             undo(args.dir)
     except (DataValidationError, EnrollmentError) as err:
@@ -462,9 +513,13 @@ def main(argv: list[str] | None = None) -> None:
         "enroll": command("the next gallery version from a decisions CSV", arg("--decisions", required=True),
                           arg("--new-name-prefix", default="new_")),
         "undo": command("go back to the previous gallery version"),
+        "redo": command("make the version the last undo left active again"),
+        "describe": command("write the active gallery version as JSON", "out"),
     }  # fmt: skip
     parser = stage_parser(__doc__, arg("--data-root", required=True),
-                          arg("--dir", required=True, help="the data's enrollment folder (enrollment_dir)"), "log",
+                          arg("--dir", required=True, help="the data's enrollment folder (enrollment_dir)"),
+                          arg("--discovery", action="store_true", help="discovery runs: accept datasets without a "
+                              "gallery"), "log",
                           commands=commands)  # fmt: skip
     run_stage(parser, argv, _run)
 

@@ -164,7 +164,7 @@ def build_tables(
     for line in data_warnings(df, meta_file) if warn is not None else []:
         warn(str(line))
     if enrollment:
-        df, problems = apply_changes(df, read_changes(enrollment), str(enrollment))
+        df, problems = apply_changes(df, read_changes(enrollment), str(enrollment), meta_file, discovery)
         if problems:
             raise DataValidationError(problems)
     # the path as jobs open it (they run in the working directory): a copy of the working directory with its

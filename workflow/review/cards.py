@@ -13,7 +13,11 @@ Priority (higher = look first), the mean of three terms in ``[0, 1]``:
 ``near`` = ``max(0, 1 - |fused - threshold| / band)`` (the best candidate's calibrated score close to the
 threshold), ``tight`` = ``max(0, 1 - margin / band)`` (``margin``: best identity's fused score minus the second
 best identity's, or minus 0 when only one identity was shortlisted) and ``disagree`` = the share of the other
-stages whose label differs from the submitted one. A query is *uncertain* when any term is above 0.
+stages whose label differs from the submitted one. A query is *uncertain* when its priority is above 0 and among
+the highest ``uncertain_share`` of the queries (``ceil(share x queries)`` cards; ties at the cut by image id).
+
+Candidates are individuals, not images (:func:`top_candidates`): each of the ``k`` best identities by its best
+image's fused score, shown by that image, with how many of its images were shortlisted.
 """
 
 from __future__ import annotations
@@ -40,29 +44,48 @@ REVIEW_COLUMNS = [
     "uncertain",
     "cluster",
 ]
-CANDIDATE_COLUMNS = ["query", "rank", "candidate", "identity", "score"]
+CANDIDATE_COLUMNS = ["query", "rank", "candidate", "identity", "score", "images"]
 
 
-def top_candidates(pairs: pd.DataFrame, meta: pd.DataFrame, k: int) -> pd.DataFrame:
-    """The ``k`` best-``fused`` gallery candidates of each query: ``query, rank, candidate, identity, score``.
-
-    ``rank`` counts from 1; ties are broken by candidate id so the order is reproducible.
-    """
+def _ranked_images(pairs: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
+    """Every shortlisted gallery image of each query, best ``fused`` first: ``query, candidate, identity, score``."""
     q = pairs.loc[pairs["kind"] == "query", ["query", "candidate", "fused"]].copy()
-    if q.empty or k < 1:
-        return pd.DataFrame({c: pd.Series(dtype=float if c == "score" else object) for c in CANDIDATE_COLUMNS})
     q["query"], q["candidate"] = q["query"].astype(str), q["candidate"].astype(str)
     identity = dict(zip(meta["image_id"].astype(str), meta["identity"].astype(str)))
     q["identity"] = q["candidate"].map(identity).fillna("")
     q["score"] = pd.to_numeric(q["fused"], errors="coerce").astype(float)
-    q = q.sort_values(["query", "score", "candidate"], ascending=[True, False, True], kind="stable")
+    return q.sort_values(["query", "score", "candidate"], ascending=[True, False, True], kind="stable")
+
+
+def top_candidates(pairs: pd.DataFrame, meta: pd.DataFrame, k: int) -> pd.DataFrame:
+    """The ``k`` best individuals of each query: ``query, rank, candidate, identity, score, images``.
+
+    ``candidate`` is the individual's best-``fused`` image (its ``score``), ``images`` how many of its images were
+    shortlisted for the query. ``rank`` counts from 1; ties are broken by candidate id (reproducible).
+    """
+    q = pairs.loc[pairs["kind"] == "query"]
+    if q.empty or k < 1:
+        return pd.DataFrame({c: pd.Series(dtype=float if c == "score" else object) for c in CANDIDATE_COLUMNS})
+    ranked = _ranked_images(pairs, meta)
+    images = ranked.groupby(["query", "identity"])["candidate"].transform("size")
+    best = ranked.assign(images=images).drop_duplicates(["query", "identity"], keep="first").copy()
+    best["rank"] = best.groupby("query").cumcount() + 1
+    return best.loc[best["rank"] <= k, CANDIDATE_COLUMNS].reset_index(drop=True)
+
+
+def _top_images(pairs: pd.DataFrame, meta: pd.DataFrame, k: int) -> pd.DataFrame:
+    """The ``k`` best-``fused`` gallery images of each query (any identity), with ``rank``."""
+    columns = ["query", "rank", "candidate", "identity", "score"]
+    if pairs.loc[pairs["kind"] == "query"].empty or k < 1:
+        return pd.DataFrame({c: pd.Series(dtype=float if c == "score" else object) for c in columns})
+    q = _ranked_images(pairs, meta)
     q["rank"] = q.groupby("query").cumcount() + 1
-    return q.loc[q["rank"] <= k, CANDIDATE_COLUMNS].reset_index(drop=True)
+    return q.loc[q["rank"] <= k, columns].reset_index(drop=True)
 
 
 def identity_margins(pairs: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
     """Per query: the best fused score, its candidate, and the margin to the best score of another identity."""
-    all_cands = top_candidates(pairs, meta, k=10**9)
+    all_cands = _top_images(pairs, meta, k=10**9)
     if all_cands.empty:
         return pd.DataFrame(
             {
@@ -94,6 +117,7 @@ def review_table(
     threshold: float,
     clusters: pd.DataFrame | None = None,
     band: float = 0.1,
+    uncertain_share: float = 0.2,
 ) -> pd.DataFrame:
     """One row per query of ``decision`` (:data:`REVIEW_COLUMNS`), highest priority first (ties: by image id)."""
     if not band > 0:
@@ -120,7 +144,6 @@ def review_table(
         votes.append((other != labels).to_numpy() & other.notna().to_numpy())
     out["disagree"] = np.mean(votes, axis=0) if votes else 0.0
     out["priority"] = (out["near"] + out["tight"] + out["disagree"]) / 3
-    out["uncertain"] = (out[["near", "tight", "disagree"]] > 0).any(axis=1)
     cluster = {}
     if clusters is not None and len(clusters):
         found = clusters
@@ -128,8 +151,46 @@ def review_table(
             found = clusters[~clusters["anchored"].astype(str).str.lower().isin(["true", "1"])]
         cluster = dict(zip(found["image_id"].astype(str), found["cluster"].astype(str)))
     out["cluster"] = [cluster.get(i, "") for i in out["image_id"]]
-    out = out.sort_values(["priority", "image_id"], ascending=[False, True], kind="stable")
-    return out[REVIEW_COLUMNS].reset_index(drop=True)
+    out = out.sort_values(["priority", "image_id"], ascending=[False, True], kind="stable").reset_index(drop=True)
+    flagged = math.ceil(uncertain_share * len(out) - 1e-9)
+    out["uncertain"] = (out.index < flagged) & (out["priority"] > 0)
+    return out[REVIEW_COLUMNS]
+
+
+def _f(x: float) -> str:
+    return f"{x:.3f}"
+
+
+def explain(stage: str, decided_by: str, identity: str, score: float, decider: dict) -> str:
+    """The decision of one query in plain words: which stage decided, its score and its own threshold.
+
+    ``decider``: the submitted stage's ``threshold.json`` (``threshold``) or, for the cascade, its ``choice.json``
+    (``steps``); ``decided_by``: ``<source>:label|new|override`` of the cascade (empty for a single stage).
+    """
+    source, _, action = decided_by.partition(":") if decided_by else (stage, "", "new" if identity == NEW_INDIVIDUAL
+                                                                                  else "label")  # fmt: skip
+    who = "a new individual" if identity == NEW_INDIVIDUAL else f"{identity}"
+    if not math.isfinite(score):
+        return f"{source} decided {who} (no score)"
+    steps = [st for st in decider.get("steps", []) if isinstance(st, dict) and st.get("source") == source]
+    if "threshold" in decider and not steps:
+        steps = [{"source": source, "new_below": float(decider["threshold"])}]
+    if action == "override":
+        step = next((st for st in steps if "override_above" in st or "override_at_or_above" in st), None)
+        if step:
+            t = step.get("override_above", step.get("override_at_or_above"))
+            return (f"{source} overruled the earlier step: its score {_f(score)} is above its override "
+                    f"threshold {_f(t)}, so {who}")  # fmt: skip
+    step = next((st for st in steps if "new_below" in st), None)
+    if step is None:
+        return f"{source} decided {who} with score {_f(score)}"
+    limit = f"its threshold {_f(step['new_below'])}"
+    if "agree_with" in step:
+        limit = (f"its threshold ({_f(step['agree_new_below'])} when {step['agree_with']} names the same "
+                 f"individual, else {_f(step['new_below'])})")  # fmt: skip
+    if action == "new":
+        return f"{source} score {_f(score)} is below {limit}: {who}"
+    return f"{source} score {_f(score)} is at or above {limit}: {who}"
 
 
 def _num(value) -> float | None:
@@ -138,10 +199,29 @@ def _num(value) -> float | None:
     return round(value, 4) if math.isfinite(value) else None
 
 
+def lazy_lines(review: pd.DataFrame, lines: dict[tuple[str, str], dict]) -> dict[str, dict[str, dict]]:
+    """``{query: {candidate: lines}}`` of every drawn pair but the best of its card: the page parses these only
+    when one is first shown, so that they do not slow the first screen."""
+    best = set(zip(review["image_id"], review["best_candidate"]))
+    out: dict[str, dict[str, dict]] = {}
+    for (query, candidate), entry in lines.items():
+        if (query, candidate) not in best:
+            out.setdefault(query, {})[candidate] = entry
+    return out
+
+
 def card_records(
-    review: pd.DataFrame, candidates: pd.DataFrame, stages: dict[str, pd.DataFrame], lines: dict[str, dict]
+    review: pd.DataFrame,
+    candidates: pd.DataFrame,
+    stages: dict[str, pd.DataFrame],
+    lines: dict[tuple[str, str], dict],
+    stage: str = "",
+    decider: dict | None = None,
 ) -> list[dict]:
-    """The page's cards in ``review`` order; ``lines[query]`` holds the match lines of its best pair (if drawn)."""
+    """The page's cards in ``review`` order; ``lines[query, candidate]`` holds the match lines of a pair (if drawn):
+    the card's ``matches`` are its best pair's; another candidate's ``lines`` says whether it has its own (they
+    are in the page's lazy block, :func:`lazy_lines`); ``why``: the decision in plain words (:func:`explain`, with
+    the submitted ``stage``'s ``decider`` file)."""
     by_query = {q: part for q, part in candidates.groupby("query", sort=False)}
     labels = {
         name: dict(zip(t["image_id"].astype(str), t["identity"].fillna("").astype(str))) for name, t in stages.items()
@@ -153,7 +233,13 @@ def card_records(
             []
             if part is None
             else [
-                {"image_id": c.candidate, "identity": c.identity, "score": _num(c.score)}
+                {
+                    "image_id": c.candidate,
+                    "identity": c.identity,
+                    "score": _num(c.score),
+                    "images": int(c.images),
+                    "lines": c.candidate != row.best_candidate and (row.image_id, c.candidate) in lines,
+                }
                 for c in part.itertuples(index=False)
             ]
         )
@@ -163,6 +249,7 @@ def card_records(
                 "identity": row.identity,
                 "new": row.identity == NEW_INDIVIDUAL,
                 "decided_by": row.decided_by,
+                "why": explain(stage, row.decided_by, row.identity, float(row.decider_score), decider or {}),
                 "decider_score": _num(row.decider_score),
                 "fused": _num(row.fused),
                 "margin": _num(row.margin),
@@ -171,7 +258,7 @@ def card_records(
                 "cluster": row.cluster,
                 "stages": {name: lab.get(row.image_id, "") for name, lab in labels.items()},
                 "candidates": cands,
-                "matches": lines.get(row.image_id),
+                "matches": lines.get((row.image_id, row.best_candidate)),
             }
         )
     return cards

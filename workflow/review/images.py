@@ -5,7 +5,8 @@ Inputs
     (``results/features/<dataset>/<matcher>/<key>.tsv``: ``image_id, file``), whose per-image features were
     cached by rule ``extract_features``.
 Outputs
-    ``data:image/jpeg;base64,...`` strings, and per pair ``{"matcher", "candidate", "total", "lines"}`` where
+    ``data:image/jpeg;base64,...`` strings, and per ``(query, candidate)`` pair ``{"matcher", "candidate", "total",
+    "lines"}`` where
     ``lines: [L x 5]`` rows ``x0, y0, x1, y1, confidence`` hold coordinates as fractions of each image's width and
     height, so that they land on a thumbnail of any size (the matcher's frame is a resize of the whole image).
 """
@@ -50,8 +51,8 @@ def normalised_lines(
 
 def match_lines(
     manifest: pd.DataFrame, name: str, conf: dict, pairs: list[tuple[str, str]], n: int = 40
-) -> dict[str, dict]:
-    """``{query: {"matcher", "candidate", "total", "lines"}}`` for each ``(query, candidate)`` of ``pairs``.
+) -> dict[tuple[str, str], dict]:
+    """``{(query, candidate): {"matcher", "candidate", "total", "lines"}}`` for each pair of ``pairs``.
 
     Features come from the per-image cache of ``manifest``; pairs with an image absent from it are skipped.
     """
@@ -67,7 +68,7 @@ def match_lines(
             continue
         f0, f1 = store[query], store[candidate]
         k0, k1, c = matcher.match_details(f0, f1)
-        out[query] = {
+        out[query, candidate] = {
             "matcher": name,
             "candidate": candidate,
             "total": int(np.count_nonzero(np.asarray(c) > matcher.conf["confidence_threshold"])),

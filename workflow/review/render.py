@@ -1,10 +1,10 @@
 """Fill the review page template (``template.html``) with the page's data.
 
-Every value reaches the page inside one ``<script type="application/json">`` block whose ``<``, ``>`` and ``&``
-are written as JSON ``\\u`` escapes (so no id can close the block or start markup); the page's script reads it with
-``JSON.parse`` and builds the cards with ``textContent`` and DOM properties, never from HTML strings. The title is
-HTML-escaped. The result is one self-contained file (no server, no network): it opens from disk and inside
-``snakemake --report``.
+Every value reaches the page inside ``<script type="application/json">`` blocks (the data, and what the page
+parses only on demand) whose ``<``, ``>`` and ``&`` are written as JSON ``\\u`` escapes (so no id can close a block
+or start markup); the page's script reads them with ``JSON.parse`` and builds the cards with ``textContent`` and
+DOM properties, never from HTML strings. The title is HTML-escaped. The result is one self-contained file (no
+server, no network): it opens from disk and inside ``snakemake --report``.
 """
 
 from __future__ import annotations
@@ -30,12 +30,20 @@ def safe_json(data) -> str:
     return text
 
 
-def render_page(data: dict, title: str) -> str:
-    """The complete HTML page for ``data`` (see :func:`workflow.review.page.page_data`)."""
-    template = files("workflow.review").joinpath(TEMPLATE).read_text(encoding="utf-8")
+def render_page(data: dict, title: str, template_name: str = TEMPLATE) -> str:
+    """The complete HTML page for ``data`` (see :func:`workflow.review.page.page_data`); ``template_name``: a
+    template of this package (``discovery.html``: the discovery page). ``data["lazy"]``, when the template has a
+    ``__LAZY__`` block after ``__DATA__``, goes there: the page parses it only when it needs it."""
+    template = files("workflow.review").joinpath(template_name).read_text(encoding="utf-8")
     for marker in ("__TITLE__", "__DATA__"):
         if template.count(marker) != 1:
-            raise ValueError(f"{TEMPLATE} must hold {marker} exactly once")
+            raise ValueError(f"{template_name} must hold {marker} exactly once")
+    if "__COMMON__" in template:  # the helpers both pages share (their own code, not data)
+        template = template.replace("__COMMON__", files("workflow.review").joinpath("common.js").read_text("utf-8"))
     head, rest = template.split("__TITLE__")
     middle, tail = rest.split("__DATA__")
+    lazy = data.get("lazy", {})
+    if "__LAZY__" in tail:  # replaced in the template's own text, never inside the data
+        tail = tail.replace("__LAZY__", safe_json(lazy), 1)
+    data = {k: v for k, v in data.items() if k != "lazy"}
     return head + html.escape(title) + middle + safe_json(data) + tail
