@@ -13,8 +13,12 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
-# The demo's own settings apply only when data_root is the demo (--config/--configfile values still win).
-if Path(config["data_root"]).resolve() == Path(config["demo"]["root"]).resolve():
+# The demo's own settings apply only when data_root is the demo (--config/--configfile values still win); every
+# start says so (rules/common.smk).
+DEMO_OVERLAY = (
+    Path(config["data_root"]).resolve() == Path(config["demo"]["root"]).resolve()
+)
+if DEMO_OVERLAY:
 
     configfile: "config/demo.yaml"
 

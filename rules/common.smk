@@ -183,6 +183,11 @@ def _start_run():
             f"Gallery versions of {DATA_ROOT} found in {ENROLLMENT_DIR} by {_FOUND_BY}"
         )
     logger.info(GALLERY_LINE)
+    if DEMO_OVERLAY:
+        logger.info(
+            "Demo data: config/demo.yaml is applied on top of config/config.yaml (its keys win there; "
+            "--config and --configfile still win over both)"
+        )
     if removed:
         logger.warning(
             f"Removed the directory lock left by a Snakemake run that is no longer alive ({len(removed)} "

@@ -29,7 +29,10 @@ def test_lint_clean():
 
 def test_dry_run_demo_plans_every_stage(tmp_path):
     work = make_workdir(tmp_path)
-    out = snakemake(work, "-n", "--quiet", "rules").stdout
+    proc = snakemake(work, "-n", "--quiet", "rules")
+    out = proc.stdout
+    # the demo's overlay is named at every start, so an edit of config/config.yaml that it overrides is explained
+    assert "Demo data: config/demo.yaml is applied on top of config/config.yaml" in proc.stdout + proc.stderr
     rules = ["demo_data", "validate_data", "embed", "baseline", "score_stage", "scores_table", "submission"]
     rules += ["shortlist", "extract_features", "match_shard", "calibrate", "wildfusion"]
     rules += ["rerank", "xgboost_train", "xgboost", "dual_backbone_train", "dual_backbone", "cascade"]
