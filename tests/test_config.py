@@ -92,6 +92,9 @@ def test_paper_settings():
     assert config["backbones"]["megadescriptor"]["source"] == "megadescriptor-l-384"
     assert config["backbones"]["miewid"]["source"] == "miewid-msv3"
     assert config["shortlist"]["k_query"] == 300
+    # nothing beyond the paper: no LNBNN union or source, no trained source (config/config.yaml turns them on)
+    assert config["shortlist"]["lnbnn_individuals"] == 0 and config["wildfusion"]["lnbnn"] is False
+    assert config["wildfusion"]["trained"] is False
     assert config["wildfusion"]["matchers"] == [
         "superpoint-lightglue", "aliked-lightglue", "disk-lightglue", "sift-lightglue", "loftr",
     ]  # fmt: skip
