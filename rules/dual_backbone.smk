@@ -93,7 +93,7 @@ rule dual_backbone_embeddings:
     message:
         "Embedding every {wildcards.dataset} image with its trained dual-backbone model, shortlist backbone trained (gpu={resources.gpu})"
     shell:
-        "python -m workflow.dual_backbone_frozen embed --model {input.model:q} --metadata {input.metadata:q} "
+        "python -m workflow.dual_backbone embed --model {input.model:q} --metadata {input.metadata:q} "
         "--cache {params.cache:q} --device {params.device:q} --threads {threads} --out {output.embeddings:q} "
         "--log {log:q}"
 
@@ -120,6 +120,6 @@ rule dual_backbone_pairs:
     message:
         "Held-out dual-backbone similarity of the {wildcards.dataset} shortlist pairs, fusion source trained (gpu={resources.gpu})"
     shell:
-        "python -m workflow.dual_backbone_frozen pairs --model {input.model:q} --metadata {input.metadata:q} "
+        "python -m workflow.dual_backbone pairs --model {input.model:q} --metadata {input.metadata:q} "
         "--shortlist {input.shortlist:q} --cache {params.cache:q} --device {params.device:q} "
         "--threads {threads} --out {output.scores:q} --log {log:q}"
