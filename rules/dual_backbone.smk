@@ -50,11 +50,11 @@ rule dual_backbone:
         "logs/dual_backbone/{dataset}.log",
     conda:
         CONDA_ENV
-    threads: compute("dual_backbone_train", "threads", 2)
+    threads: compute("dual_backbone", "threads", 2)
     resources:
-        gpu=compute("dual_backbone_train", "gpu", 0),
-        mem_mb=compute("dual_backbone_train", "mem_mb", 4000),
-        runtime=compute("dual_backbone_train", "runtime", 60),
+        gpu=compute("dual_backbone", "gpu", 0),
+        mem_mb=compute("dual_backbone", "mem_mb", 4000),
+        runtime=compute("dual_backbone", "runtime", 60),
     params:
         threshold=as_json(config_provider("thresholds", "dual_backbone")),
         tuning=as_json(config_provider("threshold_tuning")),
@@ -82,11 +82,11 @@ rule dual_backbone_embeddings:
         "logs/dual_backbone_embeddings/{dataset}/{key}.log",
     conda:
         CONDA_ENV
-    threads: compute("dual_backbone_train", "threads", 2)
+    threads: compute("dual_backbone_embeddings", "threads", 2)
     resources:
-        gpu=compute("dual_backbone_train", "gpu", 0),
-        mem_mb=compute("dual_backbone_train", "mem_mb", 4000),
-        runtime=compute("dual_backbone_train", "runtime", 60),
+        gpu=compute("dual_backbone_embeddings", "gpu", 0),
+        mem_mb=compute("dual_backbone_embeddings", "mem_mb", 4000),
+        runtime=compute("dual_backbone_embeddings", "runtime", 60),
     params:
         cache=config_provider("cache", "embeddings"),
         device=job_device,
@@ -109,11 +109,11 @@ rule dual_backbone_pairs:
         "logs/dual_backbone_pairs/{dataset}/{key}.log",
     conda:
         CONDA_ENV
-    threads: compute("dual_backbone_train", "threads", 2)
+    threads: compute("dual_backbone_pairs", "threads", 2)
     resources:
-        gpu=compute("dual_backbone_train", "gpu", 0),
-        mem_mb=compute("dual_backbone_train", "mem_mb", 4000),
-        runtime=compute("dual_backbone_train", "runtime", 60),
+        gpu=compute("dual_backbone_pairs", "gpu", 0),
+        mem_mb=compute("dual_backbone_pairs", "mem_mb", 4000),
+        runtime=compute("dual_backbone_pairs", "runtime", 60),
     params:
         cache=config_provider("cache", "embeddings"),
         device=job_device,
