@@ -17,7 +17,7 @@ import pandas as pd
 
 from workflow.cli import set_threads
 from workflow.dual_backbone import stratified_split
-from workflow.dual_backbone_frozen import _branch_normalised, _table_views, project, resolve_frozen, train_head
+from workflow.dual_backbone.frozen import _branch_normalised, _table_views, project, resolve_frozen, train_head
 from workflow.shortlist import topk_inner_product
 from workflow.stage_io import read_tsv
 

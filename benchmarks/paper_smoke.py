@@ -107,9 +107,8 @@ OVERLAY = {
     "wildfusion": {"shards": 1},
     "xgboost": {"num_boost_round": 5, "early_stopping_rounds": 3, "device": "cpu"},
     "dual_backbone": {"epochs": {"warmup": 1, "main": 1, "final": 0}, "training": {"batch_size": 4, "num_workers": 1}},
-    "compute": {
-        rule: dict(CPU) for rule in ("embed", "extract_features", "match_shard", "xgboost_train", "dual_backbone_train")
-    },
+    # every rule the paper config gives resources (all on GPU there), on the CPU here
+    "compute": {rule: dict(CPU) for rule in yaml.safe_load((REPO / PAPER_CONFIG).read_text())["compute"]},
 }
 
 

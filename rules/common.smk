@@ -9,9 +9,8 @@ from snakemake.logging import logger
 
 from workflow.config_check import check_config
 from workflow.keys import param_key, weights_identity
-from workflow.match import extractor_identity
+from workflow.matcher_keys import extractor_identity, matching_weights_identity
 from workflow.matchers import WeightsNotFoundError
-from workflow.pair_cache import matching_weights_identity
 from workflow.enrollment import (
     active_changes_file,
     describe_active,

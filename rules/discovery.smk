@@ -35,11 +35,11 @@ rule discovery_match_shard:
         "logs/benchmarks/discovery_match_shard/{dataset}/{matcher}/{key}/shard{shard}.tsv"
     conda:
         CONDA_ENV
-    threads: compute("match_shard", "threads", 2)
+    threads: compute("discovery_match_shard", "threads", 2)
     resources:
-        gpu=compute("match_shard", "gpu", 0),
-        mem_mb=compute("match_shard", "mem_mb", 4000),
-        runtime=compute("match_shard", "runtime", 60),
+        gpu=compute("discovery_match_shard", "gpu", 0),
+        mem_mb=compute("discovery_match_shard", "mem_mb", 4000),
+        runtime=compute("discovery_match_shard", "runtime", 60),
     params:
         conf=matcher_json,
         n_shards=config_provider("discovery", "shards"),

@@ -50,11 +50,11 @@ rule dual_backbone:
         "logs/dual_backbone/{dataset}.log",
     conda:
         CONDA_ENV
-    threads: compute("dual_backbone_train", "threads", 2)
+    threads: compute("dual_backbone", "threads", 2)
     resources:
-        gpu=compute("dual_backbone_train", "gpu", 0),
-        mem_mb=compute("dual_backbone_train", "mem_mb", 4000),
-        runtime=compute("dual_backbone_train", "runtime", 60),
+        gpu=compute("dual_backbone", "gpu", 0),
+        mem_mb=compute("dual_backbone", "mem_mb", 4000),
+        runtime=compute("dual_backbone", "runtime", 60),
     params:
         threshold=as_json(config_provider("thresholds", "dual_backbone")),
         tuning=as_json(config_provider("threshold_tuning")),
@@ -82,18 +82,18 @@ rule dual_backbone_embeddings:
         "logs/dual_backbone_embeddings/{dataset}/{key}.log",
     conda:
         CONDA_ENV
-    threads: compute("dual_backbone_train", "threads", 2)
+    threads: compute("dual_backbone_embeddings", "threads", 2)
     resources:
-        gpu=compute("dual_backbone_train", "gpu", 0),
-        mem_mb=compute("dual_backbone_train", "mem_mb", 4000),
-        runtime=compute("dual_backbone_train", "runtime", 60),
+        gpu=compute("dual_backbone_embeddings", "gpu", 0),
+        mem_mb=compute("dual_backbone_embeddings", "mem_mb", 4000),
+        runtime=compute("dual_backbone_embeddings", "runtime", 60),
     params:
         cache=config_provider("cache", "embeddings"),
         device=job_device,
     message:
         "Embedding every {wildcards.dataset} image with its trained dual-backbone model, shortlist backbone trained (gpu={resources.gpu})"
     shell:
-        "python -m workflow.dual_backbone_frozen embed --model {input.model:q} --metadata {input.metadata:q} "
+        "python -m workflow.dual_backbone embed --model {input.model:q} --metadata {input.metadata:q} "
         "--cache {params.cache:q} --device {params.device:q} --threads {threads} --out {output.embeddings:q} "
         "--log {log:q}"
 
@@ -109,17 +109,17 @@ rule dual_backbone_pairs:
         "logs/dual_backbone_pairs/{dataset}/{key}.log",
     conda:
         CONDA_ENV
-    threads: compute("dual_backbone_train", "threads", 2)
+    threads: compute("dual_backbone_pairs", "threads", 2)
     resources:
-        gpu=compute("dual_backbone_train", "gpu", 0),
-        mem_mb=compute("dual_backbone_train", "mem_mb", 4000),
-        runtime=compute("dual_backbone_train", "runtime", 60),
+        gpu=compute("dual_backbone_pairs", "gpu", 0),
+        mem_mb=compute("dual_backbone_pairs", "mem_mb", 4000),
+        runtime=compute("dual_backbone_pairs", "runtime", 60),
     params:
         cache=config_provider("cache", "embeddings"),
         device=job_device,
     message:
         "Held-out dual-backbone similarity of the {wildcards.dataset} shortlist pairs, fusion source trained (gpu={resources.gpu})"
     shell:
-        "python -m workflow.dual_backbone_frozen pairs --model {input.model:q} --metadata {input.metadata:q} "
+        "python -m workflow.dual_backbone pairs --model {input.model:q} --metadata {input.metadata:q} "
         "--shortlist {input.shortlist:q} --cache {params.cache:q} --device {params.device:q} "
         "--threads {threads} --out {output.scores:q} --log {log:q}"

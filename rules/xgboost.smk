@@ -45,11 +45,11 @@ rule xgboost:
         "logs/xgboost/{dataset}.log",
     conda:
         CONDA_ENV
-    threads: compute("xgboost_train", "threads", 2)
+    threads: compute("xgboost", "threads", 2)
     resources:
-        gpu=compute("xgboost_train", "gpu", 0),
-        mem_mb=compute("xgboost_train", "mem_mb", 4000),
-        runtime=compute("xgboost_train", "runtime", 60),
+        gpu=compute("xgboost", "gpu", 0),
+        mem_mb=compute("xgboost", "mem_mb", 4000),
+        runtime=compute("xgboost", "runtime", 60),
     params:
         backbones=xgboost_backbones,
         conf=as_json(xgboost_train_conf),
@@ -81,11 +81,11 @@ rule xgboost_pseudo:
         "logs/benchmarks/xgboost_pseudo/{dataset}.tsv"
     conda:
         CONDA_ENV
-    threads: compute("xgboost_train", "threads", 2)
+    threads: compute("xgboost_pseudo", "threads", 2)
     resources:
-        gpu=compute("xgboost_train", "gpu", 0),
-        mem_mb=compute("xgboost_train", "mem_mb", 4000),
-        runtime=compute("xgboost_train", "runtime", 60),
+        gpu=compute("xgboost_pseudo", "gpu", 0),
+        mem_mb=compute("xgboost_pseudo", "mem_mb", 4000),
+        runtime=compute("xgboost_pseudo", "runtime", 60),
     params:
         backbones=xgboost_backbones,
         conf=as_json(xgboost_train_conf),

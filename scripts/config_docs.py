@@ -172,6 +172,8 @@ def describe_type(node: Any, resolver: Resolver, seen: tuple[str, ...] = (), dep
         patterns = node.get("patternProperties")
         names = node.get("propertyNames")
         name = f"name matching `{names['pattern']}`" if isinstance(names, Mapping) and "pattern" in names else "name"
+        if isinstance(names, Mapping) and "enum" in names:
+            name = "name (one of " + ", ".join(f"`{value}`" for value in names["enum"]) + ")"
         if not node.get("properties") and isinstance(extra, Mapping):
             text = f"mapping {name} -> {describe_type(extra, resolver, seen, depth + 1)}"
         elif not node.get("properties") and isinstance(patterns, Mapping) and len(patterns) == 1:

@@ -405,3 +405,26 @@ def test_schema_defaults_are_the_shipped_defaults():
     schema = load("config/schema.yaml")
     config = {k: v for k, v in load("config/config.yaml").items() if k not in ("compute", "demo")}
     assert not schema_default_mismatches(schema, schema, config)
+
+
+def compute_calls():
+    """``{rule: {keys its compute(...) calls read}}`` over every rule of the workflow."""
+    calls = {}
+    for smk in [REPO / "Snakefile", *sorted((REPO / "rules").glob("*.smk"))]:
+        for block in re.split(r"^(?=rule \w+:)", smk.read_text(), flags=re.M):
+            head = re.match(r"rule (\w+):", block)
+            keys = set(re.findall(r"\bcompute\(\s*\"(\w+)\"", block))
+            if head and keys:
+                calls[head.group(1)] = keys
+    return calls
+
+
+def test_every_compute_key_is_its_rule_name_and_in_the_schema():
+    """``compute.<rule>`` configures the rule of that name and no other; the schema knows every such rule."""
+    calls = compute_calls()
+    assert {"xgboost", "xgboost_pseudo", "dual_backbone", "review"} <= set(calls)
+    assert {rule: keys for rule, keys in calls.items() if keys != {rule}} == {}
+    names = load("config/schema.yaml")["properties"]["compute"]["propertyNames"]["enum"]
+    assert sorted(names) == sorted(calls)
+    for path in ["config/config.yaml", "config/animalclef2025.yaml", "config/animalclef2026.yaml"]:
+        assert set(load(path).get("compute", {})) <= set(calls), path

@@ -13,6 +13,7 @@ import yaml
 
 from workflow import demo
 from workflow.data import validate_dataset
+from workflow.demo import cli as demo_cli
 from workflow.demo import render
 from workflow.images import load_rgb
 
@@ -294,12 +295,12 @@ def test_config_accepts_whole_workflow_config():
 def test_main_with_inline_json_and_yaml(tmp_path):
     cfg = dict(TINY, datasets=TINY["datasets"][:1])
     log = tmp_path / "logs" / "demo.log"
-    demo.main(["--config", json.dumps(cfg), "--out", str(tmp_path / "a"), "--log", str(log)])
+    demo_cli.main(["--config", json.dumps(cfg), "--out", str(tmp_path / "a"), "--log", str(log)])
     assert "LynxTiny" in log.read_text()
     config_file = tmp_path / "config.yaml"
     config_file.write_text(yaml.safe_dump({"demo": cfg}))
-    demo.main(["--config", str(config_file), "--out", str(tmp_path / "b")])
+    demo_cli.main(["--config", str(config_file), "--out", str(tmp_path / "b")])
     assert (tmp_path / "a" / "metadata.csv").read_bytes() == (tmp_path / "b" / "metadata.csv").read_bytes()
     with pytest.raises(SystemExit):
-        demo.main(["--config", json.dumps(dict(cfg, bogus=1)), "--out", str(tmp_path / "c")])
+        demo_cli.main(["--config", json.dumps(dict(cfg, bogus=1)), "--out", str(tmp_path / "c")])
     assert not (tmp_path / "c" / "metadata.csv").exists()

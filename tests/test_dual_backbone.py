@@ -21,7 +21,6 @@ from workflow.dual_backbone import (
     ImageDataset,
     build_eval_transform,
     build_train_transform,
-    main,
     make_sampler,
     phase_schedule,
     retrieve,
@@ -29,6 +28,7 @@ from workflow.dual_backbone import (
     stratified_split,
     train,
 )
+from workflow.dual_backbone.cli import main
 
 TINY = [
     {"source": "timm:resnet10t", "pretrained": False, "input_size": 32},

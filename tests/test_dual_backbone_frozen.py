@@ -1,4 +1,4 @@
-"""Tests of the frozen-backbone (CPU) mode of the dual-backbone stage (workflow/dual_backbone_frozen.py)."""
+"""Tests of the frozen-backbone (CPU) mode of the dual-backbone stage (workflow/dual_backbone/frozen.py)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import pytest
 import torch
 from conftest import DOGFACENET, write_image
 
-import workflow.dual_backbone_frozen as fz
-import workflow.dual_backbone_heldout as ho
+import workflow.dual_backbone.frozen as fz
+import workflow.dual_backbone.heldout as ho
 from workflow.calibration import IsotonicCalibrator
-from workflow.dual_backbone import main as db_main
 from workflow.dual_backbone import stratified_split
+from workflow.dual_backbone.cli import main as db_main
 from workflow.embed import load_embeddings
 from workflow.thresholds import simulate_open_set_split
 from workflow.wildfusion import fuse, gallery_labels, predict_queries
@@ -233,14 +233,14 @@ def test_entry_point_train_predict(tmp_path):
     assert len(list((tmp_path / "cache").rglob("*.npy"))) == 24 * FAST["views"] + 8  # queries: view 0 only
     # the shortlist's "trained" backbone and the fusion's "trained" source
     model_args = ["--model", str(tmp_path / "model.pt"), *common]
-    fz.main(["embed", *model_args, "--out", str(tmp_path / "trained.npz")])
+    db_main(["embed", *model_args, "--out", str(tmp_path / "trained.npz")])
     image_ids, emb = load_embeddings(tmp_path / "trained.npz")
     assert list(image_ids) == [r["image_id"] for r in rows] and emb.shape == (32, FAST["proj_dim"])
     gal = [r["image_id"] for r in rows if r["split"] == "database"]
     pairs = pd.DataFrame([(r["image_id"], g, "query" if r["split"] == "query" else "gallery") for r in rows
                           for g in gal[:5] if g != r["image_id"]], columns=["query", "candidate", "kind"])  # fmt: skip
     pairs.to_parquet(tmp_path / "shortlist.parquet")
-    fz.main(["pairs", *model_args, "--shortlist", str(tmp_path / "shortlist.parquet"), "--out", str(tmp_path / "p.pq")])
+    db_main(["pairs", *model_args, "--shortlist", str(tmp_path / "shortlist.parquet"), "--out", str(tmp_path / "p.pq")])
     scores = pd.read_parquet(tmp_path / "p.pq")
     assert list(scores.columns) == ["query", "candidate", "score"] and len(scores) == len(pairs)
     assert np.isfinite(scores["score"]).all() and scores["score"].between(-1.001, 1.001).all()

@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 from conftest import REPO
 
-from workflow.lnbnn import build_index, image_votes, lnbnn_votes, pair_scores, score_dataset, union_candidates
+from workflow.lnbnn import build_index, image_votes, lnbnn_votes, pair_scores, score_dataset
 from workflow.matchers.features import LocalFeatures
-from workflow.shortlist import build_shortlist
+from workflow.shortlist import build_shortlist, union_candidates
 
 CONFIG_TINY = REPO / "tests" / "configs" / "tiny.yaml"
 CONF = {"k": 3, "top": 5, "nprobe": 4, "flat_max": 100000, "max_descriptors": None}

@@ -56,13 +56,13 @@ def snapshot(work: Path) -> dict[Path, int]:
 @pytest.fixture(scope="module")
 def own_data(tmp_path_factory):
     """(work, data): a finished tiny run on data of the user's own (no solution.csv), and the solution aside."""
-    from workflow import demo
+    from workflow.demo.cli import main as make_demo
 
     root = tmp_path_factory.mktemp("own")
     data = root / "data"
     tiny = yaml.safe_load(TINY.read_text())
     tiny["demo"]["datasets"] = tiny["demo"]["datasets"][:DATASETS]  # the lynx and the salamander
-    demo.main(["--config", json.dumps(tiny["demo"]), "--out", str(data)])
+    make_demo(["--config", json.dumps(tiny["demo"]), "--out", str(data)])
     shutil.move(data / "solution.csv", root / "solution.csv")
     work = make_workdir(root / "work")
     (work / "small.yaml").write_text(yaml.safe_dump({**tiny, **SMALL_CONFIG}))

@@ -37,13 +37,13 @@ def plan(work: Path, *extra: str) -> tuple[dict[str, int], str]:
 
 @pytest.fixture(scope="module")
 def weights_run(tmp_path_factory):
-    from workflow import demo
+    from workflow.demo.cli import main as make_demo
 
     root = tmp_path_factory.mktemp("weights")
     data = root / "data"
     tiny = yaml.safe_load(TINY.read_text())
     tiny["demo"]["datasets"] = tiny["demo"]["datasets"][:1]
-    demo.main(["--config", json.dumps(tiny["demo"]), "--out", str(data)])
+    make_demo(["--config", json.dumps(tiny["demo"]), "--out", str(data)])
     weights = root / "backbone.pt"
     save_weights(weights, seed=0)
     ckpt = {"source": f"checkpoint:{weights}", "arch": "resnet10t", "input_size": 64, "batch_size": 16}

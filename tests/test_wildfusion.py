@@ -6,7 +6,8 @@ import pytest
 from fixtures import textured_image, warp_image
 
 from workflow.calibration import IsotonicCalibrator
-from workflow.match import FeatureStore, extract_dataset, matcher_key, score_shard, shard_sources
+from workflow.match import FeatureStore, extract_dataset, score_shard, shard_sources
+from workflow.matcher_keys import extractor_identity, matcher_key
 from workflow.matchers import create_matcher
 from workflow.stage_io import atomic_path
 from workflow.thresholds import pair_scorer, top_per_source
@@ -139,8 +140,6 @@ def test_calibration_counts_come_from_gallery_pairs_only():
 
 def test_feature_cache_key_follows_the_extractor_weights(tmp_path, monkeypatch):
     """Replacing a learned extractor's weight file (same path) gives a new feature cache key."""
-    from workflow.match import extractor_identity
-
     weights = tmp_path / "superpoint_v1.pth"
     weights.write_bytes(b"old weights")
     conf = {"resize": 96, "extractor_weights": str(weights)}

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from workflow.match import extractor_identity, matcher_key
+from workflow.matcher_keys import extractor_identity, matcher_key
 from workflow.matchers import MatcherUnavailableError, create_matcher
 from workflow.matchers import xfeat as xf
 

@@ -211,29 +211,6 @@ def pair_scores(pairs: pd.DataFrame, meta: pd.DataFrame, scores: pd.DataFrame) -
     return merged.assign(score=merged["score"].fillna(0.0).astype(np.float64))[["query", "candidate", "score"]]
 
 
-def union_candidates(scores: pd.DataFrame, meta: pd.DataFrame, individuals: int, per_individual: int,
-                     cosine_of) -> pd.DataFrame:  # fmt: skip
-    """Candidate pairs from the top ``individuals`` of each image: ``query, candidate, kind``.
-
-    Each top individual contributes its ``per_individual`` gallery images most similar to the image by
-    ``cosine_of(query, candidates) -> [C]`` (never the image itself).
-    """
-    gal = meta[meta["split"] == "database"]
-    by_identity = gal.groupby(gal["identity"].astype(str))["image_id"].agg(lambda s: list(s.astype(str)))
-    top = scores[scores["rank"] <= individuals]
-    rows = []
-    for (query, kind), group in top.groupby(["image_id", "kind"], sort=False):
-        for ident in group["identity"]:
-            cands = [c for c in by_identity.get(ident, []) if c != query]
-            if not cands:
-                continue
-            if len(cands) > per_individual:
-                sims = cosine_of(query, cands)
-                cands = [cands[j] for j in np.argsort(-sims, kind="stable")[:per_individual]]
-            rows.extend((query, c, kind) for c in cands)
-    return pd.DataFrame(rows, columns=["query", "candidate", "kind"])
-
-
 def index_stage(args: argparse.Namespace) -> None:
     """``index``: the gallery index, the scores of every image and the cost of one dataset."""
     import faiss

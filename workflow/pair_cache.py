@@ -38,7 +38,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workflow.keys import file_identity, param_key
+from workflow.keys import param_key
+from workflow.matcher_keys import extractor_identity, matcher_key, matching_weights_identity
 from workflow.stage_io import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -50,18 +51,6 @@ MAX_PARTS = 256
 """Parts per cache folder above which a job compacts the folder."""
 
 COLUMNS = ("a", "b", "score")
-
-
-def matching_weights_identity(name: str, conf: dict) -> str:
-    """Identity of the weights a learned matcher matches with (LightGlue, LoFTR); ``""`` for the OpenCV ones."""
-    from workflow.matchers import MATCHERS, resolve_weights
-
-    cls = MATCHERS.get(name)
-    if cls is None or not cls.learned or getattr(cls, "weightless_matching", False):
-        return ""
-    features = getattr(cls, "lightglue_features", None)
-    key = f"lightglue-{features}" if features else name
-    return file_identity(resolve_weights(key, conf.get("weights"), allow_random=True))
 
 
 def _library_versions(learned: bool) -> list[str]:
@@ -79,11 +68,10 @@ def _library_versions(learned: bool) -> list[str]:
 def pair_cache_key(name: str, conf: dict) -> str:
     """Key of the raw scores of matcher ``name`` with options ``conf`` (``device`` already filled in).
 
-    Covers the scoring and extraction settings (workflow.match.matcher_key), the identity of the extractor's and
+    Covers the scoring and extraction settings (workflow.matcher_keys.matcher_key), the identity of the extractor's and
     the matching network's weights, the versions of the libraries that compute the score, and, for the learned
     matchers, what changes their floating point: the device type, mixed precision and the batch size.
     """
-    from workflow.match import extractor_identity, matcher_key
     from workflow.matchers import MATCHERS
 
     cls = MATCHERS.get(name)

@@ -1,7 +1,7 @@
 """Carry a trained source's scores onto the scale its threshold was tuned on.
 
 A gallery-trained similarity (the dual-backbone head) is judged on simulated open-set splits by heads trained on
-each split's pseudo-gallery only (:func:`workflow.dual_backbone_frozen.pseudo_runs`), so that no pseudo-query
+each split's pseudo-gallery only (:func:`workflow.dual_backbone.heldout.pseudo_runs`), so that no pseudo-query
 was seen in training. The model that answers the real queries is trained on the whole gallery: more images per
 individual and more individuals, hence tighter clusters and higher cosines for every query, known or new. A
 threshold tuned on the split heads' scores is then too low for the final model's scores (on DogFaceNet the

@@ -86,10 +86,31 @@ def unite(pairs: pd.DataFrame, local: pd.DataFrame, image_ids: np.ndarray, embed
     return pd.concat([pairs, added[PAIR_COLUMNS]], ignore_index=True)
 
 
+def union_candidates(scores: pd.DataFrame, meta: pd.DataFrame, individuals: int, per_individual: int,
+                     cosine_of) -> pd.DataFrame:  # fmt: skip
+    """Candidate pairs from the top ``individuals`` of each image: ``query, candidate, kind``.
+
+    Each top individual contributes its ``per_individual`` gallery images most similar to the image by
+    ``cosine_of(query, candidates) -> [C]`` (never the image itself).
+    """
+    gal = meta[meta["split"] == "database"]
+    by_identity = gal.groupby(gal["identity"].astype(str))["image_id"].agg(lambda s: list(s.astype(str)))
+    top = scores[scores["rank"] <= individuals]
+    rows = []
+    for (query, kind), group in top.groupby(["image_id", "kind"], sort=False):
+        for ident in group["identity"]:
+            cands = [c for c in by_identity.get(ident, []) if c != query]
+            if not cands:
+                continue
+            if len(cands) > per_individual:
+                sims = cosine_of(query, cands)
+                cands = [cands[j] for j in np.argsort(-sims, kind="stable")[:per_individual]]
+            rows.extend((query, c, kind) for c in cands)
+    return pd.DataFrame(rows, columns=["query", "candidate", "kind"])
+
+
 def lnbnn_union(pairs, meta, image_ids, embeddings, scores, individuals: int, images: int) -> pd.DataFrame:
     """:func:`unite` with the gallery images of each image's top ``individuals`` by LNBNN (``images`` each)."""
-    from workflow.lnbnn import union_candidates  # lnbnn -> match -> shortlist: imported here
-
     row_of = {image_id: i for i, image_id in enumerate(image_ids)}
 
     def cosine_of(query, candidates):

@@ -45,7 +45,7 @@ from workflow.thresholds import (
 logger = logging.getLogger(__name__)
 
 COSINE = "cosine"
-TRAINED = "trained"  # the dual-backbone similarity as a fusion source (workflow.dual_backbone_heldout)
+TRAINED = "trained"  # the dual-backbone similarity as a fusion source (workflow.dual_backbone.heldout)
 LNBNN = "lnbnn"  # the one-vs-many LNBNN score of the candidate's individual (workflow.lnbnn)
 
 

@@ -26,7 +26,6 @@ Modules: :mod:`~workflow.demo.plan` (the config entries and who is photographed 
 :mod:`~workflow.demo.write` (the dataset on disk) and :mod:`~workflow.demo.cli` (the rule's entry point).
 """
 
-from workflow.demo.cli import main, read_config
 from workflow.demo.plan import (
     DISTRIBUTIONS,
     DOMINANT_SHARE,
@@ -68,10 +67,8 @@ __all__ = [
     "demo_settings_from_config",
     "gallery_counts",
     "generate_demo",
-    "main",
     "make_identity",
     "plan_dataset",
-    "read_config",
     "render_canonical",
     "render_individual_image",
 ]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from workflow import demo  # the package docstring describes the inputs and outputs
 from workflow.cli import arg, run_stage, stage_parser
 from workflow.demo.plan import demo_datasets_from_config, demo_settings_from_config
 from workflow.demo.write import generate_demo
@@ -56,8 +57,6 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from workflow import demo  # the package docstring describes the inputs and outputs
-
     parser = stage_parser(
         demo.__doc__,
         arg("--config", required=True, help="demo section (or whole config): inline JSON or a YAML/JSON file"),

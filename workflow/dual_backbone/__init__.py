@@ -34,18 +34,25 @@ Augmentations (:func:`build_train_transform`, config mapping, see :data:`DEFAULT
     ``{p, max_area}``: with probability ``p`` one rectangle of at most ``max_area`` of the image (paper: 10%)
     is set to 0 (``RandomErasing`` with one hole), after the image is a tensor.
 
+The stage has two modes (``dual_backbone.mode``): ``finetune``, the paper's full fine-tuning (GPUs), and
+``frozen``, a head trained on cached views of frozen backbones (CPU, minutes; :mod:`~workflow.dual_backbone.frozen`).
+
 Modules: :mod:`~workflow.dual_backbone.model` (branches, BatchNorms, ArcFace head, model files),
 :mod:`~workflow.dual_backbone.data` (augmentations, dataset, split, sampler), :mod:`~workflow.dual_backbone.train`
-(schedule, loop, checkpoints), :mod:`~workflow.dual_backbone.predict` (embed, retrieve, threshold) and
-:mod:`~workflow.dual_backbone.cli` (the rules' entry point).
+(fine-tuning: schedule, loop, checkpoints), :mod:`~workflow.dual_backbone.frozen` (the frozen mode: view cache,
+head, model file), :mod:`~workflow.dual_backbone.heldout` (held-out scores of the frozen mode: pseudo runs,
+fold-model pair scores), :mod:`~workflow.dual_backbone.predict` (embed, retrieve, threshold, both modes) and
+:mod:`~workflow.dual_backbone.cli` (the rules' entry point). Each module imports only those listed before it.
 
-Inputs of the entry point (``python -m workflow.dual_backbone train|predict``): ``results/data/<dataset>.tsv``.
-Outputs: ``train``: the model file (``.pt``: backbone specs, head settings, identities, weights) and the
-training history (``.tsv``); ``predict``: ``predictions.tsv`` (``image_id, identity, top_identity, top_score``),
-``threshold.json``, ``threshold_curve.tsv`` and optionally the embeddings (``.npz``).
+Entry point of every rule of the stage: ``python -m workflow.dual_backbone train|predict|embed|pairs``.
+Inputs: ``results/data/<dataset>.tsv`` (``pairs``: also a shortlist). Outputs: ``train``: the model file
+(``.pt``: backbone specs, head settings, identities, weights) and the training history (``.tsv``); ``predict``:
+``predictions.tsv`` (``image_id, identity, top_identity, top_score``), ``threshold.json``,
+``threshold_curve.tsv``, ``pseudo.parquet`` and optionally the embeddings (``.npz``); ``embed``: the embeddings
+of every image (``.npz``, the shortlist's ``trained`` backbone); ``pairs``: ``query, candidate, score`` of the
+shortlist pairs (``.parquet``, the fusion's ``trained`` source).
 """
 
-from workflow.dual_backbone.cli import main
 from workflow.dual_backbone.data import (
     DEFAULT_AUGMENT,
     PAPER_AUGMENT,
@@ -90,7 +97,6 @@ __all__ = [
     "embed",
     "evaluate_accuracy",
     "load_model",
-    "main",
     "make_sampler",
     "phase_schedule",
     "predict",

@@ -1,4 +1,4 @@
-"""``python -m workflow.dual_backbone train|predict``: see :mod:`workflow.dual_backbone.cli`."""
+"""``python -m workflow.dual_backbone train|predict|embed|pairs``: see :mod:`workflow.dual_backbone.cli`."""
 
 from workflow.dual_backbone.cli import main
 

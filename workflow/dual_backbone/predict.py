@@ -1,12 +1,16 @@
-"""Prediction with a trained dual-backbone model: embed, retrieve (faiss), threshold.
+"""Prediction with a trained dual-backbone model (fine-tuned or frozen mode): embed, retrieve (faiss), threshold.
 
 Inputs: the model file and ``results/data/<dataset>.tsv``. Outputs: ``predictions.tsv`` (``image_id,
-identity, top_identity, top_score``), ``threshold.json``, ``threshold_curve.tsv`` and optionally the
-embeddings (``.npz``).
+identity, top_identity, top_score``), ``threshold.json``, ``threshold_curve.tsv``, the per-split pseudo-query
+predictions (``pseudo.parquet``) and optionally the embeddings (``.npz``). :func:`predict_dataset` predicts with
+a fine-tuned model or a frozen-mode one (:func:`predict_frozen`: :mod:`workflow.dual_backbone.frozen`, its ``auto``
+threshold tuned on held-out split heads, :mod:`workflow.dual_backbone.heldout`); :func:`embed_table` embeds a
+table with either.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,11 +23,19 @@ from torch.utils.data import DataLoader
 
 from workflow.backbones import resolve_device
 from workflow.dual_backbone.data import ImageDataset, _orientations, build_eval_transform
+from workflow.dual_backbone.frozen import is_frozen_model, load_frozen_model, project, table_views
+from workflow.dual_backbone.heldout import abstaining_pseudo, pseudo_runs, pseudo_scorer
 from workflow.dual_backbone.model import DualBackbone, load_model
 from workflow.embed import l2_normalise, save_embeddings
 from workflow.faiss_search import topk_inner_product
+from workflow.score_scale import quantile_map
 from workflow.stage_io import write_parquet, write_stage_outputs
 from workflow.thresholds import apply_threshold, choose_threshold
+
+logger = logging.getLogger(__name__)
+
+# predictions, threshold info, threshold curve, embeddings [N x P] of every row, pseudo-query predictions
+FrozenPrediction = tuple[pd.DataFrame, dict, pd.DataFrame, np.ndarray, pd.DataFrame]
 
 
 def embed(
@@ -130,20 +142,72 @@ def predict_dataset(
     curve_out: str | Path,
     embeddings_out: str | Path | None = None,
     pseudo_out: str | Path | None = None,
+    cache: str | Path = "resources/cache/embeddings",
 ) -> None:
-    """Embed every image of ``meta`` with the model file, predict the queries and write the stage outputs."""
+    """Embed every image of ``meta`` with the model file (fine-tuned, or frozen mode: :func:`predict_frozen`,
+    its views cached under ``cache``), predict the queries and write the stage outputs."""
     gal = meta[meta["split"] == "database"].reset_index(drop=True)
-    model, _, _, augment = load_model(model_path)
-    qry = meta[meta["split"] == "query"].reset_index(drop=True)
-    emb = embed(model, meta["abspath"].tolist(), _orientations(meta), augment, batch_size, device)
-    is_gal = (meta["split"] == "database").to_numpy()
-    preds, info, curve = predict(qry["image_id"].to_numpy(), emb[~is_gal], emb[is_gal], gal["identity"].to_numpy(),
-                                 threshold_setting, tuning, dataset, k, resolve_device(device))  # fmt: skip
+    if is_frozen_model(model_path):
+        preds, info, curve, emb, pseudo = predict_frozen(meta, model_path, dataset, threshold_setting, tuning, k,
+                                                         str(cache), device)  # fmt: skip
+    else:
+        model, _, _, augment = load_model(model_path)
+        qry = meta[meta["split"] == "query"].reset_index(drop=True)
+        emb = embed(model, meta["abspath"].tolist(), _orientations(meta), augment, batch_size, device)
+        is_gal = (meta["split"] == "database").to_numpy()
+        preds, info, curve = predict(qry["image_id"].to_numpy(), emb[~is_gal], emb[is_gal],
+                                     gal["identity"].to_numpy(), threshold_setting, tuning, dataset, k,
+                                     resolve_device(device))  # fmt: skip
+        pseudo = None
+        if pseudo_out:  # judged on its own training images, the fine-tuned model abstains from `auto` choices
+            pseudo = abstaining_pseudo(gal["identity"].to_numpy(), gal["image_id"].to_numpy(), tuning)
     if embeddings_out:
         save_embeddings(embeddings_out, meta["image_id"].to_numpy(), emb)
-    if pseudo_out:  # judged on its own training images, the fine-tuned model abstains from `auto` choices
-        from workflow.dual_backbone_heldout import abstaining_pseudo
-
-        pseudo = abstaining_pseudo(gal["identity"].to_numpy(), gal["image_id"].to_numpy(), tuning)
+    if pseudo_out:
         write_parquet(pseudo, pseudo_out)
     write_stage_outputs(dataset, preds, info, curve, predictions_out, threshold_out, curve_out)
+
+
+def predict_frozen(meta: pd.DataFrame, model_path: str | Path, dataset: str, threshold_setting: Any, tuning: dict,
+                   k: int, cache: str, device: str) -> FrozenPrediction:  # fmt: skip
+    """A frozen-mode model's predictions, threshold info and curve (retrieval; ``auto`` threshold tuned on per-split
+    heads, :func:`workflow.dual_backbone.heldout.pseudo_runs`), the embeddings ``[N x P]`` of every row of ``meta``
+    and the pseudo-query predictions of the splits."""
+    model, _, _, settings = load_frozen_model(model_path)
+    is_gal = (meta["split"] == "database").to_numpy()
+    gal = meta[is_gal].reset_index(drop=True)
+    qry = meta[meta["split"] == "query"].reset_index(drop=True)
+    frozen = settings["frozen"]
+    gviews = table_views(gal, settings, int(frozen["views"]), cache, device)
+    qviews = table_views(qry, settings, 1, cache, device)
+    split_scores: list[np.ndarray] = []
+    pseudo = pseudo_runs(gviews, gal["identity"].to_numpy(dtype=object), gal["image_id"].to_numpy(dtype=object),
+                         settings["dims"], frozen, settings["head"], tuning, qviews[:, 0], split_scores)  # fmt: skip
+    scorer = pseudo_scorer(pseudo, gal["image_id"].astype(str).to_numpy())
+    g_emb, q_emb = project(model, gviews[:, 0]), project(model, qviews[:, 0])
+    idx, conf = retrieve(q_emb, g_emb, k=int(k))
+    if split_scores and conf.shape[1]:
+        # The final head's scores onto the split heads' scale, on which every threshold of this source is tuned.
+        raw_median = float(np.median(conf[:, 0]))
+        conf = quantile_map(conf[:, 0], np.concatenate(split_scores))[:, None].astype(np.float32)
+        logger.info("query top scores quantile-mapped onto the %d split heads' scale: median %.4f -> %.4f",
+                    len(split_scores), raw_median, float(np.median(conf[:, 0])))  # fmt: skip
+    threshold, info, curve = choose_threshold(threshold_setting, dataset, scorer,
+                                              gal["identity"].to_numpy(dtype=object), tuning)  # fmt: skip
+    top_identity = gal["identity"].to_numpy(dtype=object)[idx[:, 0]] if idx.shape[1] else np.full(len(qry), "", object)
+    top_score = conf[:, 0] if conf.shape[1] else np.full(len(qry), -np.inf, np.float32)
+    preds = pd.DataFrame({"image_id": qry["image_id"].to_numpy(dtype=object),
+                          "identity": apply_threshold(top_identity, top_score, threshold),
+                          "top_identity": top_identity, "top_score": top_score})  # fmt: skip
+    emb = np.zeros((len(meta), model.out_dim), np.float32)
+    emb[is_gal], emb[~is_gal] = g_emb, q_emb
+    return preds, info, curve, emb, pseudo
+
+
+def embed_table(model_path: str, meta: pd.DataFrame, cache: str, device: str = "cpu") -> np.ndarray:
+    """L2-normalised embeddings ``[N x P]`` of every row of ``meta`` (frozen or fine-tuned model file)."""
+    if not is_frozen_model(model_path):
+        net, _, _, augment = load_model(model_path)
+        return embed(net, meta["abspath"].tolist(), _orientations(meta), augment, device=device)
+    model, _, _, settings = load_frozen_model(model_path)
+    return project(model, table_views(meta, settings, 1, cache, device)[:, 0])

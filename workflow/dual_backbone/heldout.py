@@ -15,7 +15,7 @@ Held-out use of a similarity trained on the gallery:
   frozen features of the query images, its query-pair scores are quantile-mapped onto the fold models' scores of
   the same pairs (:func:`workflow.score_scale.quantile_map`), the scale the calibrator was fitted on.
 
-Inputs: the gallery's cached views ``[G x V x sum(D)]`` (:func:`workflow.dual_backbone_frozen.table_views`), its
+Inputs: the gallery's cached views ``[G x V x sum(D)]`` (:func:`workflow.dual_backbone.frozen.table_views`), its
 identities and image ids, the frozen settings and ``threshold_tuning``; for ``pairs`` a shortlist.
 Outputs: ``pseudo.parquet`` tables (:data:`workflow.thresholds.PSEUDO_COLUMNS`) and ``query, candidate, score``
 pair tables.
@@ -31,7 +31,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from workflow.dual_backbone_frozen import fit_on_rows, project, resolve_frozen
+from workflow.dual_backbone.frozen import (
+    fit_on_rows,
+    is_frozen_model,
+    load_frozen_model,
+    project,
+    resolve_frozen,
+    table_views,
+)
+from workflow.dual_backbone.train import DEFAULT_TRAINING
 from workflow.faiss_search import topk_inner_product
 from workflow.score_scale import quantile_map
 from workflow.thresholds import PSEUDO_COLUMNS, simulate_open_set_split
@@ -192,9 +200,6 @@ def heldout_pair_scores(
 def shortlist_pair_scores(model_path: str, meta: pd.DataFrame, pairs: pd.DataFrame, cache: str, device: str):
     """``pairs`` (held-out raw scores of the shortlist pairs, WildFusion source ``trained``) of a frozen-mode model:
     query pairs by the model, gallery pairs by fold models (:func:`heldout_pair_scores`)."""
-    from workflow.dual_backbone import DEFAULT_TRAINING
-    from workflow.dual_backbone_frozen import is_frozen_model, load_frozen_model, table_views
-
     if not is_frozen_model(model_path):
         raise ValueError(f"{model_path}: the 'trained' fusion source needs dual_backbone.mode: frozen")
     model, _, _, settings = load_frozen_model(model_path)

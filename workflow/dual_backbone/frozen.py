@@ -7,7 +7,7 @@ backbones frozen and trains only what sits on top of them, on cached vectors:
 1. **Cached views** (:func:`cached_views`): every image is embedded once per branch and per view; view 0 is
    the deterministic embedding transform (the global-embedding stage's own vector and cache entry when no
    rotation or background removal applies), views ``1 .. V-1`` are random training augmentations
-   (:func:`workflow.dual_backbone.build_train_transform`, seeded by the image's content hash and the view
+   (:func:`workflow.dual_backbone.data.build_train_transform`, seeded by the image's content hash and the view
    index, so every branch sees the same crop of the same view). Vectors are cached under
    ``<cache>/<key>/<sha1[:2]>/<sha1>_v<view>.npy`` with ``key`` a hash of the branch's configuration and
    the augmentation settings: the image content, backbone, augmentation and view index determine an entry.
@@ -20,14 +20,9 @@ backbones frozen and trains only what sits on top of them, on cached vectors:
    frozen features of view 0), then the ArcFace argmax accuracy on view 0 of the validation images per epoch.
 3. **Retrieval** as in the paper mode: L2-normalised projections of view 0, faiss top-``k``, ``(cos + 1) / 2``.
 
-Held-out use of the trained similarity (pseudo runs, fold-model pair scores): :mod:`workflow.dual_backbone_heldout`.
-
-Entry point ``python -m workflow.dual_backbone_frozen embed|pairs`` (``train`` and ``predict`` are reached through
-:mod:`workflow.dual_backbone`, which dispatches on ``--mode frozen`` and on the model file):
-
-``embed``  model + ``results/data/<dataset>.tsv`` -> ``.npz`` of L2-normalised embeddings of every image (the
-           shortlist's ``trained`` backbone).
-``pairs``  model + shortlist + metadata -> ``.parquet`` with ``query, candidate, score``.
+Held-out use of the trained similarity (pseudo runs, fold-model pair scores): :mod:`workflow.dual_backbone.heldout`;
+prediction with a frozen-mode model: :func:`workflow.dual_backbone.predict.predict_frozen`. The rules reach
+this mode through ``python -m workflow.dual_backbone train --mode frozen`` (:mod:`workflow.dual_backbone.cli`).
 """
 
 from __future__ import annotations
@@ -50,19 +45,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from workflow.backbones import create_backbone, preprocess, resolve_device
-from workflow.cli import command, run_stage, stage_parser
-from workflow.dual_backbone import (
-    DEFAULT_TRAINING,
-    ArcFaceHead,
+from workflow.dual_backbone.data import (
+    _orientations,
     build_eval_transform,
     build_train_transform,
     resolve_augment,
     stratified_split,
 )
-from workflow.embed import EmbeddingCache, backbone_key, l2_normalise, save_embeddings
+from workflow.dual_backbone.model import ArcFaceHead
+from workflow.dual_backbone.train import DEFAULT_TRAINING
+from workflow.embed import EmbeddingCache, backbone_key, l2_normalise
 from workflow.images import load_image
 from workflow.safe_files import safe_load
-from workflow.stage_io import atomic_path, read_tsv, write_parquet
+from workflow.stage_io import atomic_path, write_tsv
 
 logger = logging.getLogger(__name__)
 
@@ -367,13 +362,7 @@ def load_frozen_model(path) -> tuple[FrozenHead, ArcFaceHead, list[str], dict]:
     return model.eval(), head.eval(), list(state["classes"]), dict(state["settings"])
 
 
-# ----------------------------------------------------------------------------------------------- entry points
-
-
-def _orientations(meta: pd.DataFrame) -> list[str]:
-    if "orientation" not in meta:
-        return [""] * len(meta)
-    return meta["orientation"].fillna("").astype(str).tolist()
+# ------------------------------------------------------------------------------------------------- training
 
 
 def table_views(meta: pd.DataFrame, settings: Mapping[str, Any], views: int, cache: str, device: str) -> np.ndarray:
@@ -388,8 +377,6 @@ def _table_views(meta, settings, views, cache, device) -> tuple[np.ndarray, list
 
 def train_main(args: argparse.Namespace, meta: pd.DataFrame) -> None:
     """``dual_backbone train --mode frozen``: cache the gallery's views, train, write the model and history."""
-    from workflow.stage_io import write_tsv
-
     gal = meta[meta["split"] == "database"].reset_index(drop=True)
     frozen = resolve_frozen(json.loads(args.frozen))
     training = json.loads(args.training)
@@ -415,86 +402,3 @@ def train_main(args: argparse.Namespace, meta: pd.DataFrame) -> None:
                 history["val_accuracy"].iloc[1:].max())  # fmt: skip
     save_frozen_model(args.model_out, model, head, classes, {**settings, "dims": dims})
     write_tsv(history.assign(phase=np.where(history["epoch"] == 0, "untrained", "frozen")), args.history)
-
-
-def predict_main(args: argparse.Namespace, meta: pd.DataFrame) -> None:
-    """``dual_backbone predict`` on a frozen-mode model: retrieval, per-split pseudo runs, ``auto`` threshold."""
-    from workflow.dual_backbone import retrieve
-    from workflow.dual_backbone_heldout import pseudo_runs, pseudo_scorer
-    from workflow.score_scale import quantile_map
-    from workflow.stage_io import write_stage_outputs
-    from workflow.thresholds import apply_threshold, choose_threshold
-
-    model, _, _, settings = load_frozen_model(args.model)
-    tuning = json.loads(args.tuning)
-    is_gal = (meta["split"] == "database").to_numpy()
-    gal = meta[is_gal].reset_index(drop=True)
-    qry = meta[meta["split"] == "query"].reset_index(drop=True)
-    frozen = settings["frozen"]
-    gviews = table_views(gal, settings, int(frozen["views"]), args.cache, args.device)
-    qviews = table_views(qry, settings, 1, args.cache, args.device)
-    split_scores: list[np.ndarray] = []
-    pseudo = pseudo_runs(gviews, gal["identity"].to_numpy(dtype=object), gal["image_id"].to_numpy(dtype=object),
-                         settings["dims"], frozen, settings["head"], tuning, qviews[:, 0], split_scores)  # fmt: skip
-    scorer = pseudo_scorer(pseudo, gal["image_id"].astype(str).to_numpy())
-    g_emb, q_emb = project(model, gviews[:, 0]), project(model, qviews[:, 0])
-    idx, conf = retrieve(q_emb, g_emb, k=int(args.k))
-    if split_scores and conf.shape[1]:
-        # The final head's scores onto the split heads' scale, on which every threshold of this source is tuned.
-        raw_median = float(np.median(conf[:, 0]))
-        conf = quantile_map(conf[:, 0], np.concatenate(split_scores))[:, None].astype(np.float32)
-        logger.info("query top scores quantile-mapped onto the %d split heads' scale: median %.4f -> %.4f",
-                    len(split_scores), raw_median, float(np.median(conf[:, 0])))  # fmt: skip
-    threshold, info, curve = choose_threshold(json.loads(args.threshold), args.dataset, scorer,
-                                              gal["identity"].to_numpy(dtype=object), tuning)  # fmt: skip
-    top_identity = gal["identity"].to_numpy(dtype=object)[idx[:, 0]] if idx.shape[1] else np.full(len(qry), "", object)
-    top_score = conf[:, 0] if conf.shape[1] else np.full(len(qry), -np.inf, np.float32)
-    preds = pd.DataFrame({"image_id": qry["image_id"].to_numpy(dtype=object),
-                          "identity": apply_threshold(top_identity, top_score, threshold),
-                          "top_identity": top_identity, "top_score": top_score})  # fmt: skip
-    if args.pseudo_out:
-        write_parquet(pseudo, args.pseudo_out)
-    if args.embeddings_out:
-        emb = np.zeros((len(meta), model.out_dim), np.float32)
-        emb[is_gal], emb[~is_gal] = g_emb, q_emb
-        save_embeddings(args.embeddings_out, meta["image_id"].to_numpy(), emb)
-    write_stage_outputs(args.dataset, preds, info, curve, args.predictions, args.threshold_out, args.curve)
-
-
-def embed_table(model_path: str, meta: pd.DataFrame, cache: str, device: str = "cpu") -> np.ndarray:
-    """L2-normalised embeddings ``[N x P]`` of every row of ``meta`` (frozen or fine-tuned model file)."""
-    if not is_frozen_model(model_path):
-        from workflow.dual_backbone import embed, load_model
-
-        net, _, _, augment = load_model(model_path)
-        return embed(net, meta["abspath"].tolist(), _orientations(meta), augment, device=device)
-    model, _, _, settings = load_frozen_model(model_path)
-    return project(model, table_views(meta, settings, 1, cache, device)[:, 0])
-
-
-def embed_command(args: argparse.Namespace) -> None:
-    """``embed``: embeddings of every image of the table by the trained model."""
-    meta = read_tsv(args.metadata)
-    save_embeddings(args.out, meta["image_id"].to_numpy(), embed_table(args.model, meta, args.cache, args.device))
-
-
-def pairs_command(args: argparse.Namespace) -> None:
-    """``pairs``: held-out raw scores of the shortlist pairs (:mod:`workflow.dual_backbone_heldout`)."""
-    from workflow.dual_backbone_heldout import shortlist_pair_scores
-
-    meta = read_tsv(args.metadata)
-    write_parquet(shortlist_pair_scores(args.model, meta, pd.read_parquet(args.shortlist), args.cache, args.device),
-                  args.out)  # fmt: skip
-
-
-def main(argv: list[str] | None = None) -> None:
-    commands = {
-        "embed": command("embeddings of every image by the trained model (shortlist backbone 'trained')", "out"),
-        "pairs": command("held-out raw scores of the shortlist pairs (WildFusion source 'trained')", "shortlist out"),
-    }
-    parser = stage_parser(__doc__, "model metadata cache device threads log", commands=commands)
-    run_stage(parser, argv, {"embed": embed_command, "pairs": pairs_command}, torch_threads=True)
-
-
-if __name__ == "__main__":
-    main()
