@@ -23,7 +23,7 @@ TINY = REPO / "tests" / "configs" / "tiny.yaml"
 SMALL_CONFIG = {"stages": ["baseline", "wildfusion"], "submission": {"stage": "wildfusion"},
                 "cascade": {"default": None}, "wildfusion": {"matchers": ["rootsift"], "shards": 2}}  # fmt: skip
 EXPENSIVE = {"embed", "extract_features", "match_shard", "shortlist", "calibrate", "xgboost_train",
-             "dual_backbone_train"}  # fmt: skip
+             "dual_backbone_train", "lnbnn", "lnbnn_pairs"}  # fmt: skip
 # every job that may read solution.csv (the HTML table follows the scores table)
 SCORING = {"validate_solution", "score_stage", "scores_table", "scores_html", "plot_new_share", "plot_matches",
            "shortlist_recall"}  # fmt: skip
