@@ -117,7 +117,7 @@ def test_tiny_demo_end_to_end(tiny_run):
     # the first step's auto threshold is the rerank stage's own
     rr_threshold = json.loads((work / "results/stages/rerank/LynxTiny/threshold.json").read_text())["threshold"]
     assert f'"new_below": {rr_threshold}' in (work / "logs/cascade/LynxTiny.log").read_text()
-    for log in ["logs/demo_data.log", "logs/validate_data/LynxTiny.log", "logs/baseline/LynxTiny.log"]:
+    for log in ["logs/demo_data.log", "logs/validate_data.log", "logs/baseline/LynxTiny.log"]:
         assert (work / log).stat().st_size > 0, log
     # nothing left to do on a rerun
     assert "Nothing to be done" in snakemake(work, "-n", "--configfile", TINY).stdout
