@@ -143,6 +143,8 @@ ENROLLMENT = active_changes_file(ENROLLMENT_DIR)
 # captions of the scores: a param of their rules, so that they rerun when it changes).
 GALLERY = describe_active(ENROLLMENT_DIR)
 GALLERY_LINE = describe_line(GALLERY)
+# the same without the enrollment folder: the param of the jobs that show it (a moved data folder reruns none)
+GALLERY_VERSION_LINE = describe_line(GALLERY, where=False)
 
 
 def _enrollment_only():

@@ -154,7 +154,7 @@ rule score_discovery:
     params:
         datasets=DATASETS,
         solution=lambda wc, input: input.solution[0] if input.solution else "",
-        gallery=GALLERY_LINE,
+        gallery=GALLERY_VERSION_LINE,
     message:
         "Scoring discovery (ARI, AMI) against the trivial clusterings"
     shell:

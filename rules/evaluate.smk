@@ -32,7 +32,7 @@ rule scores_table:
     conda:
         CONDA_ENV
     params:
-        gallery=GALLERY_LINE,
+        gallery=GALLERY_VERSION_LINE,
     message:
         "Collecting the ablation table of stages {STAGES}"
     shell:

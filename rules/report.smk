@@ -82,7 +82,7 @@ rule scores_html:
     conda:
         CONDA_ENV
     params:
-        gallery=GALLERY_LINE,
+        gallery=GALLERY_VERSION_LINE,
     message:
         "Rendering the ablation table as HTML"
     shell:

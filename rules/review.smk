@@ -112,7 +112,7 @@ rule gallery_version:
         root=str(DATA_ROOT),
         directory=ENROLLMENT_DIR,
         described=json.dumps(GALLERY, sort_keys=True),
-        gallery=GALLERY_LINE,
+        gallery=GALLERY_VERSION_LINE,
     message:
         "Recording the active gallery version ({params.directory})"
     shell:

@@ -261,7 +261,7 @@ def test_snakemake_enroll_and_undo_on_a_config_with_a_gallery_free_dataset(tmp_p
     described = json.loads((work / "results/gallery_version.json").read_text())
     assert described["gallery_version"] == 1 and described["data_root"] == str((work / "data").resolve())
     snakemake(work, "--report", "report.html", "results/gallery_version.json", *absolute)
-    caption = 'literal-block\\">\\nGallery version 1 of enrollment/data-'  # the report's caption names it
+    caption = 'literal-block\\">\\nGallery version 1: 2 photo(s)'  # the report's caption names it
     assert caption in (work / "report.html").read_text()
     snakemake(work, "enroll_undo", "--cores", "1", *config)
     assert active_version(directory) == 0

@@ -475,12 +475,14 @@ def describe_active(directory: str | Path) -> dict:
     }
 
 
-def describe_line(described: dict) -> str:
-    """One line for people: which gallery the run reads."""
+def describe_line(described: dict, where: bool = True) -> str:
+    """One line for people: which gallery the run reads (``where``: with the enrollment folder, which follows the
+    data's path; without it the line names the version alone, so a moved data folder reruns no job that shows it)."""
     if not described["gallery_version"]:
-        return f"Gallery version 0: the original metadata.csv (enrollments: {described['enrollment_dir']})"
+        folder = f" (enrollments: {described['enrollment_dir']})" if where else ""
+        return f"Gallery version 0: the original metadata.csv{folder}"
     return (
-        f"Gallery version {described['gallery_version']} of {described['enrollment_dir']}: "
+        f"Gallery version {described['gallery_version']}{' of ' + str(described['enrollment_dir']) if where else ''}: "
         f"{described['enrolled_photos']} photo(s) enrolled (last {described['enrolled_at']} from "
         f"{described['decisions']}); snakemake enroll_undo goes back one version"
     )
