@@ -112,13 +112,18 @@ class GrabCutBackground:
         return Image.fromarray(np.where(keep[..., None], arr, 0).astype(np.uint8))
 
 
+def with_defaults(cfg: Mapping[str, Any] | None, defaults: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """``defaults`` updated with ``cfg``; a key of ``cfg`` that ``defaults`` lacks raises ``ValueError``."""
+    cfg = dict(cfg or {})
+    unknown = sorted(set(cfg) - set(defaults))
+    if unknown:
+        raise ValueError(f"unknown {what} key(s) {unknown}; known: {sorted(defaults)}")
+    return {**defaults, **cfg}
+
+
 def resolve_augment(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     """:data:`DEFAULT_AUGMENT` updated with ``cfg``; unknown keys and bad values raise ``ValueError``."""
-    cfg = dict(cfg or {})
-    unknown = sorted(set(cfg) - set(DEFAULT_AUGMENT))
-    if unknown:
-        raise ValueError(f"unknown augmentation key(s) {unknown}; known: {sorted(DEFAULT_AUGMENT)}")
-    out = {**DEFAULT_AUGMENT, **cfg}
+    out = with_defaults(cfg, DEFAULT_AUGMENT, "augmentation")
     if out["background"] not in ("none", "grabcut"):
         raise ValueError(f"augment background must be 'none' or 'grabcut', got {out['background']!r}")
     if out["crop_scale"] is not None:

@@ -51,6 +51,7 @@ from workflow.dual_backbone.data import (
     build_train_transform,
     resolve_augment,
     stratified_split,
+    with_defaults,
 )
 from workflow.dual_backbone.model import ArcFaceHead
 from workflow.dual_backbone.train import DEFAULT_TRAINING
@@ -76,11 +77,7 @@ DEFAULT_FROZEN: dict[str, Any] = {
 
 def resolve_frozen(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     """:data:`DEFAULT_FROZEN` updated with ``cfg``; unknown keys and bad values raise ``ValueError``."""
-    cfg = dict(cfg or {})
-    unknown = sorted(set(cfg) - set(DEFAULT_FROZEN))
-    if unknown:
-        raise ValueError(f"unknown dual_backbone.frozen key(s) {unknown}; known: {sorted(DEFAULT_FROZEN)}")
-    out = {**DEFAULT_FROZEN, **cfg}
+    out = with_defaults(cfg, DEFAULT_FROZEN, "dual_backbone.frozen")
     for key, low in (("views", 1), ("proj_dim", 0), ("epochs", 1), ("batch_size", 2), ("folds", 2)):
         if isinstance(out[key], bool) or not isinstance(out[key], int) or out[key] < low:
             raise ValueError(f"dual_backbone.frozen.{key} must be an integer >= {low}, got {out[key]!r}")

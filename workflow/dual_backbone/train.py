@@ -29,6 +29,7 @@ from workflow.dual_backbone.data import (
     make_sampler,
     stratified_split,
     warm_background,
+    with_defaults,
 )
 from workflow.dual_backbone.model import ArcFaceHead, DualBackbone, save_model
 from workflow.safe_files import rng_state, safe_load, set_rng_state, workers_for_threads
@@ -70,11 +71,7 @@ class EpochPlan:
 
 
 def resolve_epochs(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
-    cfg = dict(cfg or {})
-    unknown = sorted(set(cfg) - set(DEFAULT_EPOCHS))
-    if unknown:
-        raise ValueError(f"unknown epochs key(s) {unknown}; known: {sorted(DEFAULT_EPOCHS)}")
-    out = {**DEFAULT_EPOCHS, **cfg}
+    out = with_defaults(cfg, DEFAULT_EPOCHS, "epochs")
     for key in ("warmup", "main", "final"):
         if isinstance(out[key], bool) or not isinstance(out[key], int) or out[key] < 0:
             raise ValueError(f"epochs {key} must be a non-negative integer, got {out[key]!r}")
