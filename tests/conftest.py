@@ -16,6 +16,18 @@ SHARED = REPO.parent / "shared"
 DOGFACENET = SHARED / "datasets" / "dogfacenet"
 
 
+def schema_part(*path: str) -> dict:
+    """The part of config/schema.yaml at ``path`` (e.g. ``"properties", "cascade"`` or ``"$defs", "cascade_step"``)
+    with the schema's ``$defs``, so that its references resolve: what a config value is validated against."""
+    import yaml
+
+    schema = yaml.safe_load((REPO / "config" / "schema.yaml").read_text(encoding="utf-8"))
+    part = schema
+    for key in path:
+        part = part[key]
+    return {"$defs": schema["$defs"], **part}
+
+
 def pytest_addoption(parser):
     parser.addoption("--device", default="cpu", help="device for model tests (cpu or cuda)")
 

@@ -6,11 +6,10 @@ import jsonschema
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import schema_part
 
 from workflow import NEW_INDIVIDUAL
 from workflow.cascade import (
-    CASCADE_SCHEMA,
-    CASCADE_STEP_SCHEMA,
     PAPER_CASCADE,
     CascadeConfigError,
     run_cascade,
@@ -78,6 +77,10 @@ def test_paper_cascade_lynx_end_to_end():
     assert out["identity"].tolist() == ["X", NEW_INDIVIDUAL, "G", "D"]
 
 
+CASCADE_SCHEMA = schema_part("properties", "cascade")
+CASCADE_STEP_SCHEMA = schema_part("$defs", "cascade_step")
+
+
 def test_paper_cascade_validates_against_schema():
     for steps in PAPER_CASCADE.values():
         for step in steps:
@@ -127,7 +130,7 @@ def test_auto_thresholds_are_the_sources_own():
     assert resolve_auto(steps, {"rerank": 0.4, "xgboost": 0.9}) == [
         {"source": "rerank", "new_below": 0.4}, {"source": "xgboost", "override_at_or_above": 0.9},
     ]  # fmt: skip
-    jsonschema.validate(steps, CASCADE_SCHEMA["additionalProperties"])
+    jsonschema.validate(steps, schema_part("properties", "cascade", "additionalProperties"))
     with pytest.raises(CascadeConfigError, match="auto needs the threshold"):
         resolve_auto(steps, {"rerank": 0.4})
 

@@ -6,12 +6,15 @@ import re
 import jsonschema
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, schema_part
 from snakemake.utils import update_config, validate
 
+from workflow import stages
 from workflow.backbones import resolve_spec
-from workflow.cascade import CASCADE_SCHEMA, PAPER_CASCADE, validate_steps
+from workflow.cascade import PAPER_CASCADE, validate_steps
 from workflow.matchers import MATCHERS
+
+CASCADE_SCHEMA = schema_part("properties", "cascade")
 
 
 def load(name):
@@ -428,3 +431,16 @@ def test_every_compute_key_is_its_rule_name_and_in_the_schema():
     assert sorted(names) == sorted(calls)
     for path in ["config/config.yaml", "config/animalclef2025.yaml", "config/animalclef2026.yaml"]:
         assert set(load(path).get("compute", {})) <= set(calls), path
+
+
+def test_the_schema_names_the_stages_of_the_registry():
+    """Stage names are spelled out in the schema's enums; workflow/stages.py is where they are defined."""
+    step = schema_part("$defs", "cascade_step")
+    assert step["properties"]["source"]["enum"] == list(stages.SOURCES)
+    assert step["properties"]["agree_with"]["enum"] == list(stages.SOURCES)
+    cosine = [s.name for s in stages.STAGES if s.scale == stages.COSINE]
+    assert step["if"] == {"properties": {"source": {"const": cosine[0]}}} and len(cosine) == 1
+    assert schema_part("properties", "stages")["items"]["enum"] == [s.name for s in stages.STAGES]
+    assert schema_part("properties", "submission")["properties"]["stage"]["enum"] == list(stages.SUBMITTABLE)
+    assert schema_part("properties", "discovery")["properties"]["stage"]["enum"] == list(stages.SUBMITTABLE)
+    assert schema_part("properties", "xgboost")["properties"]["base_stage"]["enum"] == list(stages.PAIR_STAGES)

@@ -53,56 +53,16 @@ import numpy as np
 import pandas as pd
 
 from workflow import NEW_INDIVIDUAL
+from workflow.stages import SOURCES
 
 logger = logging.getLogger(__name__)
 
-SOURCES: tuple[str, ...] = ("baseline", "wildfusion", "rerank", "xgboost", "dual_backbone")
 THRESHOLD_KEYS: tuple[str, ...] = ("new_below", "override_above", "override_at_or_above")
 AGREE_KEYS: tuple[str, ...] = ("agree_with", "agree_new_below")
 SOURCE_COLUMNS: tuple[str, ...] = ("image_id", "top_identity", "top_score")
 
 AUTO = "auto"
 
-
-def _threshold_schema(description: str, **number: Any) -> dict[str, Any]:
-    return {"description": description + " (a number, or auto: the source stage's own threshold)",
-            "oneOf": [{"type": "number", **number}, {"type": "string", "enum": [AUTO]}]}  # fmt: skip
-
-
-CASCADE_STEP_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "description": "One cascade step: a source stage and its thresholds on that stage's top_score.",
-    "properties": {
-        "source": {"type": "string", "enum": list(SOURCES)},
-        "new_below": _threshold_schema("top_score below this -> new_individual", minimum=0),
-        "override_above": _threshold_schema("top_score above this -> the source's top identity"),
-        "override_at_or_above": _threshold_schema("top_score >= this -> the source's top identity"),
-        "agree_with": {
-            "type": "string",
-            "enum": list(SOURCES),
-            "description": "first step only: a second stage whose agreeing top identity lowers the threshold",
-        },
-        "agree_new_below": {
-            "type": "number",
-            "minimum": 0,
-            "description": "first step only: new_below where agree_with's top identity agrees",
-        },
-    },
-    "dependencies": {"agree_with": ["agree_new_below", "new_below"], "agree_new_below": ["agree_with"]},
-    "required": ["source"],
-    "additionalProperties": False,
-    "not": {"required": ["override_above", "override_at_or_above"]},
-}
-"""JSON schema (draft 7) of one step, to paste under ``cascade`` in ``config/schema.yaml``."""
-
-CASCADE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "description": "Per dataset, an ordered list of cascade steps (the first defines the initial label), or auto.",
-    "additionalProperties": {
-        "oneOf": [{"type": "array", "minItems": 1, "items": CASCADE_STEP_SCHEMA}, {"type": "string", "enum": [AUTO]}]
-    },
-}
-"""JSON schema of the whole ``cascade`` config entry: ``{dataset: [step, ...]}``."""
 
 PAPER_CASCADE: dict[str, list[dict[str, Any]]] = {
     "LynxID2025": [

@@ -43,12 +43,13 @@ import numpy as np
 import pandas as pd
 
 from workflow.robust import EPS, plateau_pick, prefer_simpler, standard_error
+from workflow.stages import SOURCES
 
 logger = logging.getLogger(__name__)
 
-# Stages from the simplest to the most complex: among single stages whose simulated scores are within their
-# spread, the first one here wins (fewer stages in the pipeline; no re-ranking before re-ranking).
-SIMPLICITY = ("baseline", "wildfusion", "rerank", "xgboost", "dual_backbone")
+# Stages from the simplest to the most complex (the registry's order): among single stages whose simulated scores
+# are within their spread, the first one here wins (fewer stages in the pipeline; no re-ranking before re-ranking).
+SIMPLICITY = SOURCES
 
 NEW = -1  # state code: new_individual (a source index otherwise)
 

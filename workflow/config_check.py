@@ -28,6 +28,8 @@ from typing import Any
 
 import yaml
 
+from workflow.stages import SIMULATED
+
 SCHEMA_FILE = "config/schema.yaml"
 # Similarity (difflib ratio) from which a per-dataset key is taken for a misspelt dataset name.
 NEAR_MISS_CUTOFF = 0.8
@@ -207,7 +209,7 @@ def _near_miss(name: str, datasets: Sequence[str]) -> str | None:
 
 
 # Stages whose threshold may be auto (tuned on simulated open-set splits of the gallery).
-THRESHOLD_STAGES = ("baseline", "wildfusion", "rerank", "xgboost", "dual_backbone")
+THRESHOLD_STAGES = SIMULATED
 
 
 def small_gallery_problems(config: Mapping, gallery_sizes: Mapping[str, int]) -> list[str]:
