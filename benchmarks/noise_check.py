@@ -30,10 +30,11 @@ from workflow.baseline import cosine_scorer, nearest_neighbour
 from workflow.calibration import IsotonicCalibrator
 from workflow.cascade_auto import choose_cascade
 from workflow.metrics import score_predictions
+from workflow.pair_stage import predict_stage, pseudo_pairs_table
 from workflow.rerank import choose_rerank, rerank_scores
 from workflow.stage_io import read_tsv
 from workflow.thresholds import choose_threshold, scorer_pseudo_table
-from workflow.wildfusion import choose_source, fit_calibrator, fuse, predict_stage, pseudo_pairs_table
+from workflow.wildfusion import choose_source, fit_calibrator, fuse
 
 PAIR_STAGES = ("wildfusion", "rerank")
 TRAINED = ("xgboost", "dual_backbone")

@@ -18,8 +18,9 @@ from workflow.calibration import IsotonicCalibrator
 from workflow.dual_backbone import stratified_split
 from workflow.dual_backbone.cli import main as db_main
 from workflow.embed import load_embeddings
+from workflow.pair_stage import gallery_labels, predict_queries
 from workflow.thresholds import simulate_open_set_split
-from workflow.wildfusion import fuse, gallery_labels, predict_queries
+from workflow.wildfusion import fuse
 
 DIMS = [12, 20]
 FAST = {"views": 3, "proj_dim": 16, "epochs": 40, "batch_size": 64, "lr": 5e-3, "folds": 3}

@@ -111,3 +111,30 @@ def test_no_import_cycle_in_the_package():
     assert not found - KNOWN_CYCLES, f"import cycles in workflow/ (untie them: move the shared code): {found}"
     gone = KNOWN_CYCLES - found
     assert not gone, f"cycles listed as known but gone, drop them from KNOWN_CYCLES: {gone}"
+
+
+def unexplained_local_imports(path: Path) -> list[str]:
+    """``workflow`` imports inside functions of ``path`` with no comment on their line or the line above."""
+    lines = path.read_text().splitlines()
+    out = []
+    for node in ast.walk(ast.parse("\n".join(lines), str(path))):
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        for inner in ast.walk(node):
+            if isinstance(inner, ast.ImportFrom):
+                names = [inner.module or ""] if not inner.level else ["workflow"]
+            elif isinstance(inner, ast.Import):
+                names = [alias.name for alias in inner.names]
+            else:
+                continue
+            line, above = lines[inner.lineno - 1], lines[inner.lineno - 2].strip()
+            if any(n.split(".")[0] == "workflow" for n in names) and "#" not in line and not above.startswith("#"):
+                out.append(f"{path.relative_to(REPO)}:{inner.lineno}: {line.strip()}")
+    return out
+
+
+def test_every_import_inside_a_function_says_why():
+    """An import inside a function is the exception (it keeps a heavy library out of jobs that do not need it, or
+    breaks a load-time loop); a comment says which, else it belongs at the top of the module."""
+    found = [hit for path in modules().values() for hit in unexplained_local_imports(path)]
+    assert not found, "move to the top of the module, or say why not in a comment:\n" + "\n".join(found)

@@ -6,12 +6,13 @@ import pytest
 from fixtures import textured_image, warp_image
 
 from workflow.calibration import IsotonicCalibrator
-from workflow.match import FeatureStore, extract_dataset, score_shard, shard_sources
+from workflow.match import FeatureStore, extract_dataset, score_shard_cached, shard_sources
 from workflow.matcher_keys import extractor_identity, matcher_key
 from workflow.matchers import create_matcher
+from workflow.pair_stage import predict_queries, predict_stage, source_scores
 from workflow.stage_io import atomic_path
 from workflow.thresholds import pair_scorer, top_per_source
-from workflow.wildfusion import fit_calibrator, fuse, predict_queries, predict_stage, source_scores
+from workflow.wildfusion import fit_calibrator, fuse
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +48,12 @@ def test_sharded_scores_equal_unsharded(tiny_images, tmp_path):
     ids = tiny_images["image_id"].tolist()
     pairs = pd.DataFrame([(a, b) for a in ids for b in ids if a != b], columns=["query", "candidate"])
     matcher = create_matcher("rootsift", **conf)
-    whole = score_shard(pairs, matcher, store).sort_values(["query", "candidate"]).reset_index(drop=True)
-    parts = [score_shard(pairs[pairs["query"].isin(shard_sources(pairs, i, 3))], matcher, store) for i in range(3)]
+
+    def score_shard(part):
+        return score_shard_cached(part, lambda: matcher, store)[0]
+
+    whole = score_shard(pairs).sort_values(["query", "candidate"]).reset_index(drop=True)
+    parts = [score_shard(pairs[pairs["query"].isin(shard_sources(pairs, i, 3))]) for i in range(3)]
     sharded = pd.concat(parts).sort_values(["query", "candidate"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(whole, sharded)
     same = whole.set_index(["query", "candidate"])["score"]

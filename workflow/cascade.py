@@ -53,6 +53,9 @@ import numpy as np
 import pandas as pd
 
 from workflow import NEW_INDIVIDUAL
+from workflow.cascade_auto import choose_cascade
+from workflow.cli import arg, named_paths, run_stage, stage_parser
+from workflow.stage_io import read_json, read_tsv, write_json, write_tsv
 from workflow.stages import SOURCES
 
 logger = logging.getLogger(__name__)
@@ -221,16 +224,12 @@ def resolve_auto(steps: Sequence[Mapping[str, Any]], thresholds: Mapping[str, fl
 
 def run(args: argparse.Namespace) -> None:
     """The cascade of one dataset: its steps (``auto``: chosen on the gallery), predictions and choice."""
-    from workflow.cli import named_paths
-    from workflow.stage_io import read_json, read_tsv, write_json, write_tsv
 
     raw = json.loads(args.steps)
     thresholds = {
         name: float(read_json(path)["threshold"]) for name, path in named_paths(args.threshold, "threshold").items()
     }
     if raw == AUTO:
-        from workflow.cascade_auto import choose_cascade
-
         pseudo = {name: pd.read_parquet(path) for name, path in named_paths(args.pseudo, "pseudo").items()}
         chosen, choice = choose_cascade(pseudo, **json.loads(args.search))
         if len(chosen) == 1 and set(chosen[0]) <= {"source", "new_below"} and chosen[0]["source"] in thresholds:
@@ -264,8 +263,6 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from workflow.cli import arg, run_stage, stage_parser
-
     parser = stage_parser(
         __doc__, arg("--steps", required=True, help='JSON list of cascade steps, or "auto"'),
         arg("--pseudo", nargs="*", default=[], help="NAME=pseudo.parquet of each source (for auto)"),

@@ -44,7 +44,20 @@ import pandas as pd
 from workflow import NEW_INDIVIDUAL
 from workflow.calibration import IsotonicCalibrator, fuse_scores
 from workflow.cli import arg, command, run_stage, stage_parser
+from workflow.data import read_table
+from workflow.discovery_calibration import (
+    GALLERY,
+    REFIT,
+    borrowed_threshold,
+    fallback_calibrators,
+    refit_cosine,
+    save_calibrators,
+)
+from workflow.embed import load_embeddings
+from workflow.match import read_shards
+from workflow.pair_stage import source_scores
 from workflow.robust import PlateauPick, plateau_pick
+from workflow.shortlist import topk_inner_product
 from workflow.stage_io import atomic_path, read_json, read_tsv, write_json, write_parquet, write_tsv
 from workflow.thresholds import resolve_threshold, simulate_open_set_split
 
@@ -68,7 +81,6 @@ def query_query_pairs(query_ids: Sequence[str], embeddings: np.ndarray, k: int) 
     One row per unordered pair (``query < candidate`` as strings), ``rank`` the better of its two ranks and
     ``cosine`` its similarity, ``kind`` ``query_query``.
     """
-    from workflow.shortlist import topk_inner_product
 
     ids = np.asarray(query_ids, dtype=object)
     idx, sim = topk_inner_product(np.asarray(embeddings, np.float32), np.asarray(embeddings, np.float32), k, True)
@@ -399,7 +411,6 @@ def dense_cosine(embeddings_path: str, calibrator: IsotonicCalibrator) -> Callab
 
 def embedding_rows(embeddings_path: str) -> dict[str, np.ndarray]:
     """Image id -> its embedding ``[D]`` of an embeddings file."""
-    from workflow.embed import load_embeddings
 
     ids, emb = load_embeddings(embeddings_path)
     return {str(q): emb[r] for r, q in enumerate(ids)}
@@ -407,7 +418,6 @@ def embedding_rows(embeddings_path: str) -> dict[str, np.ndarray]:
 
 def _gallery_calibration(args, meta: pd.DataFrame, sources: list[str]):
     """Calibrators, gallery pair scores and threshold of a dataset with a gallery (the module docstring)."""
-    from workflow.discovery_calibration import GALLERY, REFIT, refit_cosine
 
     given = [s for s in sources if not (s == "cosine" and args.cosine_calibration == REFIT)]
     calibrators = {s: IsotonicCalibrator.load(c) for s, c in zip(given, args.calibrators, strict=True)}
@@ -442,7 +452,6 @@ def _gallery_calibration(args, meta: pd.DataFrame, sources: list[str]):
 
 def _gallery_free_calibration(args, meta: pd.DataFrame, sources: list[str], raw: pd.DataFrame):
     """Calibrators and threshold of a dataset without a gallery (workflow/discovery_calibration.py)."""
-    from workflow.discovery_calibration import borrowed_threshold, fallback_calibrators
 
     query_ids = meta.loc[meta["split"] == "query", "image_id"].to_numpy(dtype=object)
     dense_raw = None
@@ -458,9 +467,6 @@ def _gallery_free_calibration(args, meta: pd.DataFrame, sources: list[str], raw:
 
 
 def _cluster_main(args) -> None:
-    from workflow.discovery_calibration import save_calibrators
-    from workflow.match import read_shards
-    from workflow.wildfusion import source_scores
 
     start = time.perf_counter()
     meta = read_tsv(args.metadata)
@@ -504,7 +510,6 @@ def _cluster_main(args) -> None:
 
 def pairs_command(args: argparse.Namespace) -> None:
     """``pairs``: the query x query shortlist of one dataset (global cosine) and its cost."""
-    from workflow.embed import load_embeddings
 
     start = time.perf_counter()
     meta = read_tsv(args.metadata)
@@ -533,7 +538,6 @@ def submission_command(args: argparse.Namespace) -> None:
 
 def score_command(args: argparse.Namespace) -> None:
     """``score``: ARI and AMI of the clusters of every dataset (rows without solution.csv: unscored)."""
-    from workflow.data import read_table
 
     truth = None
     if args.solution:

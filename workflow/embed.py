@@ -87,6 +87,7 @@ def embed_dataset(
     paths: list[str], sha1s: list[str], backbone_cfg: dict, cache_root: str | Path, device: str = "auto"
 ) -> np.ndarray:
     """Embeddings ``[N x D]`` of ``paths``, computing only those missing from the cache."""
+    # torch and the backbones: only the embed job loads a model, not the stages that read embeddings
     from workflow.backbones import create_backbone, embed_paths, resolve_device
 
     weights = weights_identity({k: v for k, v in backbone_cfg.items() if k not in _RUNTIME_KEYS})

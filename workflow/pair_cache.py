@@ -72,10 +72,12 @@ def pair_cache_key(name: str, conf: dict) -> str:
     the matching network's weights, the versions of the libraries that compute the score, and, for the learned
     matchers, what changes their floating point: the device type, mixed precision and the batch size.
     """
+    # OpenCV and the matchers: not loaded by the jobs that only read cached pairs
     from workflow.matchers import MATCHERS
 
     cls = MATCHERS.get(name)
     if cls is None:
+        # OpenCV and the matchers: not loaded by the jobs that only read cached pairs
         from workflow.matchers import available_matchers
 
         raise ValueError(f"unknown matcher {name!r}; known matchers: {', '.join(available_matchers())}")
@@ -94,6 +96,7 @@ def pair_cache_key(name: str, conf: dict) -> str:
 
 def cache_enabled(name: str, learned_pairs: bool) -> bool:
     """Whether ``name``'s scores go through the pair cache (always for batch-invariant matchers)."""
+    # OpenCV and the matchers: not loaded by the jobs that only read cached pairs
     from workflow.matchers import MATCHERS
 
     cls = MATCHERS.get(name)

@@ -25,6 +25,8 @@ import pandas as pd
 from workflow import NEW_INDIVIDUAL
 from workflow.cli import arg, command, run_stage, stage_parser
 from workflow.data import read_table
+from workflow.device import with_device
+from workflow.images import load_rgb
 from workflow.metrics import score_predictions
 from workflow.stage_io import atomic_path, read_tsv
 
@@ -176,6 +178,7 @@ def pair_matches(name: str, conf: dict, image0: np.ndarray, image1: np.ndarray):
 
     Raises whatever :func:`workflow.matchers.create_matcher` raises (e.g. ``WeightsNotFoundError``).
     """
+    # OpenCV and the matchers: only the match plots need them
     from workflow.matchers import create_matcher
 
     matcher = create_matcher(name, **conf)
@@ -214,8 +217,6 @@ def plot_matches(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from workflow.images import load_rgb
-
     cmap = plt.get_cmap("viridis")
     n_rows, n_cols = max(len(matchers), 1), max(len(examples), 1)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.2 * n_cols, 2.6 * n_rows + 0.6), dpi=110, squeeze=False)
@@ -229,11 +230,13 @@ def plot_matches(
                 try:
                     img0, img1, k0, k1, cf = pair_matches(name, conf, images[ex.query], images[ex.candidate])
                     if threshold is None:
+                        # OpenCV and the matchers: only the match plots need them
                         from workflow.matchers import create_matcher
 
                         threshold = create_matcher(name, **conf).conf["confidence_threshold"]
                     _draw_pair(ax, img0, img1, k0, k1, np.asarray(cf, float), cmap, threshold)
                 except Exception as err:  # noqa: BLE001 - a matcher that cannot run is drawn, not fatal
+                    # OpenCV and the matchers: only the match plots need them
                     from workflow.matchers import MatcherUnavailableError, WeightsNotFoundError
 
                     if not isinstance(err, (WeightsNotFoundError, MatcherUnavailableError)):
@@ -332,7 +335,6 @@ def new_share(args: argparse.Namespace) -> None:
 
 def matches(args: argparse.Namespace) -> None:
     """``matches``: keypoint matches of example pairs, one row per matcher."""
-    from workflow.match import with_device
 
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     pairs = pd.read_parquet(args.pairs)

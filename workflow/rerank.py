@@ -38,9 +38,9 @@ import numpy as np
 import pandas as pd
 
 from workflow.cli import arg, run_stage, stage_parser
+from workflow.pair_stage import predict_stage, pseudo_pairs_table, simulated_scores
 from workflow.robust import prefer_simpler
 from workflow.stage_io import read_tsv, write_json, write_parquet, write_stage_outputs
-from workflow.wildfusion import predict_stage, pseudo_pairs_table, simulated_scores
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def choose_rerank(
 ) -> tuple[bool, dict]:
     """``rerank.datasets: auto``: re-rank when it beats WildFusion on the simulated open-set splits.
 
-    Both scores are judged at their own robust threshold (:func:`workflow.wildfusion.simulated_scores`) on the
+    Both scores are judged at their own robust threshold (:func:`workflow.pair_stage.simulated_scores`) on the
     same splits of the gallery (its gallery x gallery pairs only: no query truth is read); re-ranking applies
     only when it gains more than the spread of the per-split difference (:func:`workflow.robust.prefer_simpler`):
     within that, the simpler stage (no re-ranking) wins. Returns whether re-ranking applies and the report.

@@ -30,42 +30,22 @@ import pandas as pd
 from workflow.calibration import IsotonicCalibrator, fuse_scores
 from workflow.cli import arg, command, run_stage, stage_parser
 from workflow.match import read_shards
+from workflow.pair_stage import (
+    COSINE,
+    gallery_labels,
+    predict_stage,
+    pseudo_pairs_table,
+    simulated_scores,
+    source_scores,
+)
 from workflow.robust import prefer_simpler
 from workflow.shortlist import read_pairs
 from workflow.stage_io import read_tsv, write_parquet, write_stage_outputs
-from workflow.thresholds import (
-    apply_threshold,
-    choose_threshold,
-    pair_scorer,
-    pseudo_split_scores,
-    scorer_pseudo_table,
-    top_per_source,
-)
 
 logger = logging.getLogger(__name__)
 
-COSINE = "cosine"
 TRAINED = "trained"  # the dual-backbone similarity as a fusion source (workflow.dual_backbone.heldout)
 LNBNN = "lnbnn"  # the one-vs-many LNBNN score of the candidate's individual (workflow.lnbnn)
-
-
-def source_scores(pairs: pd.DataFrame, shards: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Raw score columns (``cosine`` plus one per matcher) aligned to the rows of ``pairs``; NaN = not scored."""
-    out = pd.DataFrame({COSINE: pairs["cosine"].to_numpy(np.float64)}, index=pairs.index)
-    for name, table in sorted(shards.items()):
-        dup = table.duplicated(["query", "candidate"])
-        if dup.any():
-            raise ValueError(
-                f"matcher {name!r}: pair {tuple(table.loc[dup, ['query', 'candidate']].iloc[0])} scored twice"
-            )
-        merged = pairs[["query", "candidate"]].merge(table, on=["query", "candidate"], how="left")
-        out[name] = merged["score"].to_numpy(np.float64)
-    return out
-
-
-def gallery_labels(pairs: pd.DataFrame, identity: dict) -> np.ndarray:
-    """1 where both images of a pair show the same individual."""
-    return (pairs["query"].map(identity) == pairs["candidate"].map(identity)).to_numpy(np.float64)
 
 
 def fit_calibrator(pairs: pd.DataFrame, raw: np.ndarray, identity: dict) -> IsotonicCalibrator:
@@ -82,60 +62,6 @@ def fuse(raw: pd.DataFrame, calibrators: dict[str, IsotonicCalibrator], weights:
     calibrated = pd.DataFrame({name: calibrators[name].predict(raw[name].to_numpy()) for name in raw.columns})
     calibrated.index = raw.index
     return calibrated.assign(fused=fuse_scores(calibrated, weights))
-
-
-def predict_queries(pairs: pd.DataFrame, score: np.ndarray, query_ids: np.ndarray, identity: dict) -> pd.DataFrame:
-    """Best candidate of each query: ``image_id, top_identity, top_score`` (``-inf`` without candidates)."""
-    pos = {q: i for i, q in enumerate(query_ids)}
-    src = pairs["query"].map(pos).to_numpy()
-    rows, best = top_per_source(src, np.asarray(score, float), len(query_ids))
-    cand = pairs["candidate"].to_numpy(dtype=object)
-    top_identity = np.array([identity[cand[r]] if r >= 0 else "" for r in rows], dtype=object)
-    return pd.DataFrame({"image_id": query_ids, "top_identity": top_identity, "top_score": best})
-
-
-def gallery_scorer(meta: pd.DataFrame, pairs: pd.DataFrame, score: np.ndarray):
-    """A :data:`workflow.thresholds.Scorer` over the gallery pairs of ``pairs`` scored by ``score: [P]``.
-
-    Returns ``(scorer, gallery image ids [G], gallery identities [G])`` in table order.
-    """
-    gal = meta[meta["split"] == "database"]
-    gal_ids = gal["image_id"].to_numpy(dtype=object)
-    gal_identities = gal["identity"].to_numpy(dtype=object)
-    gpos = {g: i for i, g in enumerate(gal_ids)}
-    is_g = (pairs["kind"] != "query").to_numpy()
-    gp = pairs[is_g]
-    scorer = pair_scorer(gp["query"].map(gpos).to_numpy(), gp["candidate"].map(gpos).to_numpy(),
-                         np.asarray(score, np.float64)[is_g], gal_identities)  # fmt: skip
-    return scorer, gal_ids, gal_identities
-
-
-def pseudo_pairs_table(meta: pd.DataFrame, pairs: pd.DataFrame, score: np.ndarray, tuning: dict) -> pd.DataFrame:
-    """The stage's ``pseudo.parquet`` (:func:`workflow.thresholds.scorer_pseudo_table`) from its pair scores."""
-    scorer, gal_ids, gal_identities = gallery_scorer(meta, pairs, score)
-    return scorer_pseudo_table(scorer, gal_ids, gal_identities, tuning)
-
-
-def predict_stage(
-    meta: pd.DataFrame, pairs: pd.DataFrame, score: np.ndarray, threshold_setting, tuning: dict, dataset: str
-) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
-    """Predictions of a pair-scoring stage (WildFusion and the later stages that rescore its pairs)."""
-    identity = dict(zip(meta["image_id"], meta["identity"]))
-    qry_ids = meta.loc[meta["split"] == "query", "image_id"].to_numpy(dtype=object)
-    is_q = (pairs["kind"] == "query").to_numpy()
-    preds = predict_queries(pairs[is_q], score[is_q], qry_ids, identity)
-    scorer, _, gal_identities = gallery_scorer(meta, pairs, score)
-    threshold, info, curve = choose_threshold(threshold_setting, dataset, scorer, gal_identities, tuning)
-    preds.insert(
-        1, "identity", apply_threshold(preds["top_identity"].to_numpy(), preds["top_score"].to_numpy(), threshold)
-    )
-    return preds, info, curve
-
-
-def simulated_scores(meta: pd.DataFrame, pairs: pd.DataFrame, score: np.ndarray, tuning: dict) -> np.ndarray:
-    """Per-split simulated open-set scores ``[S]`` of the pair scores ``score: [P]`` at their robust threshold
-    (:func:`workflow.thresholds.pseudo_split_scores`) on the gallery's simulated splits (gallery pairs only)."""
-    return pseudo_split_scores(pseudo_pairs_table(meta, pairs, score, tuning), int(tuning["grid_size"]))[0]
 
 
 def choose_trained(

@@ -44,12 +44,20 @@ import pandas as pd
 
 from workflow import NEW_INDIVIDUAL
 from workflow.cli import arg, command, run_stage, stage_parser
+from workflow.device import resolve_device
 from workflow.embed import l2_normalise, load_embeddings
 from workflow.metrics import score_predictions
 from workflow.robust import plateau_pick
 from workflow.shortlist import topk_inner_product
 from workflow.stage_io import atomic_path, read_json, read_tsv, write_json, write_parquet, write_stage_outputs
-from workflow.thresholds import CURVE_COLUMNS, pair_scorer, resolve_threshold
+from workflow.thresholds import (
+    CURVE_COLUMNS,
+    pair_scorer,
+    pseudo_splits,
+    pseudo_table,
+    resolve_threshold,
+    simulate_open_set_split,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -232,17 +240,6 @@ DEFAULT_PARAMS = {
 }
 
 
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    try:
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return "cpu"
-
-
 def train_model(
     train: pd.DataFrame,
     train_labels: np.ndarray,
@@ -413,7 +410,6 @@ def tune_gate(
     pseudo-known images); the base stage labels each pseudo-query from its gallery pairs restricted to the
     rest (its own threshold); the gate threshold maximising ``sqrt(BAKS * BAUS)`` of the gated labels wins.
     """
-    from workflow.thresholds import simulate_open_set_split
 
     gal = np.flatnonzero((meta["split"] == "database").to_numpy())
     gmeta = meta.iloc[gal].reset_index(drop=True)
@@ -462,7 +458,6 @@ def pseudo_xgb_table(
     the pseudo-gallery only (early stopping on one held-out image per individual, as the real model) and
     predicts the pseudo-queries (identity = its top class, score = that class's probability).
     """
-    from workflow.thresholds import pseudo_splits, pseudo_table
 
     gal = np.flatnonzero((meta["split"] == "database").to_numpy())
     gmeta = meta.iloc[gal].reset_index(drop=True)

@@ -39,7 +39,8 @@ Modules: :mod:`~workflow.backbones.registry` (:class:`BackboneSpec`, ``@register
 entries, :func:`resolve_spec`), :mod:`~workflow.backbones.sources` (one loader per weight source, state-dict
 matching, EfficientNet-Lite0 from its wheel), :mod:`~workflow.backbones.miewid` (the local MiewID network),
 :mod:`~workflow.backbones.model` (:class:`Backbone`, :func:`create_backbone`) and
-:mod:`~workflow.backbones.embedding` (:func:`preprocess`, :func:`embed_paths`, :func:`resolve_device`).
+:mod:`~workflow.backbones.embedding` (:func:`preprocess`, :func:`embed_paths`; :func:`resolve_device` is
+:mod:`workflow.device`'s, re-exported).
 """
 
 import importlib

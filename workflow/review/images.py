@@ -20,14 +20,15 @@ import logging
 import numpy as np
 import pandas as pd
 
+from workflow.images import load_rgb
+from workflow.match import FeatureStore
+
 logger = logging.getLogger(__name__)
 
 
 def thumbnail(path: str, size: int = 160, quality: int = 80) -> str:
     """A JPEG data URI of the image at ``path``, its longer side ``size`` px (never enlarged)."""
     from PIL import Image
-
-    from workflow.images import load_rgb
 
     image = Image.fromarray(load_rgb(path))
     image.thumbnail((size, size), Image.Resampling.LANCZOS)
@@ -56,7 +57,7 @@ def match_lines(
 
     Features come from the per-image cache of ``manifest``; pairs with an image absent from it are skipped.
     """
-    from workflow.match import FeatureStore
+    # OpenCV and the matchers: only when the page draws match lines
     from workflow.matchers import create_matcher
 
     store = FeatureStore(manifest, capacity=256)

@@ -30,6 +30,8 @@ import pandas as pd
 
 from workflow import NEW_INDIVIDUAL
 from workflow.cli import arg, named_paths, run_stage, stage_parser
+from workflow.data import read_table
+from workflow.device import with_device
 from workflow.review.cards import card_records, lazy_lines, review_table, top_candidates
 from workflow.review.images import match_lines, thumbnail
 from workflow.review.render import render_page
@@ -130,7 +132,6 @@ def page_data(
 
 def write_page(args: argparse.Namespace) -> None:
     """The review page and its table of one dataset."""
-    from workflow.match import with_device
 
     settings = {k: v for k, v in json.loads(args.settings).items() if k in DEFAULTS}
     conf = with_device(args.matcher, json.loads(args.conf), args.device)
@@ -139,8 +140,6 @@ def write_page(args: argparse.Namespace) -> None:
     clusters = read_tsv(args.clusters) if args.clusters else None
     meta = read_tsv(args.metadata)
     if args.data_root and (Path(args.data_root) / "metadata.csv").is_file():  # dates (not in the tables)
-        from workflow.data import read_table
-
         dates = read_table(Path(args.data_root) / "metadata.csv")
         if "date" in dates:
             meta["date"] = meta["image_id"].astype(str).map(dict(zip(dates["image_id"], dates["date"]))).fillna("")
