@@ -1,6 +1,7 @@
 """The configs validate against the schema, and the paper config holds the paper's settings."""
 
 import copy
+import inspect
 import re
 
 import jsonschema
@@ -9,10 +10,15 @@ import yaml
 from conftest import REPO, schema_part
 from snakemake.utils import update_config, validate
 
-from workflow import stages
+from workflow import stages, xgb
 from workflow.backbones import resolve_spec
 from workflow.cascade import PAPER_CASCADE, validate_steps
+from workflow.cascade_auto import choose_cascade
+from workflow.dual_backbone.data import DEFAULT_AUGMENT
+from workflow.dual_backbone.train import DEFAULT_TRAINING
 from workflow.matchers import MATCHERS
+from workflow.review import discovery_page
+from workflow.review import page as review_page
 
 CASCADE_SCHEMA = schema_part("properties", "cascade")
 
@@ -431,6 +437,32 @@ def test_every_compute_key_is_its_rule_name_and_in_the_schema():
     assert sorted(names) == sorted(calls)
     for path in ["config/config.yaml", "config/animalclef2025.yaml", "config/animalclef2026.yaml"]:
         assert set(load(path).get("compute", {})) <= set(calls), path
+
+
+def schema_defaults(section: dict) -> dict:
+    return {key: spec["default"] for key, spec in section.get("properties", {}).items() if "default" in spec}
+
+
+def test_code_defaults_are_the_schema_defaults():
+    """Where a module keeps defaults of its own (for calls outside a run), they are the schema's."""
+    schema = load("config/schema.yaml")["properties"]
+
+    def same(code: dict, section: dict, where: str) -> None:
+        expected = schema_defaults(section)
+        shared = sorted(set(code) & set(expected))
+        assert shared, where
+        assert {k: code[k] for k in shared} == {k: expected[k] for k in shared}, where
+
+    same(xgb.DEFAULT_PARAMS, schema["xgboost"], "workflow/xgb.py DEFAULT_PARAMS")
+    same(review_page.DEFAULTS, schema["review"], "workflow/review/page.py DEFAULTS")
+    same(discovery_page.DEFAULTS, schema["review"], "workflow/review/discovery_page.py DEFAULTS")
+    db = schema["dual_backbone"]["properties"]
+    same(DEFAULT_TRAINING, db["training"], "workflow/dual_backbone/train.py DEFAULT_TRAINING")
+    for overrides in db["augment"]["default"].values():  # the schema's default overrides change nothing
+        assert {k: DEFAULT_AUGMENT[k] for k in overrides} == overrides
+    keywords = {name: p.default for name, p in inspect.signature(choose_cascade).parameters.items()
+                if p.default is not inspect.Parameter.empty}  # fmt: skip
+    same(keywords, schema["cascade_auto"], "workflow/cascade_auto.py choose_cascade")
 
 
 def test_the_schema_names_the_stages_of_the_registry():
