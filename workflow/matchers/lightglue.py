@@ -22,15 +22,19 @@ if TYPE_CHECKING:  # torch is imported lazily: the OpenCV matchers never load it
     import torch
 
 
-def load_lightglue(features: str, path: Path | None, filter_threshold: float) -> torch.nn.Module:
+def load_lightglue(
+    features: str, path: Path | None, filter_threshold: float, network: dict[str, Any] | None = None
+) -> torch.nn.Module:
     """kornia ``LightGlue`` for ``features`` with weights from ``path`` (random weights when None).
 
-    Built with ``features=None`` (kornia would otherwise download) and the feature type's configuration,
-    pruning and early stopping off; the cvg release files' old key names (``self_attn.0``) are renamed.
+    Built with ``features=None`` (kornia would otherwise download) and the feature type's configuration (kornia's
+    table, or ``network`` for a feature type kornia does not know), pruning and early stopping off; the release
+    files' old key names (``self_attn.0``, a ``matcher.`` prefix) are renamed.
     """
     from kornia.feature import LightGlue
 
-    conf = {k: v for k, v in LightGlue.features[features].items() if k != "weights"}
+    table = network if network is not None else LightGlue.features[features]
+    conf = {k: v for k, v in table.items() if k != "weights"}
     conf.update(depth_confidence=-1, width_confidence=-1, filter_threshold=filter_threshold)
     # flash stays True (kornia's default): LightGlue's attention calls torch.backends.cuda.enable_flash_sdp(flash)
     # on construction, so flash=False would switch flash attention off for the whole process.
@@ -38,7 +42,8 @@ def load_lightglue(features: str, path: Path | None, filter_threshold: float) ->
     if path is not None:
         state = _load_state(path, None)
         # kornia renames old keys only in LightGlue.__init__, for its own downloads, never for a given file
-        state = {k[len("matcher.") :] if k.startswith("matcher.") else k: v for k, v in state.items()}
+        state = {k[len("matcher.") :] if k.startswith("matcher.") else k: v for k, v in state.items()
+                 if not k.startswith("extractor.")}  # fmt: skip  (a file holding both networks: the matcher's)
         for i in range(model.conf.n_layers):
             for block in ("self_attn", "cross_attn"):
                 old, new = f"{block}.{i}.", f"transformers.{i}.{block}."
@@ -111,6 +116,7 @@ class _LightGlueMatcher(_TorchMatcher):
     """Keypoint extractor + kornia LightGlue, matched in padded batches."""
 
     lightglue_features: ClassVar[str] = ""  # kornia LightGlue feature type
+    lightglue_network: ClassVar[dict[str, Any] | None] = None  # its configuration when kornia has none
     channels: ClassVar[int] = 3  # network input channels (1: grayscale)
     default_conf: ClassVar[dict[str, Any]] = {
         **_TorchMatcher.default_conf,
@@ -127,8 +133,14 @@ class _LightGlueMatcher(_TorchMatcher):
         self.extractor = self._build_extractor()
         if self.extractor is not None:
             self.extractor = self.extractor.to(self.device).eval()
-        path = self._weights(f"lightglue-{self.lightglue_features}", "weights")
-        self.lightglue = load_lightglue(self.lightglue_features, path, self.conf["filter_threshold"]).to(self.device)
+        path = self._lightglue_weights()
+        threshold = self.conf["filter_threshold"]
+        self.lightglue = load_lightglue(self.lightglue_features, path, threshold, self.lightglue_network)
+        self.lightglue = self.lightglue.to(self.device)
+
+    def _lightglue_weights(self) -> Path | None:
+        """The LightGlue weights file (None: random weights, when allowed)."""
+        return self._weights(f"lightglue-{self.lightglue_features}", "weights")
 
     def _build_extractor(self) -> torch.nn.Module | None:
         raise NotImplementedError
