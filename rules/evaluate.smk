@@ -1,3 +1,19 @@
+def stage_predictions(wildcards):
+    return expand(
+        "results/stages/{stage}/{dataset}/predictions.tsv",
+        stage=wildcards.stage,
+        dataset=IDENTIFIED,
+    )
+
+
+def submission_predictions(wildcards):
+    return expand(
+        "results/stages/{stage}/{dataset}/predictions.tsv",
+        stage=config["submission"]["stage"],
+        dataset=IDENTIFIED,
+    )
+
+
 rule score_stage:
     input:
         predictions=stage_predictions,
