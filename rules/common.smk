@@ -274,222 +274,12 @@ def check_key(wildcards, expected, what):
         )
 
 
-_MATCHER_WEIGHTS = {}
-
-
-def matcher_conf(matcher):
-    if matcher not in config["wildfusion"]["matchers"] and not (
-        uses_lnbnn() and matcher == config["lnbnn"]["extractor"]
-    ):
-        raise WorkflowError(
-            f"matcher {matcher!r} is not in wildfusion.matchers {config['wildfusion']['matchers']}"
-        )
-    return config["matchers"].get(matcher, {})
-
-
-def matcher_json(wildcards):
-    return json.dumps(matcher_conf(wildcards.matcher), sort_keys=True)
-
-
 # Reserved name of the dual-backbone model's own embedding (shortlist.backbone) and similarity (a fusion source).
 TRAINED = "trained"
 if TRAINED in config["backbones"]:
     raise WorkflowError(
         f"backbones.{TRAINED} is reserved for the dual-backbone model's embedding: rename that backbone"
     )
-
-
-def shortlist_backbone():
-    return config["shortlist"].get("backbone", config["baseline"]["backbone"])
-
-
-def shortlist_key(dataset):
-    sl = config["shortlist"]
-    backbone = shortlist_backbone()
-    upstream = (
-        dual_backbone_key(dataset) if backbone == TRAINED else embedding_key(backbone)
-    )
-    union = (
-        [lnbnn_key(dataset), sl["lnbnn_individuals"], sl["lnbnn_images"]]
-        if sl["lnbnn_individuals"] > 0
-        else []
-    )
-    return param_key("shortlist", sl["k_query"], sl["k_gallery"], upstream, *union)
-
-
-# Reserved name of the LNBNN one-vs-many local score as a fusion source (workflow/lnbnn.py).
-LNBNN = "lnbnn"
-
-
-def uses_lnbnn():
-    """Whether the LNBNN index is built: for the shortlist union or as a fusion source."""
-    return (
-        config["shortlist"]["lnbnn_individuals"] > 0
-        or config["wildfusion"]["lnbnn"] is not False
-    )
-
-
-def lnbnn_key(dataset):
-    extractor = config["lnbnn"]["extractor"]
-    return param_key("lnbnn", config["lnbnn"], features_key(extractor))
-
-
-def lnbnn_path(dataset, name):
-    return f"results/lnbnn/{dataset}/{lnbnn_key(dataset)}/{name}"
-
-
-def lnbnn_features(wildcards):
-    check_key(wildcards, lnbnn_key(wildcards.dataset), f"lnbnn {wildcards.dataset}")
-    return features_path(wildcards.dataset, config["lnbnn"]["extractor"])
-
-
-def shortlist_lnbnn(wildcards):
-    """The LNBNN scores the shortlist unites with its global candidates (none without the union)."""
-    if config["shortlist"]["lnbnn_individuals"] <= 0:
-        return []
-    return lnbnn_path(wildcards.dataset, "scores.parquet")
-
-
-def lnbnn_pairs_key(dataset):
-    return param_key("lnbnn_pairs", lnbnn_key(dataset), shortlist_key(dataset))
-
-
-def lnbnn_pairs_path(dataset):
-    return f"results/lnbnn_pairs/{dataset}/{LNBNN}/{lnbnn_pairs_key(dataset)}.parquet"
-
-
-def lnbnn_pairs_scores(wildcards):
-    check_key(
-        wildcards,
-        lnbnn_pairs_key(wildcards.dataset),
-        f"lnbnn pair scores {wildcards.dataset}",
-    )
-    return lnbnn_path(wildcards.dataset, "scores.parquet")
-
-
-def shortlist_path(dataset, suffix=".parquet"):
-    return f"results/shortlist/{dataset}/{shortlist_key(dataset)}{suffix}"
-
-
-def shortlist_embeddings(wildcards):
-    check_key(
-        wildcards, shortlist_key(wildcards.dataset), f"shortlist {wildcards.dataset}"
-    )
-    if shortlist_backbone() == TRAINED:
-        return dual_backbone_file(wildcards.dataset, "embeddings.npz")
-    return embedding_path(wildcards.dataset, shortlist_backbone())
-
-
-def shortlist_input(wildcards):
-    return shortlist_path(wildcards.dataset)
-
-
-def matcher_weights(matcher):
-    """Identities of a learned matcher's weight files: [extractor, matching network] ("" where none)."""
-    memo = json.dumps([matcher, matcher_conf(matcher)], sort_keys=True)
-    if memo not in _MATCHER_WEIGHTS:
-        conf = matcher_conf(matcher)
-        try:
-            found = [
-                extractor_identity(matcher, conf),
-                matching_weights_identity(matcher, conf),
-            ]
-        except WeightsNotFoundError as err:
-            raise WorkflowError(f"matchers.{matcher}: {err}") from None
-        _MATCHER_WEIGHTS[memo] = found
-    return _MATCHER_WEIGHTS[memo]
-
-
-def features_key(matcher):
-    extractor = matcher_weights(matcher)[0]
-    return param_key(
-        "features", matcher, matcher_conf(matcher), *([extractor] if extractor else [])
-    )
-
-
-def features_path(dataset, matcher):
-    return f"results/features/{dataset}/{matcher}/{features_key(matcher)}.tsv"
-
-
-def features_metadata(wildcards):
-    check_key(
-        wildcards,
-        features_key(wildcards.matcher),
-        f"features {wildcards.dataset}/{wildcards.matcher}",
-    )
-    return f"results/data/{wildcards.dataset}.tsv"
-
-
-def match_key(matcher, dataset):
-    return param_key(
-        "match",
-        matcher,
-        matcher_conf(matcher),
-        features_key(matcher),
-        shortlist_key(dataset),
-        config["wildfusion"]["shards"],
-        *[w for w in matcher_weights(matcher) if w],
-    )
-
-
-def match_features(wildcards):
-    check_key(
-        wildcards,
-        match_key(wildcards.matcher, wildcards.dataset),
-        f"match shards {wildcards.dataset}/{wildcards.matcher}",
-    )
-    return features_path(wildcards.dataset, wildcards.matcher)
-
-
-def matcher_shards(dataset, matcher):
-    return expand(
-        "results/matches/{dataset}/{matcher}/{key}/shard{shard}.parquet",
-        dataset=dataset,
-        matcher=matcher,
-        key=match_key(matcher, dataset),
-        shard=range(config["wildfusion"]["shards"]),
-    )
-
-
-def calibration_key(source, dataset):
-    if source == "cosine":
-        upstream = shortlist_key(dataset)
-    elif source == TRAINED:
-        upstream = trained_pairs_key(dataset)
-    elif source == LNBNN:
-        upstream = lnbnn_pairs_key(dataset)
-    else:
-        upstream = match_key(source, dataset)
-    return param_key("calibrate", source, upstream)
-
-
-def fuses_trained():
-    """Whether the dual-backbone similarity is a fusion source: wildfusion.trained true, or auto with the
-    dual_backbone stage in stages and the frozen mode (the fuse step then keeps it only where it raises the
-    gallery's simulated score).
-    """
-    setting = config["wildfusion"]["trained"]
-    if setting == "auto":
-        return "dual_backbone" in config["stages"] and dual_backbone_mode() == "frozen"
-    return setting is True
-
-
-def trained_setting(wildcards=None):
-    """The fuse step's --trained: auto (keep the source trained only where it helps) or fixed (as listed)."""
-    return "auto" if config["wildfusion"]["trained"] == "auto" else "fixed"
-
-
-def lnbnn_setting(wildcards=None):
-    """The fuse step's --lnbnn: auto (keep the source lnbnn only where it helps) or fixed (as listed)."""
-    return "auto" if config["wildfusion"]["lnbnn"] == "auto" else "fixed"
-
-
-def fusion_sources(wildcards=None):
-    """The fused sources besides the cosine: the matchers, then the dual-backbone similarity and the LNBNN
-    score if enabled."""
-    trained = [TRAINED] if fuses_trained() else []
-    lnbnn = [LNBNN] if config["wildfusion"]["lnbnn"] is not False else []
-    return [*config["wildfusion"]["matchers"], *trained, *lnbnn]
 
 
 def trained_pairs_key(dataset):
@@ -509,31 +299,6 @@ def trained_pairs_model(wildcards):
         f"trained pair scores {wildcards.dataset}",
     )
     return dual_backbone_file(wildcards.dataset, "model.pt")
-
-
-def source_files(dataset, source):
-    """Raw score files of one fusion source (none for the global cosine)."""
-    if source == "cosine":
-        return []
-    if source == TRAINED:
-        return [trained_pairs_path(dataset)]
-    if source == LNBNN:
-        return [lnbnn_pairs_path(dataset)]
-    return matcher_shards(dataset, source)
-
-
-def source_shards(wildcards):
-    """Shards of one calibration source (none for the global cosine)."""
-    check_key(
-        wildcards,
-        calibration_key(wildcards.source, wildcards.dataset),
-        f"calibrator {wildcards.dataset}/{wildcards.source}",
-    )
-    return source_files(wildcards.dataset, wildcards.source)
-
-
-def all_shards(wildcards):
-    return [s for m in fusion_sources() for s in source_files(wildcards.dataset, m)]
 
 
 def xgboost_backbones(wildcards=None):
@@ -745,14 +510,6 @@ def cascade_source_args(kind):
         ]
 
     return inner
-
-
-def calibrators(wildcards):
-    """Calibrators in the order the fusion expects: cosine first, then :func:`fusion_sources`."""
-    return [
-        f"results/calibration/{wildcards.dataset}/{source}/{calibration_key(source, wildcards.dataset)}.json"
-        for source in ["cosine", *fusion_sources()]
-    ]
 
 
 def job_device(wildcards, resources):
