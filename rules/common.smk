@@ -1,24 +1,18 @@
-# Input functions and config providers only; no logic that belongs in a stage module.
+# What every stage needs: the datasets, the gallery version, the config provider, the key check, resources and the
+# final outputs. Each stage's keys, paths and input functions live above its rules in its own rule file.
 import json
 import sys
-import os
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 
 from workflow.config_check import check_config
-from workflow.keys import param_key, weights_identity
-from workflow.matcher_keys import extractor_identity, matching_weights_identity
-from workflow.matchers import WeightsNotFoundError
 from workflow.enrollment import (
     active_changes_file,
     describe_active,
     describe_line,
     find_enrollment_dir,
-    locate_decisions,
-    record_data,
-    recover_log,
 )
 from workflow.data import (
     SAFE_NAME,
@@ -128,8 +122,7 @@ check_config(
 HAS_SOLUTION = IS_DEMO or (DATA_ROOT / "solution.csv").is_file()
 # Stages with per-query predictions; discovery (clusters, rules/discovery.smk) is listed in stages but scored apart.
 STAGES = [stage for stage in config["stages"] if stage != "discovery"]
-# Per-dataset tables (metadata rows + the sha1 of each image): the only view of the data that jobs have.
-TABLES_DIR = Path("results/data")
+
 # Gallery versions written by target enroll (workflow/enrollment.py): the data is read through the active one.
 # They are found by the data's real path (or the fingerprint of its metadata.csv), not by the data_root string.
 _ENROLLMENT_DIR, _FOUND_BY = find_enrollment_dir(
@@ -145,88 +138,6 @@ GALLERY = describe_active(ENROLLMENT_DIR)
 GALLERY_LINE = describe_line(GALLERY)
 # the same without the enrollment folder: the param of the jobs that show it (a moved data folder reruns none)
 GALLERY_VERSION_LINE = describe_line(GALLERY, where=False)
-
-
-def _enrollment_only():
-    """Whether the command line names targets enroll, enroll_undo or enroll_redo and no other rule or file (a
-    heuristic on the arguments: Snakemake sets its targets after the Snakefile is read). They check the data
-    themselves (workflow/enrollment.py) and read no table, so a gallery version that the tables refuse can always
-    be undone.
-    """
-    words = {w for w in sys.argv[1:] if not w.startswith("-") and "=" not in w}
-    outputs = {w for w in words if w == "all" or w.startswith("results/")}
-    return bool({"enroll", "enroll_undo", "enroll_redo"} & words) and not outputs
-
-
-def _start_run():
-    """What a start of the workflow does before any job (main process only, also in a dry-run).
-
-    Removes the directory lock of a Snakemake that died (workflow/runlock.py), then validates the data and
-    brings the existing tables up to date, rewriting a table only when its content changes (a replaced or
-    truncated image changes its sha1). Bad data stops here: no job starts, nothing is deleted.
-    Returns the datasets whose tables rule validate_data builds (one job for all of them, so that no job opens
-    an image before every dataset passed): those without a table, or every dataset of the demo (generated data).
-    """
-    if not workflow.is_main_process:
-        return list(DATASETS)
-    from workflow.data import DataValidationError
-    from workflow.runlock import release_stale_locks
-    from workflow.tables import sync_tables
-
-    removed = release_stale_locks()
-    # a gallery switch whose log line a killed enroll/undo/redo did not write (workflow/enrollment.py)
-    recover_log(ENROLLMENT_DIR)
-    record_data(
-        ENROLLMENT_DIR, DATA_ROOT
-    )  # the data's identity, so that a moved copy finds its versions
-    if not _FOUND_BY.startswith("its real path"):
-        logger.warning(
-            f"Gallery versions of {DATA_ROOT} found in {ENROLLMENT_DIR} by {_FOUND_BY}"
-        )
-    logger.info(GALLERY_LINE)
-    if DEMO_OVERLAY:
-        logger.info(
-            "Demo data: config/demo.yaml is applied on top of config/config.yaml (its keys win there; "
-            "--config and --configfile still win over both)"
-        )
-    if removed:
-        logger.warning(
-            f"Removed the directory lock left by a Snakemake run that is no longer alive ({len(removed)} "
-            "lock file(s) in .snakemake/locks); resuming."
-        )
-    if not (DATA_ROOT / "metadata.csv").is_file():  # the demo, before it is generated
-        return list(DATASETS)
-    if _enrollment_only():
-        return []
-    present = [d for d in DATASETS if (TABLES_DIR / f"{d}.tsv").is_file()]
-    # With a gallery version active (workflow/enrollment.py) every table is written here, through it; rule
-    # validate_data (which reads metadata.csv alone) then only rebuilds tables after the demo is regenerated.
-    try:
-        changed = sync_tables(
-            DATA_ROOT,
-            TABLES_DIR,
-            DATASETS if ENROLLMENT else present,
-            config["data"]["extra_required_columns"],
-            threads=min(8, os.cpu_count() or 1),
-            allow_external_symlinks=config["data"]["allow_external_symlinks"],
-            enrollment=ENROLLMENT,
-            discovery=DISCOVERY,
-            warn=lambda line: logger.warning(f"Warning: {line}"),
-        )
-    except DataValidationError as err:
-        raise WorkflowError(
-            f"{err}\nFix these and start again: no job was started and nothing was deleted."
-        ) from None
-    if changed:
-        logger.info(
-            f"Data changed: rewrote {', '.join(f'{TABLES_DIR}/{d}.tsv' for d in changed)}"
-        )
-    if IS_DEMO:
-        return list(DATASETS)
-    return [d for d in DATASETS if not (TABLES_DIR / f"{d}.tsv").is_file()]
-
-
-TABLES_TO_BUILD = _start_run()
 
 
 def config_provider(*keys):
@@ -258,15 +169,15 @@ def as_json(provider):
     return wrapped
 
 
-# Parameter-addressed outputs: every expensive output lives under a short hash ({key}) of exactly the
-# config values (and the keys of the upstream outputs) that affect it, so editing one parameter reruns
-# only what depends on it and reverting it finds the earlier files again. Stage outputs
-# (results/stages/...) are cheap and stay unkeyed.
-# (param_key: workflow/keys.py, the one hasher of keyed outputs and caches.)
-
-
 def check_key(wildcards, expected, what):
-    """Refuse to build a keyed output whose key is not that of the current config."""
+    """The key check of every keyed output: refuse to build ``{key}`` unless it is that of the current config.
+
+    Parameter-addressed outputs: every expensive output lives under a short hash ({key}) of exactly the config
+    values (and the keys of the upstream outputs) that affect it (workflow/keys.py's param_key), so editing one
+    parameter reruns only what depends on it and reverting it finds the earlier files again. Each stage's input
+    function of a keyed rule calls this first (e.g. embed_metadata in rules/embed.smk). Stage outputs
+    (results/stages/...) are cheap and stay unkeyed.
+    """
     if wildcards.key != expected:
         raise WorkflowError(
             f"{what}: key {wildcards.key} is not that of the current config ({expected}); "

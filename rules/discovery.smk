@@ -200,7 +200,7 @@ rule discovery_match_shard:
 
 
 # A dataset without a gallery has no labels, no gallery pairs and no calibrators of its own: the input functions
-# (rules/common.smk) give it the other datasets' calibrators.json and threshold.json instead.
+# (above) give it the other datasets' calibrators.json and threshold.json instead.
 rule discovery:
     input:
         metadata="results/data/{dataset}.tsv",
