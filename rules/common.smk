@@ -1,5 +1,5 @@
 # What every stage needs: the datasets, the gallery version, the config provider, the key check, resources and the
-# final outputs. Each stage's keys, paths and input functions live above its rules in its own rule file.
+# final outputs. Each stage's keys, paths and input functions: rules/functions/<stage>.smk (its rule file includes it).
 import json
 import sys
 from pathlib import Path
@@ -175,7 +175,7 @@ def check_key(wildcards, expected, what):
     Parameter-addressed outputs: every expensive output lives under a short hash ({key}) of exactly the config
     values (and the keys of the upstream outputs) that affect it (workflow/keys.py's param_key), so editing one
     parameter reruns only what depends on it and reverting it finds the earlier files again. Each stage's input
-    function of a keyed rule calls this first (e.g. embed_metadata in rules/embed.smk). Stage outputs
+    function of a keyed rule calls this first (e.g. embed_metadata in rules/functions/embed.smk). Stage outputs
     (results/stages/...) are cheap and stay unkeyed.
     """
     if wildcards.key != expected:

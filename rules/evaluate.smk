@@ -1,17 +1,4 @@
-def stage_predictions(wildcards):
-    return expand(
-        "results/stages/{stage}/{dataset}/predictions.tsv",
-        stage=wildcards.stage,
-        dataset=IDENTIFIED,
-    )
-
-
-def submission_predictions(wildcards):
-    return expand(
-        "results/stages/{stage}/{dataset}/predictions.tsv",
-        stage=config["submission"]["stage"],
-        dataset=IDENTIFIED,
-    )
+include: "functions/evaluate.smk"
 
 
 rule score_stage:
