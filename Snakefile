@@ -14,7 +14,7 @@ configfile: "config/config.yaml"
 
 
 # The demo's own settings apply only when data_root is the demo (--config/--configfile values still win); every
-# start says so (rules/common.smk).
+# start says so (rules/start.smk).
 DEMO_OVERLAY = (
     Path(config["data_root"]).resolve() == Path(config["demo"]["root"]).resolve()
 )
@@ -24,7 +24,8 @@ if DEMO_OVERLAY:
 
 
 # Every config mistake fails here, before any job, naming the key and the fix (workflow/config_check.py);
-# validate() then fills the schema's defaults. The checks that need the data run in rules/common.smk.
+# validate() then fills the schema's defaults. The checks that need the data run in rules/common.smk and
+# rules/start.smk.
 # Values nested in --config (review={thumbnail: 480}) arrive as text: given the schema's types first.
 retype_nested(
     config,
@@ -41,11 +42,14 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
+include: "rules/start.smk"
 include: "rules/demo.smk"
 include: "rules/data.smk"
 include: "rules/embed.smk"
 include: "rules/baseline.smk"
-include: "rules/wildfusion.smk"
+include: "rules/shortlist.smk"
+include: "rules/matching.smk"
+include: "rules/fusion.smk"
 include: "rules/lnbnn.smk"
 include: "rules/rerank.smk"
 include: "rules/xgboost.smk"

@@ -1,3 +1,6 @@
+include: "functions/cascade.smk"
+
+
 rule cascade:
     input:
         unpack(cascade_inputs),

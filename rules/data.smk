@@ -1,4 +1,7 @@
-# The per-dataset tables are brought up to date when the workflow starts (_start_run() in rules/common.smk,
+include: "functions/data.smk"
+
+
+# The per-dataset tables are brought up to date when the workflow starts (_start_run() in rules/start.smk,
 # content-stable); this rule builds the tables that do not exist yet (first run, a new dataset, or the demo's
 # data) in one job, so that no job opens an image before every dataset's images passed the checks.
 if TABLES_TO_BUILD:

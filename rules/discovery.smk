@@ -2,6 +2,9 @@
 # individuals; requested by final_outputs() when "discovery" is listed in stages.
 
 
+include: "functions/discovery.smk"
+
+
 rule discovery_pairs:
     input:
         metadata="results/data/{dataset}.tsv",
@@ -57,7 +60,7 @@ rule discovery_match_shard:
 
 
 # A dataset without a gallery has no labels, no gallery pairs and no calibrators of its own: the input functions
-# (rules/common.smk) give it the other datasets' calibrators.json and threshold.json instead.
+# (rules/functions/discovery.smk) give it the other datasets' calibrators.json and threshold.json instead.
 rule discovery:
     input:
         metadata="results/data/{dataset}.tsv",

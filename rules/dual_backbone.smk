@@ -1,3 +1,6 @@
+include: "functions/dual_backbone.smk"
+
+
 rule dual_backbone_train:
     input:
         metadata=dual_backbone_train_metadata,

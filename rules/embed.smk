@@ -1,3 +1,6 @@
+include: "functions/embed.smk"
+
+
 rule embed:
     input:
         metadata=embed_metadata,

@@ -1,3 +1,6 @@
+include: "functions/evaluate.smk"
+
+
 rule score_stage:
     input:
         predictions=stage_predictions,

@@ -1,3 +1,6 @@
+include: "functions/lnbnn.smk"
+
+
 # One-vs-many local matching (workflow/lnbnn.py): the gallery index and the LNBNN votes of every image, then
 # their score on each shortlist pair (the fusion source lnbnn).
 rule lnbnn:

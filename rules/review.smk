@@ -2,6 +2,9 @@
 # page's decisions into the next gallery version (targets enroll, enroll_undo and enroll_redo, run by name).
 
 
+include: "functions/review.smk"
+
+
 rule review:
     input:
         unpack(review_inputs),

@@ -1,3 +1,6 @@
+include: "functions/xgboost.smk"
+
+
 rule xgboost_train:
     input:
         metadata="results/data/{dataset}.tsv",

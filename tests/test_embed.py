@@ -118,8 +118,8 @@ def test_weights_identity_of_each_source(tmp_path, monkeypatch):
 
 
 def test_one_parameter_hasher_keeps_the_rules_keys():
-    """rules/common.smk, workflow/embed.py and workflow/matcher_keys.py share workflow.keys.param_key; the rules' keys
-    are those of the former hasher in rules/common.smk (10 hex digits of the SHA-1 of sorted compact JSON)."""
+    """rules/functions/embed.smk, workflow/embed.py and workflow/matcher_keys.py share workflow.keys.param_key; the
+    rules' keys are those of their former hasher (10 hex digits of the SHA-1 of sorted compact JSON)."""
     import hashlib
     import json
 
@@ -130,6 +130,6 @@ def test_one_parameter_hasher_keeps_the_rules_keys():
     parts = ("embed", "miewid", {"source": "miewid-msv3", "input_size": 440})
     old = hashlib.sha1(json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
     assert param_key(*parts) == old[:10]
-    for name in ["rules/common.smk", "workflow/embed.py", "workflow/matcher_keys.py"]:
+    for name in ["rules/functions/embed.smk", "workflow/embed.py", "workflow/matcher_keys.py"]:
         text = (REPO / name).read_text()
         assert "hashlib" not in text and "param_key" in text, name

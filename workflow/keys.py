@@ -4,7 +4,7 @@ Inputs
     JSON-able parameters; weight files and folders, Hugging Face cache snapshots, installed packages.
 Outputs
     :func:`param_key`: the short hash of parameter-addressed outputs (``results/<stage>/.../<key>``, used by
-    rules/common.smk) and of the embedding and feature caches (workflow/embed.py, workflow/match.py).
+    rules/functions/) and of the embedding and feature caches (workflow/embed.py, workflow/match.py).
     :func:`weights_identity`: a string that changes whenever a backbone's weights change: the SHA-1 of the
     file bytes of ``checkpoint:``/``local-dir:`` sources (memoised per path, size and mtime), the resolved
     snapshot revision in the Hugging Face cache of ``hf-hub:`` (and pretrained ``timm:``) sources, the package

@@ -15,7 +15,7 @@ Outputs
     file changed (a file rewritten in place changes its ``ctime_ns`` even if its size and mtime are kept).
     ``solution`` command: a small JSON summary of ``solution.csv`` once it is valid against the tables.
 
-``sync_tables`` runs when the workflow starts (rules/common.smk), so bad metadata or a corrupt image
+``sync_tables`` runs when the workflow starts (rules/start.smk), so bad metadata or a corrupt image
 stops the run before any job starts, and nothing already computed is deleted or rewritten.
 
     python -m workflow.tables write --root R --out-dir D --datasets A B [--extra-columns C] [--threads N] [--discovery]
