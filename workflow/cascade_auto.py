@@ -13,7 +13,8 @@ The search, on the splits that every source holds (scores are means of ``sqrt(BA
 
 1. Every single stage at its robust threshold (``new_below`` in the middle of the plateau of its simulated score
    on a grid of quantiles of its scores, :func:`workflow.robust.plateau_pick`); the best single stage is the
-   simplest (:data:`SIMPLICITY`) of those within the spread of the highest one (:func:`simplest_within_spread`).
+   simplest (the order of :data:`workflow.stages.SOURCES`) of those within the spread of the highest one
+   (:func:`simplest_within_spread`).
 2. Every ordered pair ``A -> B``: ``A`` labels with ``new_below a``, then ``B`` overrides where its score is
    ``>= b`` and sets new where it is ``< c`` (``c <= b``; either may be left out), with ``a, b, c`` searched
    jointly on a grid of quantiles of each source's pseudo scores: the paper's step kinds.
@@ -46,10 +47,6 @@ from workflow.robust import EPS, plateau_pick, prefer_simpler, standard_error
 from workflow.stages import SOURCES
 
 logger = logging.getLogger(__name__)
-
-# Stages from the simplest to the most complex (the registry's order): among single stages whose simulated scores
-# are within their spread, the first one here wins (fewer stages in the pipeline; no re-ranking before re-ranking).
-SIMPLICITY = SOURCES
 
 NEW = -1  # state code: new_individual (a source index otherwise)
 
@@ -219,7 +216,8 @@ def simplest_within_spread(data: PseudoData, singles: Mapping[str, tuple]) -> tu
     """The best single stage, where stages within the spread of the best count as equal and the simplest wins.
 
     The tolerance of each stage is the standard error over the splits of its score difference with the best one;
-    "simplest" follows :data:`SIMPLICITY` (fewer stages in the pipeline, no re-ranking before re-ranking).
+    "simplest" follows the order of :data:`workflow.stages.SOURCES` (fewer stages in the pipeline, no re-ranking
+    before re-ranking).
     Returns the stage and the tolerance it was chosen within.
     """
     top = max(data.sources, key=lambda n: (singles[n][0], -data.sources.index(n)))
@@ -230,7 +228,7 @@ def simplest_within_spread(data: PseudoData, singles: Mapping[str, tuple]) -> tu
         tolerance = standard_error(diff)
         if singles[top][0] - singles[name][0] <= tolerance + EPS:
             tied[name] = tolerance
-    name = min(tied, key=lambda n: (SIMPLICITY.index(n) if n in SIMPLICITY else len(SIMPLICITY), n))
+    name = min(tied, key=lambda n: (SOURCES.index(n) if n in SOURCES else len(SOURCES), n))
     return name, tied[name]
 
 

@@ -208,16 +208,12 @@ def _near_miss(name: str, datasets: Sequence[str]) -> str | None:
     return close[0] if close else None
 
 
-# Stages whose threshold may be auto (tuned on simulated open-set splits of the gallery).
-THRESHOLD_STAGES = SIMULATED
-
-
 def small_gallery_problems(config: Mapping, gallery_sizes: Mapping[str, int]) -> list[str]:
     """A dataset whose gallery has one individual cannot tune an ``auto`` threshold (a simulated open-set split
     holds out at least one individual and keeps at least one): one error per stage run with ``auto`` there."""
     errors = []
     thresholds = config.get("thresholds") or {}
-    stages = [s for s in config.get("stages") or [] if s in THRESHOLD_STAGES]
+    stages = [s for s in config.get("stages") or [] if s in SIMULATED]  # thresholds tuned on simulated splits
     for name, size in sorted(gallery_sizes.items()):
         if size != 1:  # 0: no gallery (discovery only), 2 or more: splits work
             continue
